@@ -1,0 +1,83 @@
+"""Connections to PostgreSQL (totesys and the warehouse) from Secrets Manager-style credentials.
+
+One secret format serves AWS and the local runner: the RDS JSON shape {host, port, username, password,
+dbname}, plus an optional sslmode. A host that starts with "/" is a unix-socket directory, as in libpq.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import boto3
+import pg8000.native
+from pg8000.native import identifier
+
+from lambdas.common.errors import PipelineError, TransientError
+
+__all__ = ["connect", "credentials_from_dsn", "identifier", "read_secret"]
+
+_SSL_MODES_WITH_TLS = {"require", "verify-ca", "verify-full"}
+
+
+@lru_cache(maxsize=8)
+def _secret_string(secret_id: str) -> str:
+    return boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+
+
+def read_secret(secret_id: str) -> dict[str, Any]:
+    """Credentials are read once per Lambda container; a rotated secret is picked up by new containers."""
+    try:
+        return json.loads(_secret_string(secret_id))
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"secret {secret_id!r} is not JSON with host, port, username, password, dbname") from exc
+
+
+def credentials_from_dsn(dsn: str) -> dict[str, Any]:
+    """Turn a libpq URI (TCP or `?host=/socket/dir`) into the secret shape the handlers read."""
+    url = urlparse(dsn)
+    if url.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"not a PostgreSQL URI: {dsn!r} (expected postgresql://user:password@host:port/dbname)")
+    query = {key: values[-1] for key, values in parse_qs(url.query).items()}
+    host = query.get("host") or url.hostname or "/var/run/postgresql"
+    return {
+        "host": host,
+        "port": int(query.get("port") or url.port or 5432),
+        "username": unquote(url.username or query.get("user") or "postgres"),
+        "password": unquote(url.password or query.get("password") or ""),
+        "dbname": unquote(url.path.lstrip("/") or query.get("dbname") or "postgres"),
+        "sslmode": query.get("sslmode", "disable" if host.startswith("/") else "prefer"),
+    }
+
+
+def connect(credentials: Mapping[str, Any], *, application_name: str = "totesys-etl") -> pg8000.native.Connection:
+    """Open a connection; failing to reach the server is transient, so the state machine retries it."""
+    host = str(credentials["host"])
+    port = int(credentials.get("port", 5432))
+    options: dict[str, Any] = {
+        "user": credentials["username"],
+        "password": credentials.get("password") or None,
+        "database": credentials.get("dbname") or "postgres",
+        "application_name": application_name,
+        "timeout": 60,
+    }
+    if host.startswith("/"):
+        options["unix_sock"] = f"{host}/.s.PGSQL.{port}"
+    else:
+        options["host"], options["port"] = host, port
+        # Production secrets carry no sslmode and get TLS; a local DSN may say "disable" or "prefer".
+        sslmode = credentials.get("sslmode", "require")
+        if sslmode in _SSL_MODES_WITH_TLS:
+            context = ssl.create_default_context()
+            if sslmode == "require":  # libpq's meaning: encrypted, certificate not checked
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            options["ssl_context"] = context
+    try:
+        return pg8000.native.Connection(**options)
+    except (pg8000.native.InterfaceError, OSError) as exc:
+        raise TransientError(f"cannot connect to {host}:{port}/{options['database']}: {exc}") from exc

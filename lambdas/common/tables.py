@@ -1,0 +1,72 @@
+"""The contracts as data: which source tables exist, which warehouse tables are built from which.
+
+Every table name that reaches SQL is first checked against these tuples (and, for the source, against
+the database catalogue), then quoted as an identifier.
+"""
+
+from __future__ import annotations
+
+from lambdas.common.errors import UnknownTableError
+
+SOURCE_TABLES: tuple[str, ...] = (
+    "address",
+    "counterparty",
+    "currency",
+    "department",
+    "design",
+    "payment",
+    "payment_type",
+    "purchase_order",
+    "sales_order",
+    "staff",
+    "transaction",
+)
+
+# Prisma's bookkeeping table sits beside the business tables; it is never extracted.
+NEVER_EXTRACTED: frozenset[str] = frozenset({"_prisma_migrations"})
+
+PRIMARY_KEYS: dict[str, str] = {table: f"{table}_id" for table in SOURCE_TABLES}
+
+DIMENSIONS: tuple[str, ...] = (
+    "dim_date",
+    "dim_location",
+    "dim_staff",
+    "dim_counterparty",
+    "dim_currency",
+    "dim_design",
+    "dim_payment_type",
+    "dim_transaction",
+)
+FACTS: tuple[str, ...] = ("fact_sales_order", "fact_purchase_order", "fact_payment")
+WAREHOUSE_TABLES: tuple[str, ...] = DIMENSIONS + FACTS
+
+# The source tables each warehouse table is built from (its lineage in ../shared/reference/README.md).
+TRANSFORM_INPUTS: dict[str, tuple[str, ...]] = {
+    "dim_date": ("sales_order", "purchase_order", "payment"),
+    "dim_location": ("address",),
+    "dim_staff": ("staff", "department"),
+    "dim_counterparty": ("counterparty", "address"),
+    "dim_currency": ("currency",),
+    "dim_design": ("design",),
+    "dim_payment_type": ("payment_type",),
+    "dim_transaction": ("transaction",),
+    "fact_sales_order": ("sales_order",),
+    "fact_purchase_order": ("purchase_order",),
+    "fact_payment": ("payment",),
+}
+
+
+def require_source_table(table: str) -> str:
+    """Refuse any name that is not one of the eleven business tables, before it gets near SQL."""
+    if table in NEVER_EXTRACTED:
+        raise UnknownTableError(f"{table!r} is Prisma's migration log, not business data; it is never extracted")
+    if table not in SOURCE_TABLES:
+        raise UnknownTableError(f"{table!r} is not a totesys source table (expected one of {', '.join(SOURCE_TABLES)})")
+    return table
+
+
+def require_warehouse_table(table: str) -> str:
+    """Refuse any name that is not a table of the warehouse contract."""
+    if table not in WAREHOUSE_TABLES:
+        raise UnknownTableError(f"{table!r} is not a warehouse table (expected one of {', '.join(WAREHOUSE_TABLES)})")
+    return table

@@ -1,0 +1,102 @@
+"""Merging one processed batch into a warehouse table, set-based: COPY into a staging table, then one
+INSERT ... ON CONFLICT.
+
+Dimensions hold the current state, so their rows are upserted on the primary key (and a row that did not
+change is not rewritten). Facts hold history, so a version is inserted once and ignored after that, by
+the UNIQUE version key of the contract; dim_date only ever gains days.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pg8000.native
+import pyarrow as pa
+import pyarrow.csv as pcsv
+
+from lambdas.common.db import identifier
+from lambdas.common.errors import PipelineError
+from lambdas.common.tables import FACTS
+
+INSERT_ONLY = frozenset(FACTS) | {"dim_date"}
+
+
+@dataclass
+class MergeCounts:
+    staged: int = 0
+    written: int = 0
+
+    def __iadd__(self, other: MergeCounts) -> MergeCounts:
+        self.staged += other.staged
+        self.written += other.written
+        return self
+
+
+def table_columns(con: pg8000.native.Connection, table: str) -> list[str]:
+    rows = con.run(
+        "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass(quote_ident(:t)) "
+        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        t=table,
+    )
+    return [r[0] for r in rows]
+
+
+def primary_key(con: pg8000.native.Connection, table: str) -> list[str]:
+    rows = con.run(
+        "SELECT a.attname FROM pg_catalog.pg_index i "
+        "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        "WHERE i.indrelid = to_regclass(quote_ident(:t)) AND i.indisprimary ORDER BY a.attnum",
+        t=table,
+    )
+    return [r[0] for r in rows]
+
+
+def _csv(part: pa.Table) -> io.BytesIO:
+    """Arrow's CSV quotes every string and leaves NULL unquoted, which is how COPY tells '' from NULL."""
+    buffer = io.BytesIO()
+    pcsv.write_csv(part, buffer, write_options=pcsv.WriteOptions(include_header=False))
+    buffer.seek(0)
+    return buffer
+
+
+def merge_batch(con: pg8000.native.Connection, table: str, parts: Iterable[pa.Table]) -> MergeCounts:
+    """Stage the parts of one batch and merge them; the caller owns the transaction."""
+    target_columns = table_columns(con, table)
+    stage = identifier(f"stage_{table}")
+    counts = MergeCounts()
+    columns: list[str] | None = None
+    for part in parts:
+        if columns is None:
+            columns = part.column_names
+            unknown = [c for c in columns if c not in target_columns]
+            if unknown:
+                raise PipelineError(f"{table}: processed data has column {', '.join(unknown)} the warehouse lacks")
+            column_list = ", ".join(identifier(c) for c in columns)
+            con.run(f"DROP TABLE IF EXISTS {stage}")
+            con.run(
+                f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {column_list} FROM {identifier(table)} WITH NO DATA"
+            )
+        elif part.column_names != columns:
+            part = part.select(columns)
+        con.run(f"COPY {stage} ({column_list}) FROM STDIN WITH (FORMAT csv)", stream=_csv(part))
+        counts.staged += part.num_rows
+    if columns is None:
+        return counts
+    target = identifier(table)
+    if table in INSERT_ONLY:
+        con.run(f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {stage} ON CONFLICT DO NOTHING")
+    else:
+        keys = primary_key(con, table)
+        others = [c for c in columns if c not in keys]
+        updates = ", ".join(f"{identifier(c)} = EXCLUDED.{identifier(c)}" for c in others)
+        current = ", ".join(f"{target}.{identifier(c)}" for c in others)
+        incoming = ", ".join(f"EXCLUDED.{identifier(c)}" for c in others)
+        con.run(
+            f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {stage} "
+            f"ON CONFLICT ({', '.join(identifier(k) for k in keys)}) DO UPDATE SET {updates} "
+            f"WHERE ROW({current}) IS DISTINCT FROM ROW({incoming})"
+        )
+    counts.written += con.row_count
+    return counts

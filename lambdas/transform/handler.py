@@ -1,0 +1,23 @@
+"""Lambda entry point of the transform stage: one warehouse table per invocation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.common.events import TableEvent, env
+from lambdas.common.lake import Bucket
+from lambdas.transform.transformer import STAGE, transform_table
+
+logger = Logger()
+
+
+@logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
+    request = TableEvent.parse(event)
+    logger.append_keys(table=request.table, stage=STAGE)
+    result = transform_table(Bucket(env("INGESTION_BUCKET")), Bucket(env("PROCESSED_BUCKET")), request.table)
+    logger.info("transformed", extra=result.as_dict())
+    return result.as_dict()

@@ -1,0 +1,1 @@
+"""Run the deployed state machine definition on this machine: moto for AWS, PostgreSQL for the databases."""

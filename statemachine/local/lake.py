@@ -1,0 +1,63 @@
+"""The local stand-in for S3 persistence: moto's buckets mirrored to a directory a person can open.
+
+moto keeps objects in memory, so the runner loads `<lake>/<bucket>/<key>` into moto before a run and
+writes new or changed objects back after every Lambda invocation. State objects (`_state/...`) are
+written after data objects, and each file is written to a temporary name and renamed, so a run killed
+mid-flush leaves the lake as consistent as S3 would be: a head never points at data that is not there.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.s3.models import s3_backends
+
+from lambdas.common.lake import STATE_PREFIX
+
+
+class LakeMirror:
+    def __init__(self, root: Path, buckets: list[str]) -> None:
+        self.root, self.buckets = root, buckets
+        self._written: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def restore(self, s3: Any) -> int:
+        """Upload every file of the lake directory into the (empty) moto buckets."""
+        count = 0
+        for bucket in self.buckets:
+            base = self.root / bucket
+            for path in sorted(base.rglob("*")) if base.exists() else []:
+                if path.is_file() and not path.name.endswith(".tmp"):
+                    key = path.relative_to(base).as_posix()
+                    s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+                    self._written[(bucket, key)] = self._etag(bucket, key)
+                    count += 1
+        return count
+
+    @staticmethod
+    def _objects(bucket: str) -> dict[str, Any]:
+        return s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets[bucket].keys
+
+    def _etag(self, bucket: str, key: str) -> str:
+        return self._objects(bucket)[key].etag
+
+    def flush(self) -> int:
+        """Write objects that are new or changed since the last flush: data first, heads last."""
+        with self._lock:
+            pending = []
+            for bucket in self.buckets:
+                for key, obj in list(self._objects(bucket).items()):
+                    if self._written.get((bucket, key)) != obj.etag:
+                        pending.append((key.startswith(f"{STATE_PREFIX}/"), bucket, key, obj))
+            for _, bucket, key, obj in sorted(pending, key=lambda p: p[0]):
+                path = self.root / bucket / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_bytes(obj.value)
+                os.replace(tmp, path)
+                self._written[(bucket, key)] = obj.etag
+            return len(pending)

@@ -1,0 +1,83 @@
+"""What a person sees after a local run: the execution graph, rows per table, and where to look."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from statemachine.local.runner import Invocation, RunOutcome
+
+_MARK = {"SUCCEEDED": "✔", "FAILED": "✘", "RUNNING": "…", "SKIPPED": "·"}
+
+
+def _rows(result: dict[str, Any]) -> str:
+    for key in ("rows", "rows_written"):
+        if key in result:
+            return f"{result[key]:,} rows" + (" written" if key == "rows_written" else "")
+    return ""
+
+
+def progress_line(invocation: Invocation) -> str:
+    mark = "✔" if invocation.ok else "✘"
+    detail = _rows(invocation.result) if invocation.ok else invocation.result.get("errorType", "error")
+    return f"  {mark} {invocation.stage:<9} {invocation.table:<20} {invocation.seconds:6.2f}s  {detail}"
+
+
+def top_level_states(history: list[dict[str, Any]]) -> list[tuple[str, str, float]]:
+    """(state, status, seconds) for the states of the main flow, in the order they ran."""
+    entered: dict[str, Any] = {}
+    order: list[str] = []
+    status: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    depth = 0
+    for event in history:
+        kind = event["type"]
+        if kind == "MapIterationStarted":
+            depth += 1
+        elif kind in ("MapIterationSucceeded", "MapIterationFailed", "MapIterationAborted"):
+            depth -= 1
+        if depth:
+            continue
+        if kind.endswith("StateEntered"):
+            name = event["stateEnteredEventDetails"]["name"]
+            entered[name] = event["timestamp"]
+            order.append(name)
+            status[name] = "RUNNING"
+        elif kind.endswith("StateExited"):
+            name = event["stateExitedEventDetails"]["name"]
+            status[name] = "SUCCEEDED"
+            seconds[name] = (event["timestamp"] - entered[name]).total_seconds()
+        elif kind in ("MapStateFailed", "ExecutionFailed", "TaskFailed") and order:
+            status[order[-1]] = "FAILED"
+    return [(name, status[name], seconds.get(name, 0.0)) for name in order]
+
+
+def execution_graph(outcome: RunOutcome) -> str:
+    per_stage: dict[str, dict[str, list[Invocation]]] = defaultdict(lambda: defaultdict(list))
+    for invocation in outcome.invocations:
+        per_stage[invocation.stage][invocation.table].append(invocation)
+    stage_of_state = {"Extract": "extract", "Transform": "transform", "Load": "load"}
+    lines = [f"Execution {outcome.execution_arn.rsplit(':', 1)[-1]}: {outcome.status}"]
+    for name, status, seconds in top_level_states(outcome.history):
+        lines.append(f"  {_MARK.get(status, '?')} {name:<32} {status:<10} {seconds:7.2f}s")
+        stage = next((s for prefix, s in stage_of_state.items() if name.startswith(prefix)), None)
+        if stage is None:
+            continue
+        tables = [t for t in per_stage[stage] if (stage != "load") or _belongs(name, t)]
+        for table in tables:
+            calls = per_stage[stage][table]
+            last = calls[-1]
+            retries = len(calls) - 1
+            state = "SUCCEEDED" if last.ok else "FAILED"
+            detail = _rows(last.result) if last.ok else f"{last.result.get('errorType')}: {last.result.get('errorMessage')}"
+            retry_text = f"  {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
+            lines.append(
+                f"      {_MARK[state]} {table:<22} {state:<10} {sum(c.seconds for c in calls):7.2f}s  {detail}{retry_text}"
+            )
+    if outcome.error:
+        lines.append(f"  error: {outcome.error}: {outcome.cause}")
+    return "\n".join(lines)
+
+
+def _belongs(state_name: str, table: str) -> bool:
+    return ("facts" in state_name.lower()) == table.startswith("fact_")

@@ -1,0 +1,243 @@
+"""Execute `pipeline.asl.json` on moto's Step Functions interpreter, with the real handlers in-process.
+
+Everything AWS is moto (S3, Secrets Manager, Lambda, IAM, Step Functions); each Lambda task of the
+execution is dispatched to the real handler with the event it would get in AWS. The buckets persist in
+the lake directory between runs, so a second run is incremental.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+import time
+import traceback
+import uuid
+import zipfile
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import boto3
+
+from statemachine import definition
+from statemachine.local.lake import LakeMirror
+
+REGION = "eu-west-2"
+INGESTION_BUCKET = "totesys-local-ingestion"
+PROCESSED_BUCKET = "totesys-local-processed"
+TOTESYS_SECRET = "totesys/source"
+WAREHOUSE_SECRET = "totesys/warehouse"
+
+# placeholder in the ASL -> (function name, handler module)
+FUNCTIONS: dict[str, tuple[str, str]] = {
+    "ExtractFunctionArn": ("totesys-extract", "lambdas.extract.handler"),
+    "TransformFunctionArn": ("totesys-transform", "lambdas.transform.handler"),
+    "LoadFunctionArn": ("totesys-load", "lambdas.load.handler"),
+}
+STAGE_OF = {"totesys-extract": "extract", "totesys-transform": "transform", "totesys-load": "load"}
+
+
+@dataclass
+class Invocation:
+    """One Lambda invocation as the dispatcher saw it (for progress and the report)."""
+
+    stage: str
+    table: str
+    started: float
+    seconds: float
+    ok: bool
+    result: dict[str, Any]
+
+
+@dataclass
+class RunOutcome:
+    status: str
+    execution_arn: str
+    output: dict[str, Any] | None
+    error: str | None
+    cause: str | None
+    history: list[dict[str, Any]]
+    invocations: list[Invocation] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+
+@dataclass
+class _Context:
+    """The parts of a LambdaContext the handlers (and Powertools) read."""
+
+    function_name: str
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    memory_limit_in_mb: int = 1024
+    function_version: str = "$LATEST"
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+class Dispatcher:
+    """Replaces moto's Docker-based Lambda invocation with a call to the real handler."""
+
+    def __init__(self, handlers: dict[str, Callable[..., Any]], mirror: LakeMirror,
+                 on_invocation: Callable[[Invocation], None]) -> None:  # fmt: skip
+        self.handlers, self.mirror, self.on_invocation = handlers, mirror, on_invocation
+        self.invocations: list[Invocation] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, function: Any, event: Any = None) -> tuple[str, bool, str]:
+        name = function.function_name
+        payload = event if isinstance(event, dict) else json.loads(event or "{}")
+        started = time.monotonic()
+        try:
+            result = self.handlers[name](payload, _Context(name))
+            ok, body = True, result
+        except Exception as exc:  # reported to the state machine as the Lambda's error, as AWS does
+            ok = False
+            body = {"errorType": type(exc).__name__, "errorMessage": str(exc),
+                    "stackTrace": traceback.format_exception(exc)[-3:]}  # fmt: skip
+        finally:
+            self.mirror.flush()
+        invocation = Invocation(STAGE_OF.get(name, name), str(payload.get("table", "")), started,
+                                time.monotonic() - started, ok, body)  # fmt: skip
+        with self._lock:
+            self.invocations.append(invocation)
+        self.on_invocation(invocation)
+        return json.dumps(body, default=str), not ok, ""
+
+
+@contextmanager
+def _quiet_moto() -> Any:
+    """moto's ASL interpreter logs its whole parse tree at ERROR for every failed state."""
+    noisy = [logging.getLogger(n) for n in ("moto.stepfunctions.parser", "moto", "botocore", "urllib3")]
+    levels = [lg.level for lg in noisy]
+    for lg in noisy:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(noisy, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _environment(log_file: Path) -> dict[str, str]:
+    return {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "INGESTION_BUCKET": INGESTION_BUCKET,
+        "PROCESSED_BUCKET": PROCESSED_BUCKET,
+        "TOTESYS_SECRET_ID": TOTESYS_SECRET,
+        "WAREHOUSE_SECRET_ID": WAREHOUSE_SECRET,
+        "POWERTOOLS_SERVICE_NAME": "totesys-etl-local",
+        "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"),
+    }
+
+
+def _load_handlers(log_stream: io.TextIOBase) -> dict[str, Callable[..., Any]]:
+    import importlib
+
+    handlers = {}
+    for function_name, module_name in FUNCTIONS.values():
+        module = importlib.import_module(module_name)
+        module.logger.registered_handler.setStream(log_stream)  # the Lambda logs go to the run's log file
+        handlers[function_name] = module.handler
+    return handlers
+
+
+def run(
+    *,
+    source: dict[str, Any],
+    warehouse: dict[str, Any],
+    lake_dir: Path,
+    execution_input: dict[str, Any],
+    on_invocation: Callable[[Invocation], None] = lambda _: None,
+    handlers: dict[str, Callable[..., Any]] | None = None,
+) -> RunOutcome:
+    """One execution of the deployed definition; returns when it has finished."""
+    from moto import mock_aws
+    from moto.awslambda.models import LambdaFunction
+
+    started = datetime.now(timezone.utc)
+    name = f"local-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    log_path = lake_dir / "logs" / f"{name}.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    mirror = LakeMirror(lake_dir, [INGESTION_BUCKET, PROCESSED_BUCKET])
+    with ExitStack() as stack:
+        log_stream = stack.enter_context(log_path.open("a", encoding="utf-8"))
+        stack.enter_context(mock.patch.dict(os.environ, _environment(log_path)))
+        stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+        stack.enter_context(_quiet_moto())
+        dispatcher = Dispatcher(handlers or _load_handlers(log_stream), mirror, on_invocation)
+        stack.enter_context(mock.patch.object(LambdaFunction, "_invoke_lambda", _bind(dispatcher)))
+        state_machine_arn = _deploy(mirror, source, warehouse)
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        execution = sfn.start_execution(stateMachineArn=state_machine_arn, name=name,
+                                        input=json.dumps(execution_input))  # fmt: skip
+        while (described := sfn.describe_execution(executionArn=execution["executionArn"]))["status"] == "RUNNING":
+            time.sleep(0.05)
+        history = _history(sfn, execution["executionArn"])
+        mirror.flush()
+        output = json.loads(described["output"]) if described.get("output") else None
+        return RunOutcome(described["status"], execution["executionArn"], output, described.get("error"),
+                          described.get("cause"), history, list(dispatcher.invocations))  # fmt: skip
+    raise AssertionError("unreachable")
+
+
+def _bind(dispatcher: Dispatcher) -> Callable[..., tuple[str, bool, str]]:
+    def invoke(function: Any, event: Any = None) -> tuple[str, bool, str]:
+        return dispatcher(function, event)
+
+    return invoke
+
+
+def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any]) -> str:
+    """Create in moto what the CDK stack creates in AWS, and return the state machine's ARN."""
+    s3 = boto3.client("s3", region_name=REGION)
+    for bucket in mirror.buckets:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    mirror.restore(s3)
+    secrets = boto3.client("secretsmanager", region_name=REGION)
+    secrets.create_secret(Name=TOTESYS_SECRET, SecretString=json.dumps(source))
+    secrets.create_secret(Name=WAREHOUSE_SECRET, SecretString=json.dumps(warehouse))
+    role = boto3.client("iam", region_name=REGION).create_role(
+        RoleName="totesys-local", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []})
+    )["Role"]["Arn"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("index.py", "# the real code runs in-process; see statemachine/local/runner.py\n")
+    lam = boto3.client("lambda", region_name=REGION)
+    arns = {}
+    for placeholder, (function_name, module_name) in FUNCTIONS.items():
+        created = lam.create_function(FunctionName=function_name, Runtime="python3.12", Role=role,
+                                      Handler=f"{module_name}.handler", Code={"ZipFile": archive.getvalue()})  # fmt: skip
+        arns[placeholder] = created["FunctionArn"]
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    return sfn.create_state_machine(name="totesys-etl", definition=definition.render(arns), roleArn=role)[
+        "stateMachineArn"
+    ]
+
+
+def _history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
+    while True:
+        page = sfn.get_execution_history(**kwargs)
+        events.extend(page["events"])
+        if not page.get("nextToken"):
+            return events
+        kwargs["nextToken"] = page["nextToken"]
