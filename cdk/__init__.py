@@ -1,0 +1,1 @@
+"""CDK constructs and stack of the totesys ETL pipeline (see app.py)."""
