@@ -7,6 +7,8 @@ one named by TOTESYS_TEST_PG_DSN (a role that may create databases). Each test g
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,16 +23,20 @@ from statemachine.local import postgres, runner
 
 
 @pytest.fixture(scope="session")
-def pg_admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def pg_admin() -> Iterator[dict[str, Any]]:
     dsn = os.environ.get("TOTESYS_TEST_PG_DSN")
     if dsn:
         yield credentials_from_dsn(dsn)
         return
-    server = postgres.start(tmp_path_factory.mktemp("postgres"), keep_running=False)
+    # Not under pytest's basetemp: pytest resets that tree to mode 0700 whenever another session starts,
+    # and the embedded server runs as its own system user when the tests run as root.
+    data_dir = Path(tempfile.mkdtemp(prefix="totesys-test-pg-"))
+    server = postgres.start(data_dir, keep_running=False)
     try:
         yield server.admin
     finally:
         server.release()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @dataclass
