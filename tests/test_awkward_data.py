@@ -48,4 +48,4 @@ def test_awkward_contents_reach_the_warehouse_exactly(awkward: Databases) -> Non
 def test_an_unknown_currency_code_is_logged_as_a_warning(awkward: Databases) -> None:
     assert awkward.run().succeeded
     logs = "".join(p.read_text() for p in (awkward.lake / "logs").glob("*.jsonl"))
-    assert '"level":"WARNING"' in logs and '"currency_code":"XYZ"' in logs
+    assert '"level":"WARNING"' in logs and "currency code 'XYZ' is not in ISO 4217" in logs

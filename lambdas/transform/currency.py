@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import iso4217
-from aws_lambda_powertools import Logger
-
-logger = Logger(child=True)
+import pyarrow as pa
 
 
-def currency_name(code: str) -> str:
-    """The ISO 4217 English name; an unknown code keeps the code as its name and never stops the load."""
+def iso_name(code: str) -> str | None:
+    """The ISO 4217 English name of a code, or None when ISO 4217 does not know it."""
     try:
         return iso4217.Currency(code.strip().upper()).currency_name
     except ValueError:
-        logger.warning("currency code not in ISO 4217; using the code as its name", extra={"currency_code": code})
-        return code
+        return None
+
+
+def currency_name(code: str) -> str:
+    """An unknown code keeps the code as its name: it must never stop the load."""
+    return iso_name(code) or code
+
+
+def unknown_codes(dim_currency: pa.Table) -> list[str]:
+    """The codes of a dim_currency batch that ISO 4217 does not know (for a warning in the log)."""
+    return [code for code in dim_currency["currency_code"].to_pylist() if iso_name(code) is None]

@@ -19,5 +19,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = TableEvent.parse(event)
     logger.append_keys(table=request.table, stage=STAGE)
     result = transform_table(Bucket(env("INGESTION_BUCKET")), Bucket(env("PROCESSED_BUCKET")), request.table)
+    for warning in result.warnings:
+        logger.warning(warning)
     logger.info("transformed", extra=result.as_dict())
     return result.as_dict()

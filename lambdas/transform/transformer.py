@@ -18,6 +18,7 @@ from lambdas.common.lake import BatchLog, Bucket, concat
 from lambdas.common.tables import PRIMARY_KEYS, TRANSFORM_INPUTS, require_warehouse_table
 from lambdas.transform import dates, dimensions, facts
 from lambdas.transform.columns import keep_last
+from lambdas.transform.currency import unknown_codes
 
 STAGE = "transform"
 EXTRACT_STAGE = "extract"
@@ -46,9 +47,11 @@ class TransformResult:
     rows: int
     batch: int | None
     inputs: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
-        return {"table": self.table, "rows": self.rows, "batch": self.batch, "source_rows": self.inputs}
+        return {"table": self.table, "rows": self.rows, "batch": self.batch, "source_rows": self.inputs,
+                "warnings": self.warnings}  # fmt: skip
 
 
 class NewInput:
@@ -80,13 +83,19 @@ def transform_table(ingestion: Bucket, processed: Bucket, table: str) -> Transfo
         return TransformResult(table, 0, None)
 
     seq = int(head["seq"]) + 1
+    warnings: list[str] = []
     state: dict[str, Any] = {k: v for k, v in head.items() if k not in ("seq", "cursors")}
     if table in FACT_BUILDERS:
         (only,) = inputs.values()
         parts: Iterator[pa.Table] = map(FACT_BUILDERS[table], only.parts())
     elif table in COPIED_DIMENSIONS:
         (only,) = inputs.values()
-        parts = iter([COPIED_DIMENSIONS[table](keep_last(only.table(), PRIMARY_KEYS[only.source]))])
+        built = COPIED_DIMENSIONS[table](keep_last(only.table(), PRIMARY_KEYS[only.source]))
+        if table == "dim_currency":
+            warnings = [
+                f"currency code {code!r} is not in ISO 4217; its name is the code" for code in unknown_codes(built)
+            ]
+        parts = iter([built])
     elif table in JOINED_DIMENSIONS:
         parts = iter([_joined_dimension(processed, table, seq, inputs, state)])
     else:
@@ -95,7 +104,7 @@ def transform_table(ingestion: Bucket, processed: Bucket, table: str) -> Transfo
     batch = log.write(seq, parts, {"inputs": {s: [i.after + 1, i.upto] for s, i in inputs.items()}})
     log.commit({"seq": batch.seq if batch else head["seq"], "cursors": {s: i.upto for s, i in inputs.items()}, **state})
     return TransformResult(table, batch.rows if batch else 0, batch.seq if batch else None,
-                           {s: i.rows for s, i in inputs.items()})  # fmt: skip
+                           {s: i.rows for s, i in inputs.items()}, warnings)  # fmt: skip
 
 
 def _joined_dimension(
