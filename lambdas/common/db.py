@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -19,7 +20,7 @@ from pg8000.native import identifier
 
 from lambdas.common.errors import PipelineError, TransientError
 
-__all__ = ["connect", "credentials_from_dsn", "forget_secrets", "identifier", "read_secret"]
+__all__ = ["connect", "credentials_from_dsn", "database_errors", "forget_secrets", "identifier", "read_secret"]
 
 _SSL_MODES_WITH_TLS = {"require", "verify-ca", "verify-full"}
 
@@ -57,6 +58,27 @@ def credentials_from_dsn(dsn: str) -> dict[str, Any]:
         "dbname": unquote(url.path.lstrip("/") or query.get("dbname") or "postgres"),
         "sslmode": query.get("sslmode", "disable" if host.startswith("/") else "prefer"),
     }
+
+
+# SQLSTATE classes worth retrying: connection exceptions, serialization failures and deadlocks,
+# insufficient resources, operator intervention (e.g. the server shutting down).
+_TRANSIENT_SQLSTATES = ("08", "40", "53", "57")
+
+
+@contextmanager
+def database_errors(database: str) -> Iterator[None]:
+    """Turn pg8000's errors into ones that say what failed, in words, and that retry when retrying can help."""
+    try:
+        yield
+    except pg8000.native.DatabaseError as exc:
+        details = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        code, message = str(details.get("C", "")), str(details.get("M", exc))
+        text = f"{database}: {message}" + (f" (SQLSTATE {code})" if code else "")
+        if code.startswith(_TRANSIENT_SQLSTATES):
+            raise TransientError(text) from exc
+        raise PipelineError(text) from exc
+    except (pg8000.native.InterfaceError, OSError) as exc:
+        raise TransientError(f"{database}: connection lost: {exc}") from exc
 
 
 def connect(credentials: Mapping[str, Any], *, application_name: str = "totesys-etl") -> pg8000.native.Connection:

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lambdas.common.errors import PipelineError
+from lambdas.common.tables import FACT_DIMENSIONS, TRANSFORM_INPUTS
+
+SUCCEEDED, SKIPPED, FAILED = "succeeded", "skipped", "failed"
+
+
+def _results(event: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = event.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise PipelineError(f"'{key}' must be a list of stage results, got {value!r:.200}")
+    return value
 
 
 @dataclass(frozen=True)
 class TableEvent:
     table: str
-    full_refresh: bool
-    execution_id: str
+    full_refresh: bool = False
+    execution_id: str = ""
+    upstream: list[dict[str, Any]] = field(default_factory=list)  # results of the previous stage in this run
+    dimensions: list[dict[str, Any]] = field(default_factory=list)  # dimension loads of this run (for facts)
 
     @staticmethod
     def parse(event: Any) -> TableEvent:
@@ -22,7 +34,30 @@ class TableEvent:
         full_refresh = event.get("full_refresh", False)
         if not isinstance(full_refresh, bool):
             raise PipelineError(f"'full_refresh' must be true or false, got {full_refresh!r}")
-        return TableEvent(event["table"], full_refresh, str(event.get("execution_id", "")))
+        return TableEvent(
+            event["table"],
+            full_refresh,
+            str(event.get("execution_id", "")),
+            _results(event, "upstream"),
+            _results(event, "dimensions"),
+        )
+
+    def blocked_by(self) -> list[str]:
+        """Why this table must not be processed in this run: the work it depends on did not succeed.
+
+        A transform waits for its sources' extracts; a load for its own transform; a fact also for the
+        dimensions its foreign keys point at. Skipping keeps the cursors where they are, so the next run
+        does the work once its inputs are there: nothing is half-loaded.
+        """
+        needs = set(TRANSFORM_INPUTS.get(self.table, ())) | {self.table} | set(FACT_DIMENSIONS.get(self.table, ()))
+        return [
+            f"{r.get('stage')} of {r.get('table')} {r.get('status')}"
+            for r in [*self.upstream, *self.dimensions]
+            if r.get("table") in needs and r.get("status") in (FAILED, SKIPPED)
+        ]
+
+    def skipped(self, stage: str) -> dict[str, object]:
+        return {"table": self.table, "stage": stage, "status": SKIPPED, "reason": "; ".join(self.blocked_by())}
 
 
 def env(name: str) -> str:

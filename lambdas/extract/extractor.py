@@ -15,6 +15,7 @@ import pg8000.native
 import pyarrow as pa
 
 from lambdas.common.errors import PipelineError
+from lambdas.common.events import SUCCEEDED
 from lambdas.common.lake import BatchLog
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
 from lambdas.extract.source import changed_rows, snapshot, table_columns
@@ -31,7 +32,8 @@ class ExtractResult:
     watermark: str | None
 
     def as_dict(self) -> dict[str, object]:
-        return {"table": self.table, "rows": self.rows, "batch": self.batch, "watermark": self.watermark}
+        return {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "rows": self.rows, "batch": self.batch,
+                "watermark": self.watermark}  # fmt: skip
 
 
 def extract_table(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pg8000.native
 
+from lambdas.common.events import SUCCEEDED
 from lambdas.common.lake import BatchLog, Bucket
 from lambdas.common.tables import require_warehouse_table
 from lambdas.load.schema import ensure_schema
@@ -28,7 +29,8 @@ class LoadResult:
     written: int
 
     def as_dict(self) -> dict[str, object]:
-        return {"table": self.table, "batches": self.batches, "rows_staged": self.staged, "rows_written": self.written}
+        return {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "batches": self.batches,
+                "rows_staged": self.staged, "rows_written": self.written}  # fmt: skip
 
 
 def load_table(con: pg8000.native.Connection, processed: Bucket, table: str) -> LoadResult:

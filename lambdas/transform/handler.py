@@ -18,6 +18,9 @@ logger = Logger()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = TableEvent.parse(event)
     logger.append_keys(table=request.table, stage=STAGE)
+    if request.blocked_by():
+        logger.warning("skipped: an input failed in this run", extra={"blocked_by": request.blocked_by()})
+        return request.skipped(STAGE)
     result = transform_table(Bucket(env("INGESTION_BUCKET")), Bucket(env("PROCESSED_BUCKET")), request.table)
     for warning in result.warnings:
         logger.warning(warning)

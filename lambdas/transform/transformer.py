@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from lambdas.common.events import SUCCEEDED
 from lambdas.common.lake import BatchLog, Bucket, concat
 from lambdas.common.tables import PRIMARY_KEYS, TRANSFORM_INPUTS, require_warehouse_table
 from lambdas.transform import dates, dimensions, facts
@@ -50,8 +51,8 @@ class TransformResult:
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
-        return {"table": self.table, "rows": self.rows, "batch": self.batch, "source_rows": self.inputs,
-                "warnings": self.warnings}  # fmt: skip
+        return {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "rows": self.rows, "batch": self.batch,
+                "source_rows": self.inputs, "warnings": self.warnings}  # fmt: skip
 
 
 class NewInput:

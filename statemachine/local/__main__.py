@@ -40,6 +40,17 @@ def _tables(value: str | None) -> list[str] | None:
     return tables
 
 
+def _passthrough(args: argparse.Namespace) -> list[str]:
+    """The options of this command that a re-run must repeat (where to read, write and keep state)."""
+    options = []
+    for flag, value in (("--source-dsn", args.source_dsn), ("--warehouse-dsn", args.warehouse_dsn)):
+        if value:
+            options += [flag, value]
+    if args.lake_dir != Path(".local"):
+        options += ["--lake-dir", str(args.lake_dir)]
+    return options
+
+
 def _say(line: str) -> None:
     """One write per line: invocations report from the Map's worker threads."""
     sys.stdout.write(line + "\n")
@@ -94,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(report.execution_graph(outcome))
         print()
+        if not outcome.succeeded:
+            print(report.failure_summary(outcome, _passthrough(args)))
+            print()
         print(f"Lake (buckets, state, logs): {lake_dir}")
         warehouse_dsn = args.warehouse_dsn or (server.dsn("warehouse") if server else "")
         print(f"Warehouse: {warehouse_dsn}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from collections import defaultdict
 from typing import Any
 
@@ -68,15 +70,36 @@ def execution_graph(outcome: RunOutcome) -> str:
             calls = per_stage[stage][table]
             last = calls[-1]
             retries = len(calls) - 1
-            state = "SUCCEEDED" if last.ok else "FAILED"
-            detail = (
-                _rows(last.result) if last.ok else f"{last.result.get('errorType')}: {last.result.get('errorMessage')}"
-            )
+            if not last.ok:
+                state, detail = "FAILED", f"{last.result.get('errorType')}: {last.result.get('errorMessage')}"
+            elif last.result.get("status") == "skipped":
+                state, detail = "SKIPPED", f"needs {last.result.get('reason')}"
+            else:
+                state, detail = "SUCCEEDED", _rows(last.result)
             retry_text = f"  {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
             seconds = sum(c.seconds for c in calls)
             lines.append(f"      {_MARK[state]} {table:<22} {state:<10} {seconds:7.2f}s  {detail}{retry_text}")
-    if outcome.error:
+    if outcome.error and outcome.error != "TablesFailed":  # those are listed by failure_summary
         lines.append(f"  error: {outcome.error}: {outcome.cause}")
+    return "\n".join(lines)
+
+
+def failure_summary(outcome: RunOutcome, passthrough: list[str]) -> str:
+    """For a failed run: each failed table with its stage and error, and the command that re-runs them."""
+    if outcome.succeeded:
+        return ""
+    if outcome.error != "TablesFailed":
+        return f"The run failed: {outcome.error}: {outcome.cause}"
+    cause = json.loads(outcome.cause or "{}")
+    lines = ["Failed tables:"]
+    for failure in cause.get("failed_tables", []):
+        lines.append(f"  ✘ {failure['table']:<22} {failure['stage']:<9} {failure['status']:<8} "
+                     f"{failure['error']}: {failure['message']}")  # fmt: skip
+    tables = cause.get("rerun_input", {}).get("tables", [])
+    command = ["python", "-m", "statemachine.local", "run", *passthrough, "--tables", ",".join(tables)]
+    if cause.get("rerun_input", {}).get("full_refresh"):
+        command.append("--full-refresh")
+    lines += ["", "Re-run only these tables with:", "  " + shlex.join(command)]
     return "\n".join(lines)
 
 

@@ -41,8 +41,11 @@ FUNCTIONS: dict[str, tuple[str, str]] = {
     "ExtractFunctionArn": ("totesys-extract", "lambdas.extract.handler"),
     "TransformFunctionArn": ("totesys-transform", "lambdas.transform.handler"),
     "LoadFunctionArn": ("totesys-load", "lambdas.load.handler"),
+    "ReportFunctionArn": ("totesys-report", "lambdas.report.handler"),
 }
-STAGE_OF = {"totesys-extract": "extract", "totesys-transform": "transform", "totesys-load": "load"}
+STAGE_OF = {"totesys-extract": "extract", "totesys-transform": "transform", "totesys-load": "load",
+            "totesys-report": "report"}  # fmt: skip
+ALERT_TOPIC = "totesys-etl-alerts"
 
 
 @dataclass
@@ -66,6 +69,7 @@ class RunOutcome:
     cause: str | None
     history: list[dict[str, Any]]
     invocations: list[Invocation] = field(default_factory=list)
+    alerts: list[tuple[str, str]] = field(default_factory=list)  # (subject, message) published to the alert topic
 
     @property
     def succeeded(self) -> bool:
@@ -144,7 +148,9 @@ def _environment(log_file: Path) -> dict[str, str]:
         "PROCESSED_BUCKET": PROCESSED_BUCKET,
         "TOTESYS_SECRET_ID": TOTESYS_SECRET,
         "WAREHOUSE_SECRET_ID": WAREHOUSE_SECRET,
+        "ALERT_TOPIC_ARN": f"arn:aws:sns:{REGION}:123456789012:{ALERT_TOPIC}",
         "POWERTOOLS_SERVICE_NAME": "totesys-etl-local",
+        "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
         "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"),
     }
 
@@ -198,7 +204,7 @@ def run(
         mirror.flush()
         output = json.loads(described["output"]) if described.get("output") else None
         return RunOutcome(described["status"], execution["executionArn"], output, described.get("error"),
-                          described.get("cause"), history, list(dispatcher.invocations))  # fmt: skip
+                          described.get("cause"), history, list(dispatcher.invocations), _alerts())  # fmt: skip
     raise AssertionError("unreachable")
 
 
@@ -215,6 +221,7 @@ def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any
     for bucket in mirror.buckets:
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     mirror.restore(s3)
+    boto3.client("sns", region_name=REGION).create_topic(Name=ALERT_TOPIC)
     secrets = boto3.client("secretsmanager", region_name=REGION)
     secrets.create_secret(Name=TOTESYS_SECRET, SecretString=json.dumps(source))
     secrets.create_secret(Name=WAREHOUSE_SECRET, SecretString=json.dumps(warehouse))
@@ -239,6 +246,13 @@ def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any
     return sfn.create_state_machine(name="totesys-etl", definition=definition.render(arns), roleArn=role)[
         "stateMachineArn"
     ]
+
+
+def _alerts() -> list[tuple[str, str]]:
+    from moto.sns.models import sns_backends
+
+    topic = sns_backends["123456789012"][REGION].topics[os.environ["ALERT_TOPIC_ARN"]]
+    return [(subject or "", message) for _, message, subject, _, _ in topic.sent_notifications]
 
 
 def _history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:

@@ -1,0 +1,112 @@
+"""What a failed run tells people: which tables failed where and why, and how to re-run only those.
+
+Pure functions over the stage results the state machine collected; the handler only publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lambdas.common.events import FAILED, SKIPPED
+from lambdas.common.tables import SOURCE_TABLES, TRANSFORM_INPUTS
+
+STAGE_RESULTS = ("extracted", "transformed", "loaded_dimensions", "loaded_facts")
+
+
+@dataclass(frozen=True)
+class Failure:
+    stage: str
+    table: str
+    status: str  # failed, or skipped because something it needs failed
+    error: str
+    message: str
+
+
+def _message(result: dict[str, Any]) -> str:
+    """The Lambda's own error message, out of the JSON cause Step Functions wraps it in."""
+    if result.get("status") == SKIPPED:
+        return str(result.get("reason", ""))
+    cause = result.get("cause") or ""
+    try:
+        parsed = json.loads(cause)
+    except (TypeError, ValueError):
+        return str(cause)[:1000]
+    return str(parsed.get("errorMessage", cause))[:1000] if isinstance(parsed, dict) else str(cause)[:1000]
+
+
+def failures(run: dict[str, Any]) -> list[Failure]:
+    found = []
+    for key in STAGE_RESULTS:
+        for result in run.get(key) or []:
+            if result.get("status") in (FAILED, SKIPPED):
+                found.append(Failure(str(result.get("stage", key)), str(result.get("table")), result["status"],
+                                     str(result.get("error", "Skipped")), _message(result)))  # fmt: skip
+    return found
+
+
+def rerun_input(found: list[Failure], options: dict[str, Any]) -> dict[str, Any]:
+    """The execution input that re-runs only what failed.
+
+    Transforms and loads follow cursors, so they always finish whatever earlier runs left; re-running a
+    warehouse table therefore means re-running the extract of its sources.
+    """
+    wanted = set()
+    for failure in found:
+        wanted |= {failure.table} if failure.stage == "extract" else set(TRANSFORM_INPUTS.get(failure.table, ()))
+    tables = [t for t in SOURCE_TABLES if t in wanted]
+    result: dict[str, Any] = {"tables": tables}
+    if options.get("full_refresh"):
+        result["full_refresh"] = True
+    return result
+
+
+def local_command(rerun: dict[str, Any]) -> str:
+    command = f"python -m statemachine.local run --tables {','.join(rerun['tables'])}"
+    return command + (" --full-refresh" if rerun.get("full_refresh") else "")
+
+
+def cause(found: list[Failure], rerun: dict[str, Any]) -> str:
+    """The execution's failure cause: JSON a program can parse and a person can read."""
+    return json.dumps(
+        {"failed_tables": [asdict(f) for f in found], "rerun_input": rerun, "local_rerun": local_command(rerun)},
+        indent=1,
+        ensure_ascii=False,
+    )
+
+
+def console_link(execution_arn: str) -> str:
+    region = execution_arn.split(":")[3]
+    return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{execution_arn}"
+
+
+def state_machine_arn(execution_arn: str) -> str:
+    """arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME -> arn:aws:states:REGION:ACCOUNT:stateMachine:MACHINE"""
+    parts = execution_arn.split(":")
+    return ":".join([*parts[:5], "stateMachine", parts[6]])
+
+
+def alert(execution_arn: str, found: list[Failure], rerun: dict[str, Any]) -> tuple[str, str]:
+    """(subject, body) of the e-mail sent once per failed run."""
+    names = sorted({f.table for f in found if f.status == FAILED})
+    subject = f"Totesys ETL failed: {', '.join(names)}"
+    if len(subject) > 99:
+        subject = f"Totesys ETL failed: {len(names)} tables"
+    lines = [f"The pipeline run {execution_arn.rsplit(':', 1)[-1]} ended FAILED.", "", "Failed tables:"]
+    lines += [f"  - {f.table} ({f.stage}, {f.status}): {f.error}: {f.message}" for f in found]
+    lines += [
+        "",
+        f"Execution: {execution_arn}",
+        f"Console: {console_link(execution_arn)}",
+        "",
+        "Re-run only these tables (new execution, current definition):",
+        f"  aws stepfunctions start-execution --state-machine-arn {state_machine_arn(execution_arn)} "
+        f"--input {shlex.quote(json.dumps(rerun))}",
+        "Or, for a transient failure (same input, same definition, only the failed iterations):",
+        f"  aws stepfunctions redrive-execution --execution-arn {execution_arn}",
+        "Locally:",
+        f"  {local_command(rerun)}",
+    ]
+    return subject, "\n".join(lines)
