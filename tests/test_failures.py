@@ -1,0 +1,105 @@
+"""When a table fails: the others go through, the run ends FAILED naming it, people are told how to re-run it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pg8000.native
+import pytest
+
+from statemachine.local import postgres, sample_data
+from tests.conftest import Databases
+from tests.expected import SOURCE, WAREHOUSE
+
+
+@pytest.fixture
+def reader(databases: Databases) -> Iterator[Databases]:
+    """Sample data read through a role that may only SELECT, as in production."""
+    con = databases.source_con()
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    try:
+        sample_data.create_schema(con)
+        sample_data.seed(con, scale=0.05)
+        postgres.grant_read_only(con, role)
+    finally:
+        con.close()
+    databases.source = {**databases.source, "username": role}
+    yield databases
+    admin = pg8000.native.Connection(
+        databases.admin["username"], unix_sock=f"{databases.admin['host']}/.s.PGSQL.{databases.admin['port']}",
+        database=databases.source["dbname"],
+    )  # fmt: skip
+    try:
+        admin.run(f"DROP OWNED BY {pg8000.native.identifier(role)}")
+        admin.run(f"DROP ROLE {pg8000.native.identifier(role)}")
+    finally:
+        admin.close()
+
+
+def as_admin(db: Databases, statement: str) -> None:
+    con = pg8000.native.Connection(
+        db.admin["username"], unix_sock=f"{db.admin['host']}/.s.PGSQL.{db.admin['port']}", database=db.source["dbname"]
+    )
+    try:
+        con.run(statement)
+    finally:
+        con.close()
+
+
+def matches_source(db: Databases, table: str) -> bool:
+    source, warehouse = db.source_con(), db.warehouse_con()
+    try:
+        return [tuple(r) for r in source.run(SOURCE[table])] == [tuple(r) for r in warehouse.run(WAREHOUSE[table])]
+    finally:
+        source.close()
+        warehouse.close()
+
+
+def test_a_table_that_cannot_be_read_fails_alone_and_its_rerun_completes_the_load(reader: Databases) -> None:
+    role = reader.source["username"]
+    as_admin(reader, f"REVOKE SELECT ON design FROM {role}")
+
+    failed = reader.run()
+
+    assert failed.status == "FAILED" and failed.error == "TablesFailed"
+    cause = json.loads(failed.cause)
+    failed_tables = {(f["stage"], f["table"], f["status"]) for f in cause["failed_tables"]}
+    assert ("extract", "design", "failed") in failed_tables
+    assert ("load", "fact_sales_order", "skipped") in failed_tables  # its design foreign key cannot hold
+    assert "permission denied for table design" in cause["failed_tables"][0]["message"]
+    for table in ("dim_staff", "dim_counterparty", "dim_location", "dim_transaction", "fact_payment",
+                  "fact_purchase_order"):  # fmt: skip
+        assert matches_source(reader, table), table
+    assert cause["rerun_input"] == {"tables": ["design", "sales_order"]}
+    assert cause["local_rerun"] == "python -m statemachine.local run --tables design,sales_order"
+
+    as_admin(reader, f"GRANT SELECT ON design TO {role}")
+    rerun = reader.run(**cause["rerun_input"])
+
+    assert rerun.succeeded, rerun.cause
+    for table in SOURCE:
+        assert matches_source(reader, table), table
+
+
+def test_a_failed_run_sends_one_alert_with_the_errors_the_console_link_and_the_rerun_input(reader: Databases) -> None:
+    as_admin(reader, f"REVOKE SELECT ON staff FROM {reader.source['username']}")
+
+    failed = reader.run()
+
+    assert len(failed.alerts) == 1
+    subject, body = failed.alerts[0]
+    assert subject == "Totesys ETL failed: staff"
+    assert "staff (extract, failed): PipelineError: totesys: permission denied for table staff" in body
+    assert failed.execution_arn in body
+    assert "console.aws.amazon.com/states/home?region=eu-west-2#/v2/executions/details/" in body
+    assert "aws stepfunctions start-execution --state-machine-arn " \
+           "arn:aws:states:eu-west-2:123456789012:stateMachine:totesys-etl" in body  # fmt: skip
+    assert '--input \'{"tables": ["department", "purchase_order", "sales_order", "staff"]}\'' in body
+    assert f"aws stepfunctions redrive-execution --execution-arn {failed.execution_arn}" in body
+
+
+def test_a_successful_run_sends_no_alert(reader: Databases) -> None:
+    outcome = reader.run()
+    assert outcome.succeeded and outcome.alerts == []
