@@ -16,7 +16,7 @@ import time
 import traceback
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,9 +42,10 @@ FUNCTIONS: dict[str, tuple[str, str]] = {
     "TransformFunctionArn": ("totesys-transform", "lambdas.transform.handler"),
     "LoadFunctionArn": ("totesys-load", "lambdas.load.handler"),
     "ReportFunctionArn": ("totesys-report", "lambdas.report.handler"),
+    "LeaseFunctionArn": ("totesys-lease", "lambdas.lease.handler"),
 }
 STAGE_OF = {"totesys-extract": "extract", "totesys-transform": "transform", "totesys-load": "load",
-            "totesys-report": "report"}  # fmt: skip
+            "totesys-report": "report", "totesys-lease": "lease"}  # fmt: skip
 ALERT_TOPIC = "totesys-etl-alerts"
 
 
@@ -52,6 +53,7 @@ ALERT_TOPIC = "totesys-etl-alerts"
 class Invocation:
     """One Lambda invocation as the dispatcher saw it (for progress and the report)."""
 
+    execution_id: str
     stage: str
     table: str
     started: float
@@ -115,8 +117,15 @@ class Dispatcher:
                     "stackTrace": traceback.format_exception(exc)[-3:]}  # fmt: skip
         finally:
             self.mirror.flush()
-        invocation = Invocation(STAGE_OF.get(name, name), str(payload.get("table", "")), started,
-                                time.monotonic() - started, ok, body)  # fmt: skip
+        invocation = Invocation(
+            execution_id=str(payload.get("execution_id", "")),
+            stage=STAGE_OF.get(name, name),
+            table=str(payload.get("table", "")),
+            started=started,
+            seconds=time.monotonic() - started,
+            ok=ok,
+            result=body,
+        )
         with self._lock:
             self.invocations.append(invocation)
         self.on_invocation(invocation)
@@ -168,6 +177,57 @@ def _load_handlers(stack: ExitStack, log_stream: io.TextIOBase) -> dict[str, Cal
     return handlers
 
 
+class LocalPipeline:
+    """The deployed stack, in moto: start executions of the real definition and wait for them."""
+
+    def __init__(self, dispatcher: Dispatcher, mirror: LakeMirror, state_machine_arn: str) -> None:
+        self.dispatcher, self.mirror, self.state_machine_arn = dispatcher, mirror, state_machine_arn
+        self.sfn = boto3.client("stepfunctions", region_name=REGION)
+
+    def start(self, execution_input: dict[str, Any]) -> str:
+        name = f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        started = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name,
+                                           input=json.dumps(execution_input))  # fmt: skip
+        return started["executionArn"]
+
+    def wait(self, execution_arn: str) -> RunOutcome:
+        while (described := self.sfn.describe_execution(executionArn=execution_arn))["status"] == "RUNNING":
+            time.sleep(0.05)
+        self.mirror.flush()
+        output = json.loads(described["output"]) if described.get("output") else None
+        invocations = [i for i in self.dispatcher.invocations if i.execution_id == execution_arn]
+        alerts = [(subject, body) for subject, body in _alerts() if execution_arn in body]
+        return RunOutcome(described["status"], execution_arn, output, described.get("error"), described.get("cause"),
+                          _history(self.sfn, execution_arn), invocations, alerts)  # fmt: skip
+
+
+@contextmanager
+def local_pipeline(
+    *,
+    source: dict[str, Any],
+    warehouse: dict[str, Any],
+    lake_dir: Path,
+    on_invocation: Callable[[Invocation], None] = lambda _: None,
+    handlers: dict[str, Callable[..., Any]] | None = None,
+) -> Iterator[LocalPipeline]:
+    """Deploy into moto what CDK deploys into AWS; `handlers` replaces some functions' code (by name)."""
+    from moto import mock_aws
+    from moto.awslambda.models import LambdaFunction
+
+    forget_secrets()  # every local deployment is fresh, possibly with other databases
+    log_path = lake_dir / "logs" / f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    mirror = LakeMirror(lake_dir, [INGESTION_BUCKET, PROCESSED_BUCKET])
+    with ExitStack() as stack:
+        log_stream = stack.enter_context(log_path.open("a", encoding="utf-8"))
+        stack.enter_context(mock.patch.dict(os.environ, _environment(log_path)))
+        stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+        stack.enter_context(_quiet_moto())
+        dispatcher = Dispatcher({**_load_handlers(stack, log_stream), **(handlers or {})}, mirror, on_invocation)
+        stack.enter_context(mock.patch.object(LambdaFunction, "_invoke_lambda", _bind(dispatcher)))
+        yield LocalPipeline(dispatcher, mirror, _deploy(mirror, source, warehouse))
+
+
 def run(
     *,
     source: dict[str, Any],
@@ -178,34 +238,9 @@ def run(
     handlers: dict[str, Callable[..., Any]] | None = None,
 ) -> RunOutcome:
     """One execution of the deployed definition; returns when it has finished."""
-    from moto import mock_aws
-    from moto.awslambda.models import LambdaFunction
-
-    forget_secrets()  # every run is a fresh deployment, possibly with other databases
-    started = datetime.now(UTC)
-    name = f"local-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    log_path = lake_dir / "logs" / f"{name}.jsonl"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    mirror = LakeMirror(lake_dir, [INGESTION_BUCKET, PROCESSED_BUCKET])
-    with ExitStack() as stack:
-        log_stream = stack.enter_context(log_path.open("a", encoding="utf-8"))
-        stack.enter_context(mock.patch.dict(os.environ, _environment(log_path)))
-        stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
-        stack.enter_context(_quiet_moto())
-        dispatcher = Dispatcher(handlers or _load_handlers(stack, log_stream), mirror, on_invocation)
-        stack.enter_context(mock.patch.object(LambdaFunction, "_invoke_lambda", _bind(dispatcher)))
-        state_machine_arn = _deploy(mirror, source, warehouse)
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        execution = sfn.start_execution(stateMachineArn=state_machine_arn, name=name,
-                                        input=json.dumps(execution_input))  # fmt: skip
-        while (described := sfn.describe_execution(executionArn=execution["executionArn"]))["status"] == "RUNNING":
-            time.sleep(0.05)
-        history = _history(sfn, execution["executionArn"])
-        mirror.flush()
-        output = json.loads(described["output"]) if described.get("output") else None
-        return RunOutcome(described["status"], execution["executionArn"], output, described.get("error"),
-                          described.get("cause"), history, list(dispatcher.invocations), _alerts())  # fmt: skip
-    raise AssertionError("unreachable")
+    with local_pipeline(source=source, warehouse=warehouse, lake_dir=lake_dir, on_invocation=on_invocation,
+                        handlers=handlers) as pipeline:  # fmt: skip
+        return pipeline.wait(pipeline.start(execution_input))
 
 
 def _bind(dispatcher: Dispatcher) -> Callable[..., tuple[str, bool, str]]:
@@ -242,8 +277,9 @@ def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any
             Code={"ZipFile": archive.getvalue()},
         )
         arns[placeholder] = created["FunctionArn"]
+    used = {name: arn for name, arn in arns.items() if name in definition.placeholders()}
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    return sfn.create_state_machine(name="totesys-etl", definition=definition.render(arns), roleArn=role)[
+    return sfn.create_state_machine(name="totesys-etl", definition=definition.render(used), roleArn=role)[
         "stateMachineArn"
     ]
 

@@ -1,0 +1,43 @@
+"""Lambda entry point of the run lease: the first and the last task of every execution."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import ClientError
+
+from lambdas.common.errors import PipelineError
+from lambdas.common.events import env
+from lambdas.lease.lease import acquire, release
+
+logger = Logger()
+
+
+def _is_running(execution_arn: str) -> bool:
+    """An execution we cannot find (another account, a local run long gone) is not running."""
+    try:
+        status = boto3.client("stepfunctions").describe_execution(executionArn=execution_arn)["status"]
+    except ClientError:
+        return False
+    return status in ("RUNNING", "PENDING_REDRIVE")
+
+
+@logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
+    action, execution_id = event.get("action"), str(event.get("execution_id", ""))
+    if action not in ("acquire", "release") or not execution_id:
+        raise PipelineError(f"expected {{'action': 'acquire'|'release', 'execution_id': ARN}}, got {event!r:.200}")
+    s3, bucket = boto3.client("s3"), env("INGESTION_BUCKET")
+    if action == "release":
+        released = release(s3, bucket, execution_id)
+        logger.info("lease released" if released else "lease was not held by this run")
+        return {"released": released}
+    ttl = timedelta(seconds=float(os.environ.get("LEASE_TTL_SECONDS", "3900")))
+    result = acquire(s3, bucket, execution_id, now=datetime.now(UTC), ttl=ttl, is_running=_is_running)
+    (logger.info if result.acquired else logger.warning)(result.reason, extra=result.as_dict())
+    return result.as_dict()
