@@ -8,6 +8,7 @@ dimensions are rewritten with the same values. So the warehouse takes each batch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import pg8000.native
 
@@ -27,6 +28,7 @@ class LoadResult:
     batches: int
     staged: int
     written: int
+    newest_change: datetime | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "batches": self.batches,
@@ -53,4 +55,4 @@ def load_table(con: pg8000.native.Connection, processed: Bucket, table: str) -> 
         con.run("ROLLBACK")
         raise
     cursor.commit({"seq": batches[-1].seq})
-    return LoadResult(table, len(batches), counts.staged, counts.written)
+    return LoadResult(table, len(batches), counts.staged, counts.written, counts.newest_change)

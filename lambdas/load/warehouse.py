@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 import pg8000.native
 import pyarrow as pa
@@ -27,10 +28,13 @@ INSERT_ONLY = frozenset(FACTS) | {"dim_date"}
 class MergeCounts:
     staged: int = 0
     written: int = 0
+    newest_change: datetime | None = None  # the latest source last_updated among the staged fact rows
 
     def __iadd__(self, other: MergeCounts) -> MergeCounts:
         self.staged += other.staged
         self.written += other.written
+        changes = [c for c in (self.newest_change, other.newest_change) if c is not None]
+        self.newest_change = max(changes) if changes else None
         return self
 
 
@@ -100,4 +104,6 @@ def merge_batch(con: pg8000.native.Connection, table: str, parts: Iterable[pa.Ta
             f"WHERE ROW({current}) IS DISTINCT FROM ROW({incoming})"
         )
     counts.written += con.row_count
+    if "last_updated_date" in columns:
+        counts.newest_change = con.run(f"SELECT max(last_updated_date + last_updated_time) FROM {stage}")[0][0]
     return counts

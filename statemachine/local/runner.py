@@ -160,6 +160,7 @@ def _environment(log_file: Path) -> dict[str, str]:
         "ALERT_TOPIC_ARN": f"arn:aws:sns:{REGION}:123456789012:{ALERT_TOPIC}",
         "POWERTOOLS_SERVICE_NAME": "totesys-etl-local",
         "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
+        "POWERTOOLS_METRICS_DISABLED": "true",  # EMF lines would go to the terminal; CloudWatch reads them in AWS
         "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"),
     }
 
