@@ -1,0 +1,117 @@
+"""A Mermaid diagram of `pipeline.asl.json`, so the docs show the workflow that is deployed.
+
+`python -m statemachine.diagram --write` regenerates docs/state-machine.md; a test fails when the file
+no longer matches the definition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from statemachine.definition import load
+
+DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "state-machine.md"
+
+
+def _id(prefix: str, name: str) -> str:
+    return prefix + re.sub(r"\W+", "_", name).strip("_").lower()
+
+
+def _label(text: str) -> str:
+    return text.replace('"', "'")
+
+
+def _node(node_id: str, name: str, state: dict[str, Any]) -> str:
+    kind = state["Type"]
+    if kind == "Choice":
+        return f'{node_id}{{"{_label(name)}"}}'
+    if kind in ("Succeed", "Fail"):
+        return f'{node_id}(["{_label(name)}"])'
+    return f'{node_id}["{_label(name)}"]'
+
+
+def _choice_label(rule: dict[str, Any]) -> str:
+    variable = rule.get("Variable", "")
+    for key, value in rule.items():
+        if key not in ("Variable", "Next"):
+            return f"{variable} {key} {value}".replace('"', "'")
+    return variable
+
+
+def _flow(states: dict[str, Any], prefix: str, indent: str) -> list[str]:
+    lines: list[str] = []
+    for name, state in states.items():
+        node = _id(prefix, name)
+        if state["Type"] == "Map":
+            processor = state["ItemProcessor"]
+            lines.append(f'{indent}subgraph {node}["{_label(name)} — one iteration per item of {state["ItemsPath"]}"]')
+            lines.extend(_flow(processor["States"], node + "_", indent + "  "))
+            lines.append(f"{indent}end")
+        else:
+            lines.append(f"{indent}{_node(node, name, state)}")
+        for catch in state.get("Catch", []):
+            lines.append(f'{indent}{node} -- "{" / ".join(catch["ErrorEquals"])}" --> {_id(prefix, catch["Next"])}')
+        for rule in state.get("Choices", []):
+            lines.append(f'{indent}{node} -- "{_choice_label(rule)}" --> {_id(prefix, rule["Next"])}')
+        if "Default" in state:
+            lines.append(f'{indent}{node} -- "otherwise" --> {_id(prefix, state["Default"])}')
+        if "Next" in state:
+            lines.append(f"{indent}{node} --> {_id(prefix, state['Next'])}")
+    return lines
+
+
+def mermaid(definition: dict[str, Any] | None = None) -> str:
+    definition = definition or load()
+    lines = ["flowchart TD", f"  start((start)) --> {_id('s_', definition['StartAt'])}"]
+    lines.extend(_flow(definition["States"], "s_", "  "))
+    return "\n".join(lines)
+
+
+def markdown(definition: dict[str, Any] | None = None) -> str:
+    definition = definition or load()
+    retries = sorted({e for s in _tasks(definition) for r in s.get("Retry", []) for e in r["ErrorEquals"]})
+    return "\n".join(
+        [
+            "# The state machine",
+            "",
+            "Generated from `statemachine/pipeline.asl.json` by `python -m statemachine.diagram --write`;",
+            "a test fails when this page no longer matches the definition. Do not edit by hand.",
+            "",
+            "```mermaid",
+            mermaid(definition),
+            "```",
+            "",
+            f"Execution timeout: {definition.get('TimeoutSeconds', 'none')} s. Every task retries with exponential "
+            f"backoff and full jitter on: {', '.join(retries)}. Any other error is caught per table: the table "
+            "is reported as failed, tables that depend on it are skipped, and the run ends FAILED after the report.",
+            "",
+        ]
+    )
+
+
+def _tasks(definition: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for state in definition["States"].values():
+        if state["Type"] == "Task":
+            found.append(state)
+        if state["Type"] == "Map":
+            found.extend(_tasks(state["ItemProcessor"]))
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m statemachine.diagram", description=__doc__)
+    parser.add_argument("--write", action="store_true", help=f"write {DOC_PATH.relative_to(DOC_PATH.parents[1])}")
+    args = parser.parse_args(argv)
+    if args.write:
+        DOC_PATH.parent.mkdir(exist_ok=True)
+        DOC_PATH.write_text(markdown())
+    else:
+        print(markdown())
+
+
+if __name__ == "__main__":
+    main()
