@@ -103,3 +103,30 @@ def test_a_failed_run_sends_one_alert_with_the_errors_the_console_link_and_the_r
 def test_a_successful_run_sends_no_alert(reader: Databases) -> None:
     outcome = reader.run()
     assert outcome.succeeded and outcome.alerts == []
+
+
+def test_the_rerun_command_reads_a_failed_execution_and_starts_one_for_only_its_tables(
+    reader: Databases, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from statemachine import rerun
+    from statemachine.local.runner import local_pipeline
+
+    role = reader.source["username"]
+    as_admin(reader, f"REVOKE SELECT ON payment_type FROM {role}")
+    with local_pipeline(source=reader.source, warehouse=reader.warehouse, lake_dir=reader.lake) as pipeline:
+        failed = pipeline.wait(pipeline.start({}))
+        assert failed.status == "FAILED"
+        capsys.readouterr()
+
+        assert rerun.main([failed.execution_arn, "--dry-run"], client=pipeline.sfn) == 0
+        assert json.loads(capsys.readouterr().out) == {"tables": ["payment", "payment_type"]}
+
+        as_admin(reader, f"GRANT SELECT ON payment_type TO {role}")
+        assert rerun.main([failed.execution_arn], client=pipeline.sfn) == 0
+        started = capsys.readouterr().out.split()[1]
+        second = pipeline.wait(started)
+
+    assert second.succeeded, second.cause
+    assert {i.table for i in second.invocations if i.stage == "extract"} == {"payment", "payment_type"}
+    for table in SOURCE:
+        assert matches_source(reader, table), table

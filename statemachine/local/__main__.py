@@ -7,12 +7,15 @@ empty `warehouse`; the buckets and watermarks persist there too, so the next run
 from __future__ import annotations
 
 import argparse
+import fcntl
 import sys
 from pathlib import Path
 from typing import Any
 
 from lambdas.common.db import credentials_from_dsn
 from lambdas.common.tables import SOURCE_TABLES
+
+EXIT_BUSY = 75  # EX_TEMPFAIL: nothing ran; try again when the other run has finished
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     tables = _tables(args.tables)
 
     lake_dir: Path = args.lake_dir.resolve()
+    lake_dir.mkdir(parents=True, exist_ok=True)
+    lock = (lake_dir / ".run.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"Another run is using {lake_dir}; not starting a second one at the same time.", file=sys.stderr)
+        return EXIT_BUSY
     server = None
     try:
         if not (args.source_dsn and args.warehouse_dsn):

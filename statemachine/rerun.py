@@ -1,0 +1,90 @@
+"""Re-run only the tables a failed execution could not finish.
+
+    python -m statemachine.rerun EXECUTION_ARN [--dry-run]
+
+Reads the failed execution's history, works out which source tables must be extracted again (those that
+failed, and the sources of every warehouse table that failed or was skipped), and starts a new execution
+of the same state machine with just those tables. `--dry-run` prints the input instead. For a transient
+failure, `aws stepfunctions redrive-execution` (same input, same definition) is the other way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+
+from lambdas.report.summary import Failure, rerun_input, state_machine_arn
+
+
+def history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
+    while True:
+        page = sfn.get_execution_history(**kwargs)
+        events.extend(page["events"])
+        if not page.get("nextToken"):
+            return events
+        kwargs["nextToken"] = page["nextToken"]
+
+
+def failures_in(events: list[dict[str, Any]]) -> list[Failure]:
+    """The per-table failures and skips the Map iterations recorded in the execution history."""
+    found = []
+    for event in events:
+        details = event.get("stateExitedEventDetails") or event.get("taskSucceededEventDetails") or {}
+        try:
+            output = json.loads(details.get("output") or "null")
+        except ValueError:
+            continue
+        if isinstance(output, dict) and "Payload" in output:
+            output = output["Payload"]
+        if isinstance(output, dict) and output.get("status") in ("failed", "skipped") and "table" in output:
+            failure = Failure(
+                stage=str(output.get("stage")),
+                table=str(output["table"]),
+                status=output["status"],
+                error=str(output.get("error", "Skipped")),
+                message=str(output.get("reason") or output.get("cause", "")),
+            )
+            if failure not in found:
+                found.append(failure)
+    return found
+
+
+def plan(sfn: Any, execution_arn: str) -> dict[str, Any]:
+    """The input of the re-run; an error if the execution did not fail or nothing can be re-run."""
+    described = sfn.describe_execution(executionArn=execution_arn)
+    if described["status"] not in ("FAILED", "TIMED_OUT", "ABORTED"):
+        raise SystemExit(f"{execution_arn} is {described['status']}: there is nothing to re-run")
+    found = failures_in(history(sfn, execution_arn))
+    if not found:
+        raise SystemExit(f"{execution_arn} failed before any table did ({described.get('error')}); "
+                         "redrive it or start a full run")  # fmt: skip
+    return rerun_input(found, json.loads(described.get("input") or "{}"))
+
+
+def main(argv: list[str] | None = None, *, client: Any | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m statemachine.rerun", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("execution_arn")
+    parser.add_argument("--dry-run", action="store_true", help="print the input instead of starting the run")
+    args = parser.parse_args(argv)
+    sfn = client or boto3.client("stepfunctions", region_name=args.execution_arn.split(":")[3])
+    execution_input = plan(sfn, args.execution_arn)
+    if args.dry_run:
+        print(json.dumps(execution_input))
+        return 0
+    name = f"rerun-{datetime.now(UTC):%Y%m%dT%H%M%S}-{args.execution_arn.rsplit(':', 1)[-1]}"[:80]
+    started = sfn.start_execution(stateMachineArn=state_machine_arn(args.execution_arn), name=name,
+                                  input=json.dumps(execution_input))  # fmt: skip
+    print(f"started {started['executionArn']} with {json.dumps(execution_input)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
