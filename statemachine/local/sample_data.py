@@ -644,12 +644,8 @@ class _Builder:
             f"{_money(price)},{currency},{_DATES[delivery]},{_DATES[payment_day]},{location}\n"
         )
         self.transaction_id += 1
-        self.spools["transaction"].add_line(
-            f"{self.transaction_id},SALE,{self.sales_order_id},,{created},{created}\n"
-        )
-        self._payment(
-            ms, created, counterparty, currency, units * price, payment_day, 2 if rand() < 0.1 else 1
-        )
+        self.spools["transaction"].add_line(f"{self.transaction_id},SALE,{self.sales_order_id},,{created},{created}\n")
+        self._payment(ms, created, counterparty, currency, units * price, payment_day, 2 if rand() < 0.1 else 1)
 
     def _purchase(self, ms: int, created: str, edited: int | None) -> None:
         rand = self.rand
@@ -670,9 +666,7 @@ class _Builder:
         self.spools["transaction"].add_line(
             f"{self.transaction_id},PURCHASE,,{self.purchase_order_id},{created},{created}\n"
         )
-        self._payment(
-            ms, created, counterparty, currency, quantity * price, payment_day, 4 if rand() < 0.1 else 3
-        )
+        self._payment(ms, created, counterparty, currency, quantity * price, payment_day, 4 if rand() < 0.1 else 3)
 
     def _payment(
         self, ms: int, created: str, counterparty: int, currency: int, cents: int, day: int, payment_type: int
