@@ -210,3 +210,36 @@ def test_a_dropped_column_the_warehouse_needs_fails_that_table_naming_table_and_
     assert not outcome.succeeded
     failures = [i.result["errorMessage"] for i in outcome.invocations if not i.ok]
     assert any("sales_order: column units_sold is missing" in m for m in failures), failures
+
+
+def test_a_runs_reads_grow_with_what_changed_not_with_the_number_of_earlier_runs(
+    small: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    for method in ("get_json", "get_parquet"):
+        original = getattr(lake.Bucket, method)
+
+        def counted(self: lake.Bucket, key: str, _original: Callable[..., Any] = original) -> Any:
+            reads.append(key)
+            return _original(self, key)
+
+        monkeypatch.setattr(lake.Bucket, method, counted)
+
+    def reads_of_one_run(change: bool) -> list[str]:
+        if change:
+            sql(small, "UPDATE sales_order SET units_sold = units_sold + 1, last_updated = now() "
+                       "WHERE sales_order_id = 1")  # fmt: skip
+        reads.clear()
+        assert small.run().succeeded
+        return sorted(reads)
+
+    reads_of_one_run(change=True)  # the first change brings today's date into dim_date, which later ones don't
+    early_idle, early_change = reads_of_one_run(change=False), reads_of_one_run(change=True)
+    for _ in range(4):
+        reads_of_one_run(change=True)
+    late_idle, late_change = reads_of_one_run(change=False), reads_of_one_run(change=True)
+
+    assert len(late_idle) == len(early_idle)
+    assert len(late_change) == len(early_change)
+    assert sum(key.endswith(".parquet") for key in late_idle) == 0
+    assert not hasattr(lake.Bucket, "list"), "no stage lists a bucket"
