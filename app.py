@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
-from cdk_nag import AwsSolutionsChecks
 
 from cdk.config import ConfigError, PipelineConfig
+from cdk.nag import add_rule_packs
 from cdk.stack import PipelineStack
 
 
@@ -19,7 +19,7 @@ def build_app(app: cdk.App) -> PipelineStack:
     """Read and validate the configuration once from ``app``'s context, add the stack and the nag checks."""
     config = PipelineConfig.from_context(app.node.try_get_context)
     stack = PipelineStack(app, config=config)
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    add_rule_packs(app)
     return stack
 
 

@@ -2,7 +2,7 @@
 
 Only ``app.py`` calls :meth:`PipelineConfig.from_context`; every construct receives plain typed values.
 Context values arrive as JSON types from ``cdk.json`` and as strings from ``cdk synth -c key=value``;
-both forms are accepted.
+both forms are accepted. Every problem is collected and reported at once, before anything is built.
 """
 
 from __future__ import annotations
@@ -13,10 +13,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lambdas.common.tables import SOURCE_TABLES
+
 # Retention periods that CloudWatch Logs accepts (days).
 LOG_RETENTION_DAYS = frozenset(
     {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
 )
+# S3 moves objects to STANDARD_IA no earlier than 30 days after creation.
+MIN_TRANSITION_DAYS = 30
+# Expiring current data objects is only safe far behind the slowest reader (see docs/deploy.md).
+MIN_EXPIRATION_DAYS = 365
+# Lambda accepts at most 16 subnets and 5 security groups per function.
+MAX_SUBNETS = 16
+MAX_SECURITY_GROUPS = 5
 
 # Commercial-partition regions only: the managed layers are published from other accounts elsewhere.
 _REGION = re.compile(r"^(?!cn-)[a-z]{2}-[a-z]+-\d$")
@@ -31,6 +40,9 @@ _EMAIL = re.compile(
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _CRON = re.compile(r"^cron\(([^()]+)\)$")
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+_VPC_ID = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+_SUBNET_ID = re.compile(r"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+_SECURITY_GROUP_ID = re.compile(r"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 
 DEFAULTS: dict[str, Any] = {
     "stack_name": "TotesysEtl",
@@ -39,15 +51,45 @@ DEFAULTS: dict[str, Any] = {
     "totesys_secret_name": "totesys/source",
     "warehouse_secret_name": "totesys/warehouse",
     "schedule": "rate(5 minutes)",
+    "tables": None,
     "alert_emails": [],
     "log_retention_days": 30,
     "powertools_layer_version": 27,
-    "pandas_layer_version": 11,
+    "pandas_layer_version": 6,
+    "max_source_connections": 4,
+    "extract_lookback_seconds": 900,
+    "tracing": True,
+    "vpc_id": None,
+    "subnet_ids": [],
+    "security_group_ids": [],
+    "noncurrent_version_expiration_days": 90,
+    "data_transition_days": 90,
+    "data_expiration_days": None,
+    "access_log_retention_days": 365,
 }
 
 
 class ConfigError(ValueError):
     """The CDK context does not describe a deployable pipeline; the message lists every problem."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseNetwork:
+    """Where the databases are reachable from: the extract and load functions run in these subnets."""
+
+    vpc_id: str
+    subnet_ids: tuple[str, ...]
+    security_group_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LakeRetention:
+    """Lifecycle of the lake's objects; ``_state/`` (and processed ``_current/``) objects are never touched."""
+
+    noncurrent_version_expiration_days: int
+    data_transition_days: int
+    data_expiration_days: int | None
+    access_log_retention_days: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,10 +100,21 @@ class PipelineConfig:
     totesys_secret_name: str
     warehouse_secret_name: str
     schedule: str
+    tables: tuple[str, ...] | None
     alert_emails: tuple[str, ...]
     log_retention_days: int
     powertools_layer_version: int
     pandas_layer_version: int
+    max_source_connections: int
+    extract_lookback_seconds: int
+    tracing: bool
+    network: DatabaseNetwork | None
+    retention: LakeRetention
+
+    @property
+    def schedule_input(self) -> dict[str, Any]:
+        """The execution input of the scheduled runs: ``{}`` runs every source table."""
+        return {} if self.tables is None else {"tables": list(self.tables)}
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> PipelineConfig:
@@ -100,6 +153,7 @@ class PipelineConfig:
             for key in ("totesys_secret_name", "warehouse_secret_name")
         }
         schedule = _schedule(value("schedule"), errors)
+        tables = _tables(value("tables"), errors)
         alert_emails = _emails(value("alert_emails"), errors)
         retention = _integer(value("log_retention_days"), "log_retention_days", errors)
         if retention is not None and retention not in LOG_RETENTION_DAYS:
@@ -111,6 +165,15 @@ class PipelineConfig:
             key: _integer(value(key), key, errors, minimum=1)
             for key in ("powertools_layer_version", "pandas_layer_version")
         }
+        max_source_connections = _integer(
+            value("max_source_connections"), "max_source_connections", errors, minimum=1, maximum=100
+        )
+        lookback = _integer(
+            value("extract_lookback_seconds"), "extract_lookback_seconds", errors, minimum=0, maximum=86_400
+        )
+        tracing = _boolean(value("tracing"), "tracing", errors)
+        network = _network(value("vpc_id"), value("subnet_ids"), value("security_group_ids"), errors)
+        lake = _lake_retention(value, errors)
 
         if errors:
             raise ConfigError("Invalid CDK context:\n  - " + "\n  - ".join(errors))
@@ -119,8 +182,14 @@ class PipelineConfig:
             region=region,
             account=account,
             schedule=schedule,
+            tables=tables,
             alert_emails=alert_emails,
             log_retention_days=retention,
+            max_source_connections=max_source_connections,
+            extract_lookback_seconds=lookback,
+            tracing=tracing,
+            network=network,
+            retention=lake,
             **secrets,
             **layer_versions,
         )
@@ -133,7 +202,9 @@ def _text(raw: Any, key: str, pattern: re.Pattern[str], expectation: str, errors
     return raw
 
 
-def _integer(raw: Any, key: str, errors: list[str], *, minimum: int | None = None) -> int | None:
+def _integer(
+    raw: Any, key: str, errors: list[str], *, minimum: int | None = None, maximum: int | None = None
+) -> int | None:
     if isinstance(raw, bool):
         number = None
     elif isinstance(raw, int):
@@ -147,7 +218,44 @@ def _integer(raw: Any, key: str, errors: list[str], *, minimum: int | None = Non
     elif minimum is not None and number < minimum:
         errors.append(f"{key} {raw!r} must be at least {minimum}")
         number = None
+    elif maximum is not None and number > maximum:
+        errors.append(f"{key} {raw!r} must be at most {maximum}")
+        number = None
     return number
+
+
+def _optional_integer(raw: Any, key: str, errors: list[str], *, minimum: int) -> int | None:
+    """None, '' and 'none' mean "not set"; anything else must be a whole number >= minimum."""
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")):
+        return None
+    return _integer(raw, key, errors, minimum=minimum)
+
+
+def _boolean(raw: Any, key: str, errors: list[str]) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    errors.append(f"{key} {raw!r} must be true or false")
+    return False
+
+
+def _string_list(raw: Any, key: str, errors: list[str], *, what: str) -> list[Any] | None:
+    """A list from JSON (cdk.json), a JSON list string or a comma-separated string (``-c key=a,b``)."""
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                raw = json.loads(text)
+            except json.JSONDecodeError:
+                errors.append(f"{key} {raw!r} is not a JSON list of {what}")
+                return None
+        else:
+            raw = [part.strip() for part in text.split(",") if part.strip()]
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        errors.append(f"{key} {raw!r} must be a list of {what}")
+        return None
+    return list(raw)
 
 
 def _schedule(raw: Any, errors: list[str]) -> str:
@@ -178,22 +286,30 @@ def _schedule(raw: Any, errors: list[str]) -> str:
     return ""
 
 
-def _emails(raw: Any, errors: list[str]) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        text = raw.strip()
-        if text.startswith("["):
-            try:
-                raw = json.loads(text)
-            except json.JSONDecodeError:
-                errors.append(f"alert_emails {raw!r} is not a JSON list of e-mail addresses")
-                return ()
+def _tables(raw: Any, errors: list[str]) -> tuple[str, ...] | None:
+    """The source tables of the scheduled runs; None (or an empty list) means every source table."""
+    if raw is None:
+        return None
+    names = _string_list(raw, "tables", errors, what="source table names")
+    if names is None:
+        return None
+    tables: list[str] = []
+    for index, name in enumerate(names):
+        if name not in SOURCE_TABLES:
+            errors.append(f"tables[{index}] {name!r} is not a totesys source table (one of {', '.join(SOURCE_TABLES)})")
+        elif name in tables:
+            errors.append(f"tables[{index}] {name!r} is listed twice")
         else:
-            raw = [part.strip() for part in text.split(",") if part.strip()]
-    if not isinstance(raw, Sequence) or isinstance(raw, str):
-        errors.append(f"alert_emails {raw!r} must be a list of e-mail addresses")
+            tables.append(name)
+    return tuple(tables) or None
+
+
+def _emails(raw: Any, errors: list[str]) -> tuple[str, ...]:
+    addresses = _string_list(raw, "alert_emails", errors, what="e-mail addresses")
+    if addresses is None:
         return ()
     emails: list[str] = []
-    for index, address in enumerate(raw):
+    for index, address in enumerate(addresses):
         if not isinstance(address, str) or not _EMAIL.match(address):
             errors.append(f"alert_emails[{index}] {address!r} is not a valid e-mail address")
         elif address.lower() in (e.lower() for e in emails):
@@ -201,3 +317,63 @@ def _emails(raw: Any, errors: list[str]) -> tuple[str, ...]:
         else:
             emails.append(address)
     return tuple(emails)
+
+
+def _ids(raw: Any, key: str, pattern: re.Pattern[str], example: str, errors: list[str]) -> tuple[str, ...]:
+    values = _string_list(raw, key, errors, what=f"ids such as '{example}'")
+    if values is None:
+        return ()
+    ids: list[str] = []
+    for index, value in enumerate(values):
+        if not isinstance(value, str) or not pattern.match(value):
+            errors.append(f"{key}[{index}] {value!r} is not an id such as '{example}'")
+        elif value in ids:
+            errors.append(f"{key}[{index}] {value!r} is listed twice")
+        else:
+            ids.append(value)
+    return tuple(ids)
+
+
+def _network(vpc_id: Any, subnet_ids: Any, security_group_ids: Any, errors: list[str]) -> DatabaseNetwork | None:
+    """All three of vpc_id, subnet_ids and security_group_ids, or none of them."""
+    before = len(errors)
+    subnets = _ids(subnet_ids, "subnet_ids", _SUBNET_ID, "subnet-0123456789abcdef0", errors)
+    groups = _ids(security_group_ids, "security_group_ids", _SECURITY_GROUP_ID, "sg-0123456789abcdef0", errors)
+    if vpc_id is None or vpc_id == "":
+        if subnets or groups:
+            errors.append(
+                "subnet_ids and security_group_ids are only used together with vpc_id: "
+                "set vpc_id to the VPC of the databases, or leave all three unset"
+            )
+        return None
+    vpc = _text(vpc_id, "vpc_id", _VPC_ID, "is not a VPC id such as 'vpc-0123456789abcdef0'", errors)
+    if not subnets:
+        errors.append("vpc_id is set, so subnet_ids must list the private subnets the functions run in")
+    elif len(subnets) > MAX_SUBNETS:
+        errors.append(f"subnet_ids lists {len(subnets)} subnets; Lambda accepts at most {MAX_SUBNETS}")
+    if not groups:
+        errors.append("vpc_id is set, so security_group_ids must list the security groups that the databases admit")
+    elif len(groups) > MAX_SECURITY_GROUPS:
+        errors.append(f"security_group_ids lists {len(groups)} groups; Lambda accepts at most {MAX_SECURITY_GROUPS}")
+    if len(errors) > before:
+        return None
+    return DatabaseNetwork(vpc_id=vpc, subnet_ids=subnets, security_group_ids=groups)
+
+
+def _lake_retention(value: Callable[[str], Any], errors: list[str]) -> LakeRetention:
+    noncurrent = _integer(
+        value("noncurrent_version_expiration_days"), "noncurrent_version_expiration_days", errors, minimum=1
+    )
+    transition = _integer(value("data_transition_days"), "data_transition_days", errors, minimum=MIN_TRANSITION_DAYS)
+    expiration = _optional_integer(
+        value("data_expiration_days"), "data_expiration_days", errors, minimum=MIN_EXPIRATION_DAYS
+    )
+    if expiration is not None and transition is not None and expiration <= transition:
+        errors.append(f"data_expiration_days {expiration} must be later than data_transition_days {transition}")
+    access_logs = _integer(value("access_log_retention_days"), "access_log_retention_days", errors, minimum=1)
+    return LakeRetention(
+        noncurrent_version_expiration_days=noncurrent or 0,
+        data_transition_days=transition or 0,
+        data_expiration_days=expiration,
+        access_log_retention_days=access_logs or 0,
+    )

@@ -1,4 +1,4 @@
-"""The three pipeline Lambda functions, their code asset, managed layers, roles and log groups."""
+"""The four pipeline Lambda functions, their code asset, managed layers, roles and log groups."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import AssetHashType, BundlingOptions, Duration, Stack, Token
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -15,6 +16,7 @@ from constructs import Construct
 from cdk.bundling import LocalPythonBundler
 from cdk.nag import acknowledge
 
+# The newest Python runtime that this CDK release knows and both managed layers are published for.
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.X86_64
 
@@ -24,6 +26,27 @@ PANDAS_LAYER_ACCOUNT = "336392948345"
 
 # Pure-Python distributions bundled into the function code (with their installed dependency closure).
 BUNDLED_REQUIREMENTS = ("pg8000", "iso4217")
+
+# Powertools Metrics namespace of the load function's RowsLoaded, LoadsSucceeded and SourceLagSeconds.
+METRICS_NAMESPACE = "TotesysEtl"
+
+STAGES = ("extract", "transform", "load", "report")
+
+# What a function needs to create, describe and delete its network interfaces in the database subnets
+# (the actions of the AWSLambdaVPCAccessExecutionRole managed policy). Lambda checks them on "*".
+VPC_ACCESS_ACTIONS = (
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+)
+
+
+def service_name(stage: str) -> str:
+    """POWERTOOLS_SERVICE_NAME of a stage, also the ``service`` dimension of its metrics."""
+    return f"totesys-{stage}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +59,17 @@ DEFAULT_STAGE_SETTINGS = {
     "extract": StageSettings(memory_size=1024, timeout=Duration.minutes(5)),
     "transform": StageSettings(memory_size=2048, timeout=Duration.minutes(10)),
     "load": StageSettings(memory_size=1024, timeout=Duration.minutes(10)),
+    "report": StageSettings(memory_size=256, timeout=Duration.minutes(1)),
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class FunctionNetwork:
+    """The private subnets and security groups from which the databases are reachable."""
+
+    vpc: ec2.IVpc
+    subnets: Sequence[ec2.ISubnet]
+    security_groups: Sequence[ec2.ISecurityGroup]
 
 
 def python_tag(runtime: lambda_.Runtime) -> str:
@@ -47,7 +80,7 @@ def python_tag(runtime: lambda_.Runtime) -> str:
 def powertools_layer_arn(
     *, region: str, runtime: lambda_.Runtime, architecture: lambda_.Architecture, version: int
 ) -> str:
-    arch = "arm64" if architecture == lambda_.Architecture.ARM_64 else "x86_64"
+    arch = "arm64" if architecture.name == lambda_.Architecture.ARM_64.name else "x86_64"
     return (
         f"arn:aws:lambda:{region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
         f"AWSLambdaPowertoolsPythonV3-{python_tag(runtime)}-{arch}:{version}"
@@ -55,16 +88,19 @@ def powertools_layer_arn(
 
 
 def pandas_layer_arn(*, region: str, runtime: lambda_.Runtime, architecture: lambda_.Architecture, version: int) -> str:
-    suffix = "-Arm64" if architecture == lambda_.Architecture.ARM_64 else ""
+    suffix = "-Arm64" if architecture.name == lambda_.Architecture.ARM_64.name else ""
     name = python_tag(runtime).replace("python", "Python")
     return f"arn:aws:lambda:{region}:{PANDAS_LAYER_ACCOUNT}:layer:AWSSDKPandas-{name}{suffix}:{version}"
 
 
 class PipelineFunctions(Construct):
-    """Extract, transform and load functions sharing one code asset and the two managed layers.
+    """Extract, transform, load and report functions sharing one code asset and the managed layers.
 
     Each function gets its own role (CloudWatch Logs access to its own log group only; data access is
-    granted by the stack) and its own log group with the given retention.
+    granted by the stack) and its own log group with the given retention. Extract's reserved concurrency is
+    ``max_source_connections``: each invocation holds one totesys connection, so the pipeline never opens
+    more than that, however many executions overlap. With ``database_network``, extract and load (the two
+    functions that reach a database) run in those subnets with those security groups.
     """
 
     def __init__(
@@ -77,9 +113,14 @@ class PipelineFunctions(Construct):
         processed_bucket_name: str,
         totesys_secret_name: str,
         warehouse_secret_name: str,
+        alert_topic_arn: str,
         log_retention: logs.RetentionDays,
         powertools_layer_version: int,
         pandas_layer_version: int,
+        max_source_connections: int,
+        extract_lookback_seconds: int,
+        tracing: bool,
+        database_network: FunctionNetwork | None = None,
         bundled_requirements: Sequence[str] = BUNDLED_REQUIREMENTS,
         stage_settings: dict[str, StageSettings] | None = None,
     ) -> None:
@@ -88,6 +129,8 @@ class PipelineFunctions(Construct):
         if Token.is_unresolved(region):
             raise ValueError("the stack needs a concrete region to form the managed layer ARNs")
         settings = {**DEFAULT_STAGE_SETTINGS, **(stage_settings or {})}
+        self._log_retention = log_retention
+        self._tracing = tracing
 
         self.code = lambda_.Code.from_asset(
             str(package_dir),
@@ -103,37 +146,40 @@ class PipelineFunctions(Construct):
         )
         # With @aws-cdk/aws-lambda:recognizeLayerVersion the layers are rendered sorted by construct path:
         # AwsSdkPandasLayer first, then PowertoolsLayer, whose files win where the two overlap.
-        self.layers = [
-            lambda_.LayerVersion.from_layer_version_arn(
-                self,
-                "PowertoolsLayer",
-                powertools_layer_arn(
-                    region=region, runtime=RUNTIME, architecture=ARCHITECTURE, version=powertools_layer_version
-                ),
+        self.powertools_layer = lambda_.LayerVersion.from_layer_version_arn(
+            self,
+            "PowertoolsLayer",
+            powertools_layer_arn(
+                region=region, runtime=RUNTIME, architecture=ARCHITECTURE, version=powertools_layer_version
             ),
-            lambda_.LayerVersion.from_layer_version_arn(
-                self,
-                "AwsSdkPandasLayer",
-                pandas_layer_arn(
-                    region=region, runtime=RUNTIME, architecture=ARCHITECTURE, version=pandas_layer_version
-                ),
-            ),
-        ]
+        )
+        self.pandas_layer = lambda_.LayerVersion.from_layer_version_arn(
+            self,
+            "AwsSdkPandasLayer",
+            pandas_layer_arn(region=region, runtime=RUNTIME, architecture=ARCHITECTURE, version=pandas_layer_version),
+        )
+        data_layers = [self.powertools_layer, self.pandas_layer]
         buckets = {"INGESTION_BUCKET": ingestion_bucket_name, "PROCESSED_BUCKET": processed_bucket_name}
 
         self.extract = self._function(
             "Extract",
             stage="extract",
             settings=settings["extract"],
-            log_retention=log_retention,
+            layers=data_layers,
             description="Copies rows changed in totesys since the last watermark into the ingestion bucket.",
-            environment={**buckets, "TOTESYS_SECRET_ID": totesys_secret_name},
+            environment={
+                **buckets,
+                "TOTESYS_SECRET_ID": totesys_secret_name,
+                "EXTRACT_LOOKBACK_SECONDS": str(extract_lookback_seconds),
+            },
+            reserved_concurrency=max_source_connections,
+            network=database_network,
         )
         self.transform = self._function(
             "Transform",
             stage="transform",
             settings=settings["transform"],
-            log_retention=log_retention,
+            layers=data_layers,
             description="Remodels new ingestion batches into the warehouse star schema in the processed bucket.",
             environment=buckets,
         )
@@ -141,14 +187,32 @@ class PipelineFunctions(Construct):
             "Load",
             stage="load",
             settings=settings["load"],
-            log_retention=log_retention,
+            layers=data_layers,
             description="Loads processed star-schema tables into the warehouse.",
-            environment={**buckets, "WAREHOUSE_SECRET_ID": warehouse_secret_name},
+            environment={
+                **buckets,
+                "WAREHOUSE_SECRET_ID": warehouse_secret_name,
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            },
+            network=database_network,
+        )
+        # The report needs boto3 (in the runtime) and Powertools, not pandas/pyarrow: a lighter cold start.
+        self.report = self._function(
+            "Report",
+            stage="report",
+            settings=settings["report"],
+            layers=[self.powertools_layer],
+            description="Summarises each run's failed tables and e-mails them with the input that re-runs them.",
+            environment={"ALERT_TOPIC_ARN": alert_topic_arn},
         )
 
     @property
-    def all(self) -> tuple[lambda_.Function, lambda_.Function, lambda_.Function]:
-        return (self.extract, self.transform, self.load)
+    def all(self) -> tuple[lambda_.Function, ...]:
+        return (self.extract, self.transform, self.load, self.report)
+
+    @property
+    def by_stage(self) -> dict[str, lambda_.Function]:
+        return dict(zip(STAGES, self.all, strict=True))
 
     def _function(
         self,
@@ -156,11 +220,13 @@ class PipelineFunctions(Construct):
         *,
         stage: str,
         settings: StageSettings,
-        log_retention: logs.RetentionDays,
+        layers: Sequence[lambda_.ILayerVersion],
         description: str,
         environment: dict[str, str],
+        reserved_concurrency: int | None = None,
+        network: FunctionNetwork | None = None,
     ) -> lambda_.Function:
-        log_group = logs.LogGroup(self, f"{name}Logs", retention=log_retention)
+        log_group = logs.LogGroup(self, f"{name}Logs", retention=self._log_retention)
         role = iam.Role(
             self,
             f"{name}Role",
@@ -169,6 +235,10 @@ class PipelineFunctions(Construct):
         )
         # Instead of the AWSLambdaBasicExecutionRole managed policy: write to this function's log group only.
         log_group.grant_write(role)
+        if network is not None:
+            # Instead of the AWSLambdaVPCAccessExecutionRole managed policy; added before the function, which
+            # depends on the role (and so on this policy): Lambda checks these permissions when it is created.
+            role.add_to_principal_policy(iam.PolicyStatement(actions=list(VPC_ACCESS_ACTIONS), resources=["*"]))
         function = lambda_.Function(
             self,
             name,
@@ -177,22 +247,52 @@ class PipelineFunctions(Construct):
             architecture=ARCHITECTURE,
             handler=f"lambdas.{stage}.handler.handler",
             code=self.code,
-            layers=self.layers,
+            layers=list(layers),
             memory_size=settings.memory_size,
             timeout=settings.timeout,
             role=role,
             log_group=log_group,
-            tracing=lambda_.Tracing.ACTIVE,
+            tracing=lambda_.Tracing.ACTIVE if self._tracing else lambda_.Tracing.DISABLED,
+            reserved_concurrent_executions=reserved_concurrency,
+            vpc=network.vpc if network else None,
+            vpc_subnets=ec2.SubnetSelection(subnets=list(network.subnets)) if network else None,
+            security_groups=list(network.security_groups) if network else None,
             environment={
                 **environment,
-                "POWERTOOLS_SERVICE_NAME": f"totesys-{stage}",
+                "POWERTOOLS_SERVICE_NAME": service_name(stage),
                 "POWERTOOLS_LOG_LEVEL": "INFO",
             },
         )
-        acknowledge(
-            role,
-            "AwsSolutions-IAM5[Resource::*]",
-            reason="Active X-Ray tracing needs xray:PutTraceSegments and xray:PutTelemetryRecords, "
-            "which support no resource-level permissions.",
-        )
+        self._acknowledge(function, role, vpc=network is not None)
         return function
+
+    def _acknowledge(self, function: lambda_.Function, role: iam.Role, *, vpc: bool) -> None:
+        needs_any_resource = []
+        if self._tracing:
+            needs_any_resource.append("active X-Ray tracing needs xray:PutTraceSegments and xray:PutTelemetryRecords")
+        if vpc:
+            needs_any_resource.append(
+                "running in the database subnets needs ec2:CreateNetworkInterface, ec2:DescribeNetworkInterfaces, "
+                "ec2:DescribeSubnets, ec2:DeleteNetworkInterface and ec2:(Un)AssignPrivateIpAddresses"
+            )
+        if needs_any_resource:
+            acknowledge(
+                role,
+                "AwsSolutions-IAM5[Resource::*]",
+                reason="; ".join(needs_any_resource)
+                + ": Lambda requires these actions on all resources (they support no resource-level scoping).",
+            )
+        acknowledge(
+            function,
+            "Serverless-LambdaDLQ",
+            reason="Only the state machine invokes this function, synchronously (lambda:invoke task): a failed "
+            "invocation is retried or caught by the workflow and reported; a DLQ only receives asynchronous "
+            "invocations, of which there are none.",
+        )
+        if not self._tracing:
+            acknowledge(
+                function,
+                "Serverless-LambdaTracing",
+                reason="X-Ray tracing is switched off for this deployment with the CDK context tracing=false "
+                "(docs/deploy.md); it is on by default.",
+            )

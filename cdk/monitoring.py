@@ -1,21 +1,53 @@
-"""Alerting: an SNS topic with e-mail subscriptions and alarms on the pipeline's failed executions."""
+"""Alerting and observability: the alerts topic, the alarms on the pipeline, and its dashboard."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from cdk.functions import METRICS_NAMESPACE, PipelineFunctions, service_name
+from cdk.nag import acknowledge
 from cdk.workflow import Workflow
+
+PERIOD = Duration.minutes(5)
+# The freshness alarm fires when no load succeeded for this long (six scheduled runs at the default rate).
+FRESHNESS_PERIOD = Duration.minutes(30)
+# Throttling is only alarming when it persists: single throttles are retried by the workflow.
+SUSTAINED_PERIODS = 3
+
+Alarm = cloudwatch.Alarm
+GE = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+
+
+class AlertTopic(Construct):
+    """A TLS-only SNS topic that e-mails ``alert_emails``; alarms and the report function publish to it."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, alert_emails: Sequence[str]) -> None:
+        super().__init__(scope, construct_id)
+        self.topic = sns.Topic(self, "Topic", display_name="Totesys ETL alerts", enforce_ssl=True)
+        for address in alert_emails:
+            subscription = self.topic.add_subscription(subscriptions.EmailSubscription(address))
+            acknowledge(
+                subscription,
+                "Serverless-SNSRedrivePolicy",
+                reason="An e-mail alert that SNS cannot deliver has no consumer to replay it from a dead-letter "
+                "queue; the alarm state itself stays on the CloudWatch alarm and the dashboard.",
+            )
 
 
 class Monitoring(Construct):
-    """Alarms on the workflow it watches, publishing to a TLS-only topic that e-mails ``alert_emails``."""
+    """Alarms on the workflow and functions it watches, notifying ``topic``, and a CloudWatch dashboard.
+
+    Alarms on events (a failed, timed-out, aborted or throttled execution; a function error) notify when they
+    fire only: their return to OK just means that the next period had none. Alarms on conditions (no
+    successful load for 30 minutes; throttling for 15 minutes) also notify when they clear.
+    """
 
     def __init__(
         self,
@@ -23,38 +55,215 @@ class Monitoring(Construct):
         construct_id: str,
         *,
         workflow: Workflow,
-        alert_emails: Sequence[str],
-        period: Duration | None = None,
+        functions: PipelineFunctions,
+        topic: sns.ITopic,
+        warehouse_tables: Sequence[str],
+        fact_tables: Sequence[str],
     ) -> None:
         super().__init__(scope, construct_id)
-        period = period or Duration.minutes(5)
-
-        self.topic = sns.Topic(self, "AlertsTopic", display_name="Totesys ETL alerts", enforce_ssl=True)
-        for address in alert_emails:
-            self.topic.add_subscription(subscriptions.EmailSubscription(address))
-
+        self._prefix = Stack.of(self).stack_name
+        self._action = cw_actions.SnsAction(topic)
         state_machine = workflow.state_machine
-        self.failed_alarm = cloudwatch.Alarm(
+        self.alarms: list[Alarm] = []
+
+        self.executions_failed_alarm = self._event_alarm(
+            "ExecutionsFailed",
+            state_machine.metric_failed(period=PERIOD, statistic=cloudwatch.Stats.SUM),
+            "A pipeline execution failed: the report e-mail (or the execution's 'Pipeline failed' cause in the "
+            "Step Functions console) names each failed table and the input that re-runs it.",
+        )
+        self.executions_timed_out_alarm = self._event_alarm(
+            "ExecutionsTimedOut",
+            state_machine.metric_timed_out(period=PERIOD, statistic=cloudwatch.Stats.SUM),
+            "A pipeline execution ran past the TimeoutSeconds of pipeline.asl.json and was stopped; "
+            "redrive it, or let the next scheduled run continue from the committed heads.",
+        )
+        self.executions_aborted_alarm = self._event_alarm(
+            "ExecutionsAborted",
+            state_machine.metric_aborted(period=PERIOD, statistic=cloudwatch.Stats.SUM),
+            "A pipeline execution was stopped by hand or by a deployment.",
+        )
+        self.executions_throttled_alarm = self._event_alarm(
+            "ExecutionsThrottled",
+            state_machine.metric_throttled(period=PERIOD, statistic=cloudwatch.Stats.SUM),
+            "Step Functions throttled the pipeline's state transitions or executions.",
+        )
+
+        for stage, function in functions.by_stage.items():
+            self._event_alarm(
+                f"{stage.capitalize()}Errors",
+                function.metric_errors(period=PERIOD, statistic=cloudwatch.Stats.SUM),
+                f"The {stage} function raised; retried errors count too, so check whether the execution then "
+                "succeeded before acting.",
+            )
+            self._condition_alarm(
+                f"{stage.capitalize()}Throttles",
+                function.metric_throttles(period=PERIOD, statistic=cloudwatch.Stats.SUM),
+                f"The {stage} function was throttled in each of the last {SUSTAINED_PERIODS} 5-minute periods"
+                + (
+                    ": runs overlap and wait for the max_source_connections totesys connections."
+                    if function is functions.extract
+                    else ": the account's Lambda concurrency is exhausted."
+                ),
+                threshold=1,
+                comparison=GE,
+                evaluation_periods=SUSTAINED_PERIODS,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+
+        self.loads_succeeded = cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name="LoadsSucceeded",
+            dimensions_map={"service": service_name("load")},
+            statistic=cloudwatch.Stats.SUM,
+            period=FRESHNESS_PERIOD,
+        )
+        self.freshness_alarm = self._condition_alarm(
+            "WarehouseStale",
+            self.loads_succeeded,
+            "No warehouse load succeeded in the last 30 minutes: the schedule, the workflow or the warehouse is "
+            "not working, and the warehouse is falling behind totesys.",
+            threshold=1,
+            comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+        )
+
+        self.dashboard = self._dashboard(workflow, functions, warehouse_tables, fact_tables)
+
+    def _event_alarm(self, name: str, metric: cloudwatch.IMetric, description: str) -> Alarm:
+        alarm = Alarm(
             self,
-            "ExecutionsFailedAlarm",
-            alarm_description="A totesys ETL execution failed: see the Step Functions console for the state "
-            "that raised and its error.",
-            metric=state_machine.metric_failed(period=period, statistic=cloudwatch.Stats.SUM),
+            f"{name}Alarm",
+            alarm_name=f"{self._prefix}-{name}",
+            alarm_description=description,
+            metric=metric,
             threshold=1,
             evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            comparison_operator=GE,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        self.timed_out_alarm = cloudwatch.Alarm(
+        alarm.add_alarm_action(self._action)
+        self.alarms.append(alarm)
+        return alarm
+
+    def _condition_alarm(
+        self,
+        name: str,
+        metric: cloudwatch.IMetric,
+        description: str,
+        *,
+        threshold: float,
+        comparison: cloudwatch.ComparisonOperator,
+        evaluation_periods: int,
+        treat_missing_data: cloudwatch.TreatMissingData,
+    ) -> Alarm:
+        alarm = Alarm(
             self,
-            "ExecutionsTimedOutAlarm",
-            alarm_description="A totesys ETL execution exceeded the state machine timeout.",
-            metric=state_machine.metric_timed_out(period=period, statistic=cloudwatch.Stats.SUM),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            f"{name}Alarm",
+            alarm_name=f"{self._prefix}-{name}",
+            alarm_description=description,
+            metric=metric,
+            threshold=threshold,
+            evaluation_periods=evaluation_periods,
+            comparison_operator=comparison,
+            treat_missing_data=treat_missing_data,
         )
-        action = cw_actions.SnsAction(self.topic)
-        for alarm in (self.failed_alarm, self.timed_out_alarm):
-            alarm.add_alarm_action(action)
+        alarm.add_alarm_action(self._action)
+        alarm.add_ok_action(self._action)
+        self.alarms.append(alarm)
+        return alarm
+
+    def _dashboard(
+        self,
+        workflow: Workflow,
+        functions: PipelineFunctions,
+        warehouse_tables: Sequence[str],
+        fact_tables: Sequence[str],
+    ) -> cloudwatch.Dashboard:
+        state_machine = workflow.state_machine
+        sum_5m = {"period": PERIOD, "statistic": cloudwatch.Stats.SUM}
+        stages = functions.by_stage
+        load_service = service_name("load")
+
+        def rows_loaded(table: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE,
+                metric_name="RowsLoaded",
+                dimensions_map={"service": load_service, "table": table},
+                label=table,
+                **sum_5m,
+            )
+
+        def source_lag(table: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE,
+                metric_name="SourceLagSeconds",
+                dimensions_map={"service": load_service, "table": table},
+                label=table,
+                period=PERIOD,
+                statistic=cloudwatch.Stats.MAXIMUM,
+            )
+
+        def per_stage(metric: str, statistic: str) -> list[cloudwatch.IMetric]:
+            return [
+                function.metric(metric, period=PERIOD, statistic=statistic, label=stage)
+                for stage, function in stages.items()
+            ]
+
+        dashboard = cloudwatch.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=f"{self._prefix}-pipeline",
+            default_interval=Duration.hours(24),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Executions",
+                left=[
+                    state_machine.metric_started(label="started", **sum_5m),
+                    state_machine.metric_succeeded(label="succeeded", **sum_5m),
+                    state_machine.metric_failed(label="failed", **sum_5m),
+                    state_machine.metric_timed_out(label="timed out", **sum_5m),
+                    state_machine.metric_aborted(label="aborted", **sum_5m),
+                ],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Successful loads (freshness: alarm below 1 per 30 minutes)",
+                left=[self.loads_succeeded.with_(label="loads succeeded")],
+                left_annotations=[cloudwatch.HorizontalAnnotation(value=1, label="alarm threshold")],
+                width=12,
+            ),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Lambda duration per stage (maximum, ms)",
+                left=per_stage("Duration", cloudwatch.Stats.MAXIMUM),
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Lambda errors and throttles per stage",
+                left=per_stage("Errors", cloudwatch.Stats.SUM),
+                right=[
+                    function.metric_throttles(label=f"{stage} throttles", **sum_5m)
+                    for stage, function in stages.items()
+                ],
+                width=12,
+            ),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Rows loaded per warehouse table",
+                left=[rows_loaded(table) for table in warehouse_tables],
+                stacked=True,
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Source lag of the loaded facts (seconds, maximum)",
+                left=[source_lag(table) for table in fact_tables],
+                width=12,
+            ),
+        )
+        dashboard.add_widgets(cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24))
+        return dashboard

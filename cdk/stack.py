@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
-from aws_cdk import Environment, Stack, Tags
-from aws_cdk import aws_events as events
+from aws_cdk import Annotations, ArnFormat, CfnOutput, Environment, Fn, Stack, Tags, Token
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from cdk.config import PipelineConfig
-from cdk.functions import PipelineFunctions
-from cdk.monitoring import Monitoring
-from cdk.nag import acknowledge
+from cdk.config import DatabaseNetwork, PipelineConfig
+from cdk.functions import FunctionNetwork, PipelineFunctions
+from cdk.monitoring import AlertTopic, Monitoring
+from cdk.nag import acknowledge, acknowledge_warning
 from cdk.storage import Storage
 from cdk.workflow import Workflow
+from lambdas.common.tables import FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_PACKAGE_DIR = REPO_ROOT / "lambdas"
@@ -49,6 +52,21 @@ RETENTION_BY_DAYS = {
     3653: R.TEN_YEARS,
 }
 
+# The S3 actions of the handlers, exactly: they read and write objects by key, and never list or delete.
+READ = ("s3:GetObject",)
+READ_WRITE = ("s3:GetObject", "s3:PutObject")
+
+BATCH_KEYS_REASON = (
+    "A table's batch log is '<table>/<seq>/part-<n>-<token>.parquet' plus '<table>/<seq>/_manifest.json', "
+    "with a new seq and random token per batch, so its object keys cannot be listed in advance; the wildcard "
+    "stops at the one table prefix, and object-level actions only (no List, no Delete) are granted on it."
+)
+
+
+def substitution_name(stage: str) -> str:
+    """The ASL placeholder of a stage's function ARN: 'extract' -> 'ExtractFunctionArn'."""
+    return f"{stage.capitalize()}FunctionArn"
+
 
 class PipelineStack(Stack):
     def __init__(self, scope: Construct, *, config: PipelineConfig) -> None:
@@ -59,13 +77,17 @@ class PipelineStack(Stack):
             description="Totesys ETL: extract from totesys, remodel into a star schema, load the warehouse",
         )
         Tags.of(self).add("project", "totesys-etl")
+        self.config = config
         log_retention = RETENTION_BY_DAYS[config.log_retention_days]
 
-        self.storage = Storage(self, "Storage")
-        totesys_secret = secretsmanager.Secret.from_secret_name_v2(self, "TotesysSecret", config.totesys_secret_name)
-        warehouse_secret = secretsmanager.Secret.from_secret_name_v2(
-            self, "WarehouseSecret", config.warehouse_secret_name
+        self.storage = Storage(
+            self,
+            "Storage",
+            ingestion_tables=SOURCE_TABLES,
+            processed_tables=WAREHOUSE_TABLES,
+            retention=config.retention,
         )
+        self.alerts = AlertTopic(self, "Alerts", alert_emails=config.alert_emails)
         self.functions = PipelineFunctions(
             self,
             "Functions",
@@ -74,97 +96,236 @@ class PipelineStack(Stack):
             processed_bucket_name=self.storage.processed_bucket.bucket_name,
             totesys_secret_name=config.totesys_secret_name,
             warehouse_secret_name=config.warehouse_secret_name,
+            alert_topic_arn=self.alerts.topic.topic_arn,
             log_retention=log_retention,
             powertools_layer_version=config.powertools_layer_version,
             pandas_layer_version=config.pandas_layer_version,
+            max_source_connections=config.max_source_connections,
+            extract_lookback_seconds=config.extract_lookback_seconds,
+            tracing=config.tracing,
+            database_network=self._database_network(config.network),
         )
         self.workflow = Workflow(
             self,
             "Workflow",
             definition_file=DEFINITION_FILE,
             substitutions={
-                "ExtractFunctionArn": self.functions.extract.function_arn,
-                "TransformFunctionArn": self.functions.transform.function_arn,
-                "LoadFunctionArn": self.functions.load.function_arn,
+                substitution_name(stage): function.function_arn for stage, function in self.functions.by_stage.items()
             },
-            schedule=events.Schedule.expression(config.schedule),
+            schedule_expression=config.schedule,
+            schedule_input=config.schedule_input,
             log_retention=log_retention,
+            tracing=config.tracing,
         )
-        self.monitoring = Monitoring(self, "Monitoring", workflow=self.workflow, alert_emails=config.alert_emails)
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            workflow=self.workflow,
+            functions=self.functions,
+            topic=self.alerts.topic,
+            warehouse_tables=WAREHOUSE_TABLES,
+            fact_tables=FACTS,
+        )
+        self.operators_policy = iam.ManagedPolicy(
+            self,
+            "OperatorsPolicy",
+            description="Lets operators start, stop, inspect and redrive executions of the totesys ETL pipeline",
+        )
 
-        self._grant_permissions(totesys_secret=totesys_secret, warehouse_secret=warehouse_secret)
+        self._grant_permissions()
+        self._check_source_connections()
+        self._outputs()
 
-    def _grant_permissions(
-        self, *, totesys_secret: secretsmanager.ISecret, warehouse_secret: secretsmanager.ISecret
-    ) -> None:
+    def _database_network(self, network: DatabaseNetwork | None) -> FunctionNetwork | None:
+        """The databases' VPC, subnets and security groups, imported by id: no lookup, so synth stays offline."""
+        if network is None:
+            return None
+        vpc = ec2.Vpc.from_vpc_attributes(
+            self,
+            "DatabaseVpc",
+            vpc_id=network.vpc_id,
+            # Fn::GetAZs, resolved by CloudFormation (Stack.availability_zones would need a context lookup once
+            # an account is set). Only used to pick subnets by type, which never happens: they are given by id.
+            availability_zones=Fn.get_azs(),
+        )
+        acknowledge_warning(
+            vpc,
+            "@aws-cdk/aws-ec2:vpcAttributeIsListTokenavailabilityZones",
+            reason="The functions' subnets are given by id, so no construct selects subnets by availability zone.",
+        )
+        subnets = []
+        for index, subnet_id in enumerate(network.subnet_ids):
+            subnet = ec2.Subnet.from_subnet_id(self, f"DatabaseSubnet{index}", subnet_id)
+            acknowledge_warning(
+                subnet,
+                "@aws-cdk/aws-ec2:noSubnetRouteTableId",
+                reason="The subnet only goes into the functions' VpcConfig; nothing reads its route table.",
+            )
+            subnets.append(subnet)
+        return FunctionNetwork(
+            vpc=vpc,
+            subnets=subnets,
+            security_groups=[
+                ec2.SecurityGroup.from_security_group_id(self, f"DatabaseSecurityGroup{index}", group_id, mutable=False)
+                for index, group_id in enumerate(network.security_group_ids)
+            ],
+        )
+
+    def _grant_permissions(self) -> None:
         """Every data permission of the pipeline, in one place."""
         ingestion = self.storage.ingestion_bucket
         processed = self.storage.processed_bucket
-        extract, transform, load = self.functions.all
+        functions = self.functions
 
-        # extract: reads its watermarks and writes new batches in the ingestion bucket; reads totesys.
-        ingestion.grant_read_write(extract)
-        totesys_secret.grant_read(extract)
+        # extract: writes new batches of the source tables and moves its heads in the ingestion bucket; it
+        # reads its own heads (watermarks) back. Reads the totesys secret.
+        self._allow_objects(
+            functions.extract,
+            ingestion,
+            READ_WRITE,
+            [*_batch_logs(SOURCE_TABLES), *_heads("extract", SOURCE_TABLES)],
+        )
+        self._allow_secret(functions.extract, self.config.totesys_secret_name)
 
-        # transform: reads ingestion batches, reads and writes the star-schema tables.
-        ingestion.grant_read(transform)
-        processed.grant_read_write(transform)
+        # transform: reads the extract batches and heads; writes the star-schema batch logs, the joined
+        # dimensions' _current/ snapshots and its own heads in the processed bucket, and reads them back.
+        self._allow_objects(
+            functions.transform,
+            ingestion,
+            READ,
+            [*_batch_logs(SOURCE_TABLES), *_heads("extract", SOURCE_TABLES)],
+        )
+        self._allow_objects(
+            functions.transform,
+            processed,
+            READ_WRITE,
+            [*_batch_logs(WAREHOUSE_TABLES), "_current/*", *_heads("transform", WAREHOUSE_TABLES)],
+            reasons={
+                "_current/*": "The joined dimensions keep the current rows of each source in "
+                "'_current/<table>/<source>/<seq>.parquet', a new key per transform batch; object-level "
+                "actions only (no List, no Delete) are granted under that prefix."
+            },
+        )
 
-        # load: reads the star-schema tables, writes only its own state objects; reads the warehouse secret.
-        processed.grant_read(load)
-        processed.grant_put(load, "_state/load/*")
-        warehouse_secret.grant_read(load)
+        # load: reads the star-schema batches and the transform heads; moves only its own load cursors.
+        self._allow_objects(
+            functions.load,
+            processed,
+            READ,
+            [*_batch_logs(WAREHOUSE_TABLES), *_heads("transform", WAREHOUSE_TABLES)],
+        )
+        self._allow_objects(functions.load, processed, READ_WRITE, _heads("load", WAREHOUSE_TABLES))
+        self._allow_secret(functions.load, self.config.warehouse_secret_name)
+
+        # report: e-mails the failed tables of a run through the alerts topic; no data access.
+        self.alerts.topic.grant_publish(functions.report)
 
         # The workflow invokes the functions by their unqualified ARNs only (see pipeline.asl.json), so no
         # version/alias wildcard (":*") is granted.
         self.workflow.state_machine.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["lambda:InvokeFunction"],
-                resources=[function.function_arn for function in self.functions.all],
+                resources=[function.function_arn for function in functions.all],
             )
         )
 
-        # The bucket grants above use CDK's S3 action families and object wildcards; each is confined to this
-        # pipeline's own buckets, as listed per role.
-        reason = (
-            "CDK bucket grants: the S3 action families (s3:GetObject*, s3:List*, s3:GetBucket*, plus "
-            "s3:DeleteObject* and s3:Abort* for writers) cover the object reads, HEADs, listings, multipart "
-            "uploads and overwrites that awswrangler/boto3 perform, and apply only to the objects of the "
-            "pipeline's own buckets granted here."
+        # Operators (attach the managed policy to their role or permission set): run, stop, inspect, redrive.
+        state_machine = self.workflow.state_machine
+        policy = self.operators_policy
+        state_machine.grant_start_execution(policy)
+        state_machine.grant(policy, "states:DescribeStateMachine", "states:ListExecutions")
+        state_machine.grant_execution(
+            policy, "states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"
         )
+        state_machine.grant_redrive_execution(policy)
         acknowledge(
-            extract.role,
-            "AwsSolutions-IAM5[Action::s3:Abort*]",
-            "AwsSolutions-IAM5[Action::s3:DeleteObject*]",
-            "AwsSolutions-IAM5[Action::s3:GetBucket*]",
-            "AwsSolutions-IAM5[Action::s3:GetObject*]",
-            "AwsSolutions-IAM5[Action::s3:List*]",
-            f"AwsSolutions-IAM5[Resource::{self._objects(ingestion)}]",
-            reason=reason,
-        )
-        acknowledge(
-            transform.role,
-            "AwsSolutions-IAM5[Action::s3:Abort*]",
-            "AwsSolutions-IAM5[Action::s3:DeleteObject*]",
-            "AwsSolutions-IAM5[Action::s3:GetBucket*]",
-            "AwsSolutions-IAM5[Action::s3:GetObject*]",
-            "AwsSolutions-IAM5[Action::s3:List*]",
-            f"AwsSolutions-IAM5[Resource::{self._objects(ingestion)}]",
-            f"AwsSolutions-IAM5[Resource::{self._objects(processed)}]",
-            reason=reason,
-        )
-        acknowledge(
-            load.role,
-            "AwsSolutions-IAM5[Action::s3:Abort*]",
-            "AwsSolutions-IAM5[Action::s3:GetBucket*]",
-            "AwsSolutions-IAM5[Action::s3:GetObject*]",
-            "AwsSolutions-IAM5[Action::s3:List*]",
-            f"AwsSolutions-IAM5[Resource::{self._objects(processed)}]",
-            f"AwsSolutions-IAM5[Resource::{self._objects(processed, '_state/load/*')}]",
-            reason=reason,
+            policy,
+            f"AwsSolutions-IAM5[Resource::{self._execution_arns()}]",
+            reason="Execution ARNs are created per run ('<state machine ARN with :execution:>:<run name>'); the "
+            "wildcard covers the executions of this one state machine only.",
         )
 
-    def _objects(self, bucket: s3.IBucket, key_pattern: str = "*") -> str:
-        """An object ARN pattern as cdk-nag prints it in a finding id, e.g. '<StorageBucketABC123.Arn>/*'."""
+    def _allow_objects(
+        self,
+        function: lambda_.Function,
+        bucket: s3.IBucket,
+        actions: Sequence[str],
+        keys: Sequence[str],
+        *,
+        reasons: dict[str, str] | None = None,
+    ) -> None:
+        """Allow object-level ``actions`` on exactly ``keys`` of ``bucket``; acknowledge each wildcard key."""
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=list(actions), resources=[bucket.arn_for_objects(key) for key in keys])
+        )
+        for key in keys:
+            if "*" in key:
+                acknowledge(
+                    function.role,
+                    f"AwsSolutions-IAM5[Resource::{self._objects(bucket, key)}]",
+                    reason=(reasons or {}).get(key, BATCH_KEYS_REASON),
+                )
+
+    def _allow_secret(self, function: lambda_.Function, secret_name: str) -> None:
+        """GetSecretValue on one secret, by name: '-??????' matches the random suffix Secrets Manager adds."""
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["secretsmanager:GetSecretValue"],
+                resources=[
+                    self.format_arn(
+                        service="secretsmanager",
+                        resource="secret",
+                        resource_name=f"{secret_name}-??????",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+
+    def _objects(self, bucket: s3.IBucket, key_pattern: str) -> str:
+        """An object ARN pattern as cdk-nag prints it in a finding id, e.g. '<StorageBucketABC123.Arn>/t/*'."""
         logical_id = self.resolve(self.get_logical_id(bucket.node.default_child))
         return f"<{logical_id}.Arn>/{key_pattern}"
+
+    def _execution_arns(self) -> str:
+        """The execution ARN pattern of the state machine, as cdk-nag prints it in a finding id."""
+        logical_id = self.resolve(self.get_logical_id(self.workflow.state_machine.node.default_child))
+        partition = "<AWS::Partition>" if Token.is_unresolved(self.partition) else self.partition
+        account = "<AWS::AccountId>" if Token.is_unresolved(self.account) else self.account
+        name = json.dumps({"Fn::Select": [6, {"Fn::Split": [":", {"Ref": logical_id}]}]}, separators=(",", ":"))
+        return f"arn:{partition}:states:{self.region}:{account}:execution:{name}:*"
+
+    def _check_source_connections(self) -> None:
+        """Warn when the extract Map runs more tables at once than extract may run: the rest wait on throttles."""
+        definition = json.loads(DEFINITION_FILE.read_text(encoding="utf-8"))
+        placeholder = "${" + substitution_name("extract") + "}"
+        for name, state in definition.get("States", {}).items():
+            if state.get("Type") == "Map" and placeholder in json.dumps(state.get("ItemProcessor", {})):
+                concurrency = state.get("MaxConcurrency", 0)
+                if concurrency == 0 or concurrency > self.config.max_source_connections:
+                    Annotations.of(self.functions.extract).add_warning_v2(
+                        "totesys:source-connections",
+                        f"'{name}' runs {concurrency or 'unlimited'} extracts at once, more than "
+                        f"max_source_connections={self.config.max_source_connections}: the others are throttled "
+                        "and wait on the workflow's Lambda.TooManyRequestsException retries.",
+                    )
+
+    def _outputs(self) -> None:
+        outputs = {
+            "IngestionBucketName": self.storage.ingestion_bucket.bucket_name,
+            "ProcessedBucketName": self.storage.processed_bucket.bucket_name,
+            "StateMachineArn": self.workflow.state_machine.state_machine_arn,
+            "AlertTopicArn": self.alerts.topic.topic_arn,
+            "OperatorsPolicyArn": self.operators_policy.managed_policy_arn,
+            "DashboardName": self.monitoring.dashboard.dashboard_name,
+        }
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)
+
+
+def _batch_logs(tables: Sequence[str]) -> list[str]:
+    return [f"{table}/*" for table in tables]
+
+
+def _heads(stage: str, tables: Sequence[str]) -> list[str]:
+    return [f"_state/{stage}/{table}.json" for table in tables]

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
+
+from cdk.config import LakeRetention
+
+# Writers that crash mid-upload leave parts behind; nothing ever completes them later.
+INCOMPLETE_UPLOAD_DAYS = 7
 
 
 class Storage(Construct):
@@ -13,6 +20,12 @@ class Storage(Construct):
     ``ingestion_bucket`` is versioned, since extracts are the only copy of the source history; both data
     buckets send server access logs to ``access_logs_bucket`` (which, as their log destination, does not log
     itself).
+
+    Lifecycle rules only ever apply under the table prefixes (``<table>/``) of each bucket, one rule per
+    table: the ``_state/`` heads (and the transform's ``_current/`` snapshots, which may stay the current
+    copy for years) are never transitioned or expired. Data objects move to STANDARD_IA, which still serves
+    GETs at once, because readers fetch committed batches by key; they only expire if
+    ``data_expiration_days`` is set.
     """
 
     def __init__(
@@ -20,18 +33,23 @@ class Storage(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        access_log_expiry: Duration | None = None,
-        noncurrent_version_expiry: Duration | None = None,
+        ingestion_tables: Sequence[str],
+        processed_tables: Sequence[str],
+        retention: LakeRetention,
     ) -> None:
         super().__init__(scope, construct_id)
-        access_log_expiry = access_log_expiry or Duration.days(365)
-        noncurrent_version_expiry = noncurrent_version_expiry or Duration.days(90)
+        self.retention = retention
 
         self.access_logs_bucket = s3.Bucket(
             self,
             "AccessLogsBucket",
             **_private_bucket_settings(),
-            lifecycle_rules=[s3.LifecycleRule(id="expire-access-logs", expiration=access_log_expiry)],
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-access-logs", expiration=Duration.days(retention.access_log_retention_days)
+                ),
+                _abort_incomplete_uploads(),
+            ],
         )
 
         self.ingestion_bucket = s3.Bucket(
@@ -42,11 +60,8 @@ class Storage(Construct):
             server_access_logs_bucket=self.access_logs_bucket,
             server_access_logs_prefix="ingestion/",
             lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="expire-old-versions",
-                    noncurrent_version_expiration=noncurrent_version_expiry,
-                    abort_incomplete_multipart_upload_after=Duration.days(7),
-                )
+                *(self._table_rule(table, versioned=True) for table in ingestion_tables),
+                _abort_incomplete_uploads(),
             ],
         )
 
@@ -57,11 +72,36 @@ class Storage(Construct):
             server_access_logs_bucket=self.access_logs_bucket,
             server_access_logs_prefix="processed/",
             lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="abort-incomplete-uploads", abort_incomplete_multipart_upload_after=Duration.days(7)
-                )
+                *(self._table_rule(table, versioned=False) for table in processed_tables),
+                _abort_incomplete_uploads(),
             ],
         )
+
+    def _table_rule(self, table: str, *, versioned: bool) -> s3.LifecycleRule:
+        retention = self.retention
+        return s3.LifecycleRule(
+            id=f"{table}-batches",
+            prefix=f"{table}/",
+            transitions=[
+                s3.Transition(
+                    storage_class=s3.StorageClass.INFREQUENT_ACCESS,
+                    transition_after=Duration.days(retention.data_transition_days),
+                )
+            ],
+            expiration=(
+                Duration.days(retention.data_expiration_days) if retention.data_expiration_days is not None else None
+            ),
+            noncurrent_version_expiration=(
+                Duration.days(retention.noncurrent_version_expiration_days) if versioned else None
+            ),
+        )
+
+
+def _abort_incomplete_uploads() -> s3.LifecycleRule:
+    # Only incomplete multipart uploads: no object, current or noncurrent, is affected.
+    return s3.LifecycleRule(
+        id="abort-incomplete-uploads", abort_incomplete_multipart_upload_after=Duration.days(INCOMPLETE_UPLOAD_DAYS)
+    )
 
 
 def _private_bucket_settings() -> dict:

@@ -1,4 +1,8 @@
-"""One synthesis of the real app (cdk.json context, AWS Solutions checks on) shared by the CDK tests."""
+"""Two syntheses of the real app, shared by the CDK tests (the cdk-nag packs run in both).
+
+``synthesized``: the cdk.json defaults. ``variant``: every optional setting at once (e-mail subscriptions, a
+VPC, a table list, a cron schedule, tracing off, lake expiry...), see ``support.VARIANT_CONTEXT``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.cdk.support import Synthesized, cdk_json_context, synthesize
+from tests.cdk.support import VARIANT_CONTEXT, Synthesized, cdk_json_context, synthesize
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +21,8 @@ def context() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def synthesized(context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synthesize(context, tmp_path_factory.mktemp("cdk.out"))
+
+
+@pytest.fixture(scope="session")
+def variant(context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize({**context, **VARIANT_CONTEXT}, tmp_path_factory.mktemp("cdk.out.variant"))

@@ -2,29 +2,47 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import aws_cdk as cdk
 import pytest
 
 from app import build_app
-from cdk.config import DEFAULTS, LOG_RETENTION_DAYS, ConfigError, PipelineConfig
+from cdk.config import DEFAULTS, LOG_RETENTION_DAYS, ConfigError, DatabaseNetwork, PipelineConfig
 from cdk.stack import RETENTION_BY_DAYS
+from lambdas.common.tables import SOURCE_TABLES
+from tests.cdk.support import REPO_ROOT, VARIANT_CONTEXT
 
 
 def config_from(context: dict[str, Any]) -> PipelineConfig:
     return PipelineConfig.from_context(context.get)
 
 
-def test_cdk_json_context_gives_the_documented_defaults(context: dict[str, Any]) -> None:
+def test_cdk_json_holds_exactly_the_documented_defaults(context: dict[str, Any]) -> None:
+    settings = {key: value for key, value in context.items() if not key.startswith("@") and key != "cli-telemetry"}
+    assert settings == {key: value for key, value in DEFAULTS.items() if key != "account"}
+
+
+def test_cdk_json_context_gives_the_defaults(context: dict[str, Any]) -> None:
     config = config_from(context)
 
     assert config.region == "eu-west-2"
     assert config.totesys_secret_name == "totesys/source"
     assert config.warehouse_secret_name == "totesys/warehouse"
     assert config.schedule == "rate(5 minutes)"
+    assert config.tables is None
+    assert config.schedule_input == {}
     assert config.alert_emails == ()
     assert config.log_retention_days == 30
+    assert config.max_source_connections == 4
+    assert config.extract_lookback_seconds == 900
+    assert config.tracing is True
+    assert config.network is None
+    assert config.retention.noncurrent_version_expiration_days == 90
+    assert config.retention.data_transition_days == 90
+    assert config.retention.data_expiration_days is None
+    assert config.retention.access_log_retention_days == 365
 
 
 def test_missing_keys_fall_back_to_defaults() -> None:
@@ -33,20 +51,30 @@ def test_missing_keys_fall_back_to_defaults() -> None:
 
 def test_cli_strings_are_accepted() -> None:
     # `cdk synth -c key=value` passes every value as a string.
-    config = config_from(
-        {
-            "alert_emails": "ops@example.com, data.team@example.co.uk",
-            "log_retention_days": "90",
-            "pandas_layer_version": "12",
-            "schedule": "cron(0 6 * * ? *)",
-        }
+    config = config_from({**VARIANT_CONTEXT, "alert_emails": "ops@example.com, d@x.co.uk"})
+
+    assert config.alert_emails == ("ops@example.com", "d@x.co.uk")
+    assert config.tables == ("sales_order", "staff")
+    assert config.schedule_input == {"tables": ["sales_order", "staff"]}
+    assert config.max_source_connections == 2
+    assert config.tracing is False
+    assert config.network == DatabaseNetwork(
+        vpc_id="vpc-0123456789abcdef0",
+        subnet_ids=("subnet-0123456789abcdef0", "subnet-0123456789abcdef1"),
+        security_group_ids=("sg-0123456789abcdef0",),
+    )
+    assert config.retention.data_expiration_days == 730
+    assert config_from({"alert_emails": '["a@example.com"]'}).alert_emails == ("a@example.com",)
+    assert config_from({"tables": '["staff"]', "tracing": "TRUE"}).schedule_input == {"tables": ["staff"]}
+    assert (
+        config_from({"data_expiration_days": "none", "log_retention_days": "90"}).retention.data_expiration_days is None
     )
 
-    assert config.alert_emails == ("ops@example.com", "data.team@example.co.uk")
-    assert config.log_retention_days == 90
-    assert config.pandas_layer_version == 12
-    assert config.schedule == "cron(0 6 * * ? *)"
-    assert config_from({"alert_emails": '["a@example.com"]'}).alert_emails == ("a@example.com",)
+
+def test_an_empty_table_list_means_every_table() -> None:
+    for empty in ([], "", "[]"):
+        assert config_from({"tables": empty}).schedule_input == {}
+    assert config_from({"tables": list(SOURCE_TABLES)}).tables == SOURCE_TABLES
 
 
 @pytest.mark.parametrize(
@@ -61,6 +89,10 @@ def test_cli_strings_are_accepted() -> None:
         ({"schedule": "rate(0 minutes)"}, "a rate must be at least 1"),
         ({"schedule": "cron(0 6 * * *)"}, "a cron expression has 6 fields"),
         ({"schedule": "cron(0 6 * * * *)"}, "one of day-of-month and day-of-week must be '?'"),
+        ({"tables": ["sales_order", "sales_orders"]}, "tables[1] 'sales_orders' is not a totesys source table (one of"),
+        ({"tables": "staff,dim_staff"}, "tables[1] 'dim_staff' is not a totesys source table"),
+        ({"tables": ["staff", "staff"]}, "tables[1] 'staff' is listed twice"),
+        ({"tables": {"staff": True}}, "must be a list of source table names"),
         ({"region": "${Token[AWS.Region]}"}, "must be a concrete AWS region"),
         ({"region": "cn-north-1"}, "must be a concrete AWS region"),
         ({"log_retention_days": 31}, "log_retention_days 31 is not a CloudWatch Logs retention period"),
@@ -68,6 +100,46 @@ def test_cli_strings_are_accepted() -> None:
         ({"totesys_secret_name": "totesys source"}, "must be a Secrets Manager secret name"),
         ({"pandas_layer_version": 0}, "pandas_layer_version 0 must be at least 1"),
         ({"account": "12345"}, "must be a 12-digit AWS account id"),
+        ({"max_source_connections": 0}, "max_source_connections 0 must be at least 1"),
+        ({"max_source_connections": "four"}, "max_source_connections 'four' must be a whole number"),
+        ({"extract_lookback_seconds": -1}, "extract_lookback_seconds -1 must be at least 0"),
+        ({"extract_lookback_seconds": 100_000}, "extract_lookback_seconds 100000 must be at most 86400"),
+        ({"tracing": "yes"}, "tracing 'yes' must be true or false"),
+        ({"vpc_id": "vpc-0123456789abcdef0"}, "vpc_id is set, so subnet_ids must list the private subnets"),
+        (
+            {"vpc_id": "vpc-0123456789abcdef0", "subnet_ids": ["subnet-0123456789abcdef0"]},
+            "vpc_id is set, so security_group_ids must list the security groups",
+        ),
+        ({"subnet_ids": ["subnet-0123456789abcdef0"]}, "subnet_ids and security_group_ids are only used together"),
+        ({"security_group_ids": "sg-0123456789abcdef0"}, "subnet_ids and security_group_ids are only used together"),
+        (
+            {"vpc_id": "vpc-123", "subnet_ids": ["subnet-0123456789abcdef0"], "security_group_ids": ["sg-01234567"]},
+            "vpc_id 'vpc-123' is not a VPC id such as 'vpc-0123456789abcdef0'",
+        ),
+        (
+            {"vpc_id": "vpc-01234567", "subnet_ids": ["sg-01234567"], "security_group_ids": ["sg-01234567"]},
+            "subnet_ids[0] 'sg-01234567' is not an id such as 'subnet-0123456789abcdef0'",
+        ),
+        (
+            {"vpc_id": "vpc-01234567", "subnet_ids": "subnet-01234567", "security_group_ids": "sg-XYZ"},
+            "security_group_ids[0] 'sg-XYZ' is not an id such as 'sg-0123456789abcdef0'",
+        ),
+        (
+            {
+                "vpc_id": "vpc-01234567",
+                "subnet_ids": [f"subnet-{i:08x}" for i in range(17)],
+                "security_group_ids": ["sg-01234567"],
+            },
+            "subnet_ids lists 17 subnets; Lambda accepts at most 16",
+        ),
+        ({"data_transition_days": 10}, "data_transition_days 10 must be at least 30"),
+        ({"data_expiration_days": 100}, "data_expiration_days 100 must be at least 365"),
+        (
+            {"data_transition_days": 400, "data_expiration_days": 400},
+            "data_expiration_days 400 must be later than data_transition_days 400",
+        ),
+        ({"noncurrent_version_expiration_days": 0}, "noncurrent_version_expiration_days 0 must be at least 1"),
+        ({"access_log_retention_days": "forever"}, "access_log_retention_days 'forever' must be a whole number"),
     ],
 )
 def test_invalid_values_are_rejected_with_a_readable_message(
@@ -82,19 +154,36 @@ def test_invalid_values_are_rejected_with_a_readable_message(
 
 def test_every_problem_is_reported_at_once(context: dict[str, Any]) -> None:
     with pytest.raises(ConfigError) as raised:
-        config_from({**context, "schedule": "hourly", "alert_emails": ["nobody"]})
+        config_from({**context, "schedule": "hourly", "alert_emails": ["nobody"], "tables": ["nothing"]})
 
     assert "schedule 'hourly'" in str(raised.value)
     assert "alert_emails[0] 'nobody'" in str(raised.value)
+    assert "tables[0] 'nothing'" in str(raised.value)
 
 
 def test_build_app_fails_on_bad_context_before_building_anything(context: dict[str, Any]) -> None:
-    app = cdk.App(context={**context, "alert_emails": ["ops(at)example.com"], "schedule": "rate(five minutes)"})
+    app = cdk.App(context={**context, "alert_emails": ["ops(at)example.com"], "vpc_id": "vpc-0123456789abcdef0"})
 
-    with pytest.raises(ConfigError, match=r"alert_emails\[0\] 'ops\(at\)example.com' is not a valid e-mail"):
+    with pytest.raises(ConfigError, match=r"alert_emails\[0\] 'ops\(at\)example.com' is not a valid e-mail") as raised:
         build_app(app)
+    assert "subnet_ids must list the private subnets" in str(raised.value)
     assert app.node.children == []
 
 
 def test_every_accepted_retention_period_maps_to_a_cdk_retention() -> None:
     assert set(RETENTION_BY_DAYS) == LOG_RETENTION_DAYS
+
+
+def test_deploy_guide_documents_every_context_key_with_its_default() -> None:
+    guide = (REPO_ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| ([^|]+) \|", guide, flags=re.MULTILINE))
+
+    assert set(rows) == set(DEFAULTS)
+    for key, default in DEFAULTS.items():
+        if isinstance(default, bool):
+            shown = "`true`" if default else "`false`"
+        elif default is None or default == []:
+            shown = "none"
+        else:
+            shown = f"`{default}`"
+        assert rows[key].strip().startswith(shown), (key, rows[key])

@@ -1,0 +1,143 @@
+"""The four functions: runtime, layers, sizes, concurrency, environment, networking, tracing and logs."""
+
+from __future__ import annotations
+
+import json
+
+import aws_cdk as cdk
+
+from cdk.functions import VPC_ACCESS_ACTIONS, pandas_layer_arn, powertools_layer_arn
+from tests.cdk.support import HANDLERS, Synthesized, as_list
+
+POWERTOOLS_LAYER = "arn:aws:lambda:eu-west-2:017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-x86_64:27"
+PANDAS_LAYER = "arn:aws:lambda:eu-west-2:336392948345:layer:AWSSDKPandas-Python314:6"
+
+
+def test_layer_arns_follow_the_published_naming() -> None:
+    runtime = cdk.aws_lambda.Runtime.PYTHON_3_14
+    x86, arm = cdk.aws_lambda.Architecture.X86_64, cdk.aws_lambda.Architecture.ARM_64
+    assert powertools_layer_arn(region="eu-west-2", runtime=runtime, architecture=x86, version=27) == POWERTOOLS_LAYER
+    assert pandas_layer_arn(region="eu-west-2", runtime=runtime, architecture=x86, version=6) == PANDAS_LAYER
+    assert powertools_layer_arn(region="eu-west-1", runtime=runtime, architecture=arm, version=3).endswith(
+        "layer:AWSLambdaPowertoolsPythonV3-python314-arm64:3"
+    )
+    assert pandas_layer_arn(region="eu-west-1", runtime=runtime, architecture=arm, version=3).endswith(
+        "layer:AWSSDKPandas-Python314-Arm64:3"
+    )
+
+
+def test_four_functions_with_handlers_runtime_layers_and_tracing(synthesized: Synthesized) -> None:
+    synthesized.template.resource_count_is("AWS::Lambda::Function", 4)
+    for stage, logical in synthesized.function_ids().items():
+        properties = synthesized.properties(logical)
+        assert properties["Handler"] == HANDLERS[stage]
+        assert properties["Runtime"] == "python3.14"
+        assert properties["Architectures"] == ["x86_64"]
+        # The report needs no pandas/pyarrow: Powertools only. Elsewhere Powertools comes last, so its files win.
+        expected_layers = [POWERTOOLS_LAYER] if stage == "report" else [PANDAS_LAYER, POWERTOOLS_LAYER]
+        assert properties["Layers"] == expected_layers, stage
+        assert properties["TracingConfig"] == {"Mode": "Active"}
+        assert properties["LoggingConfig"]["LogGroup"]["Ref"] in synthesized.resources("AWS::Logs::LogGroup")
+
+
+def test_functions_have_stage_sized_memory_and_timeouts(synthesized: Synthesized) -> None:
+    sizes = {
+        stage: (synthesized.properties(logical)["MemorySize"], synthesized.properties(logical)["Timeout"])
+        for stage, logical in synthesized.function_ids().items()
+    }
+
+    assert sizes == {"extract": (1024, 300), "transform": (2048, 600), "load": (1024, 600), "report": (256, 60)}
+
+
+def test_extract_concurrency_is_capped_at_max_source_connections(
+    synthesized: Synthesized, variant: Synthesized
+) -> None:
+    for stack, connections in ((synthesized, 4), (variant, 2)):
+        reserved = {
+            stage: stack.properties(logical).get("ReservedConcurrentExecutions")
+            for stage, logical in stack.function_ids().items()
+        }
+        assert reserved == {"extract": connections, "transform": None, "load": None, "report": None}
+
+
+def test_function_environment_variables(synthesized: Synthesized) -> None:
+    ids = synthesized.function_ids()
+    buckets = synthesized.bucket_ids()
+    common = {
+        "INGESTION_BUCKET": {"Ref": buckets["ingestion"]},
+        "PROCESSED_BUCKET": {"Ref": buckets["processed"]},
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+    }
+    expected = {
+        "extract": {
+            **common,
+            "POWERTOOLS_SERVICE_NAME": "totesys-extract",
+            "TOTESYS_SECRET_ID": "totesys/source",
+            "EXTRACT_LOOKBACK_SECONDS": "900",
+        },
+        "transform": {**common, "POWERTOOLS_SERVICE_NAME": "totesys-transform"},
+        "load": {
+            **common,
+            "POWERTOOLS_SERVICE_NAME": "totesys-load",
+            "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
+            "WAREHOUSE_SECRET_ID": "totesys/warehouse",
+        },
+        "report": {
+            "ALERT_TOPIC_ARN": {"Ref": synthesized.topic_id()},
+            "POWERTOOLS_SERVICE_NAME": "totesys-report",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+        },
+    }
+    for stage, logical in ids.items():
+        assert synthesized.properties(logical)["Environment"]["Variables"] == expected[stage], stage
+
+
+def test_extract_lookback_comes_from_the_context(variant: Synthesized) -> None:
+    variables = variant.properties(variant.function_ids()["extract"])["Environment"]["Variables"]
+    assert variables["EXTRACT_LOOKBACK_SECONDS"] == "600"
+
+
+def test_function_log_groups_keep_logs_for_the_configured_retention(
+    synthesized: Synthesized, variant: Synthesized
+) -> None:
+    for stack, days in ((synthesized, 30), (variant, 90)):
+        log_groups = stack.resources("AWS::Logs::LogGroup")
+        assert len(log_groups) == 5, "one per function and the state machine's"
+        for log_group in log_groups.values():
+            assert log_group["Properties"]["RetentionInDays"] == days
+
+
+def test_no_function_runs_in_a_vpc_by_default(synthesized: Synthesized) -> None:
+    for stage, logical in synthesized.function_ids().items():
+        assert "VpcConfig" not in synthesized.properties(logical), stage
+        ec2 = [s for s in synthesized.function_statements(logical) if "ec2:" in str(s["Action"])]
+        assert ec2 == [], stage
+
+
+def test_extract_and_load_run_in_the_database_subnets_when_given(variant: Synthesized) -> None:
+    for stage, logical in variant.function_ids().items():
+        properties = variant.properties(logical)
+        ec2 = [s for s in variant.function_statements(logical) if "ec2:" in str(s["Action"])]
+        if stage in ("extract", "load"):
+            assert properties["VpcConfig"] == {
+                "SubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+                "SecurityGroupIds": ["sg-0123456789abcdef0"],
+            }
+            assert ec2 == [{"Action": sorted(VPC_ACCESS_ACTIONS), "Effect": "Allow", "Resource": "*"}]
+            # Lambda checks the network permissions when it creates the function.
+            depends_on = variant.resources_json[logical]["DependsOn"]
+            policies = [d for d in depends_on if variant.resources_json[d]["Type"] == "AWS::IAM::Policy"]
+            assert any("ec2:CreateNetworkInterface" in json.dumps(variant.properties(p)) for p in policies)
+        else:
+            assert "VpcConfig" not in properties, stage
+            assert ec2 == [], stage
+    # Imported by id: no VPC, subnet or security group is created, and no lookup is needed.
+    for resource_type in ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::SecurityGroup"):
+        variant.template.resource_count_is(resource_type, 0)
+
+
+def test_tracing_can_be_switched_off(variant: Synthesized) -> None:
+    for stage, logical in variant.function_ids().items():
+        assert "TracingConfig" not in variant.properties(logical), stage
+        xray = [s for s in variant.function_statements(logical) if "xray:" in str(as_list(s["Action"]))]
+        assert xray == [], stage

@@ -1,0 +1,156 @@
+"""Alerts: the TLS-only topic and its e-mails, every alarm's metric, threshold and actions, and the dashboard."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aws_cdk.assertions import Match
+
+from lambdas.common.tables import FACTS, WAREHOUSE_TABLES
+from tests.cdk.support import Synthesized, rendered
+
+
+def alarms(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
+    """Alarm name (without the stack prefix) -> properties."""
+    return {
+        a["Properties"]["AlarmName"].removeprefix("TotesysEtl-"): a["Properties"]
+        for a in synthesized.resources("AWS::CloudWatch::Alarm").values()
+    }
+
+
+def test_topic_enforces_tls_and_has_no_subscriptions_by_default(synthesized: Synthesized) -> None:
+    topic = synthesized.topic_id()
+    synthesized.template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "Topics": [{"Ref": topic}],
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Deny",
+                                "Action": "sns:Publish",
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+    synthesized.template.resource_count_is("AWS::SNS::Subscription", 0)
+
+
+def test_alert_emails_become_email_subscriptions(variant: Synthesized) -> None:
+    topic = variant.topic_id()
+    subscriptions = [s["Properties"] for s in variant.resources("AWS::SNS::Subscription").values()]
+
+    assert sorted(s["Endpoint"] for s in subscriptions) == ["data-team@example.org", "ops@example.com"]
+    assert all(s["Protocol"] == "email" and s["TopicArn"] == {"Ref": topic} for s in subscriptions)
+
+
+def test_execution_alarms_notify_the_topic_when_they_fire(synthesized: Synthesized) -> None:
+    logical, _ = synthesized.state_machine()
+    topic = synthesized.topic_id()
+    found = alarms(synthesized)
+
+    for name, metric in (
+        ("ExecutionsFailed", "ExecutionsFailed"),
+        ("ExecutionsTimedOut", "ExecutionsTimedOut"),
+        ("ExecutionsAborted", "ExecutionsAborted"),
+        ("ExecutionsThrottled", "ExecutionThrottled"),
+    ):
+        alarm = found[name]
+        assert alarm["Namespace"] == "AWS/States"
+        assert alarm["MetricName"] == metric
+        assert alarm["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": logical}}]
+        assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 300, 1)
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["AlarmActions"] == [{"Ref": topic}]
+        assert "OKActions" not in alarm, "an event alarm's return to OK says nothing"
+
+
+def test_every_function_has_an_errors_and_a_sustained_throttles_alarm(synthesized: Synthesized) -> None:
+    topic = synthesized.topic_id()
+    found = alarms(synthesized)
+
+    for stage, logical in synthesized.function_ids().items():
+        errors, throttles = found[f"{stage.capitalize()}Errors"], found[f"{stage.capitalize()}Throttles"]
+        for alarm, metric in ((errors, "Errors"), (throttles, "Throttles")):
+            assert alarm["Namespace"] == "AWS/Lambda"
+            assert alarm["MetricName"] == metric
+            assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": logical}}]
+            assert (alarm["Statistic"], alarm["Period"]) == ("Sum", 300)
+            assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
+            assert alarm["TreatMissingData"] == "notBreaching"
+            assert alarm["AlarmActions"] == [{"Ref": topic}]
+        assert errors["EvaluationPeriods"] == 1 and "OKActions" not in errors
+        assert throttles["EvaluationPeriods"] == 3 and throttles["OKActions"] == [{"Ref": topic}]
+
+
+def test_freshness_alarm_fires_when_no_load_succeeded_for_30_minutes(synthesized: Synthesized) -> None:
+    topic = synthesized.topic_id()
+    alarm = alarms(synthesized)["WarehouseStale"]
+
+    assert alarm["Namespace"] == "TotesysEtl"
+    assert alarm["MetricName"] == "LoadsSucceeded"
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "totesys-load"}]
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 1800, 1)
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", 1)
+    assert alarm["TreatMissingData"] == "breaching", "no metric at all means no load succeeded"
+    assert alarm["AlarmActions"] == [{"Ref": topic}]
+    assert alarm["OKActions"] == [{"Ref": topic}], "operators learn when the warehouse is fresh again"
+
+
+def test_there_are_exactly_these_alarms(synthesized: Synthesized) -> None:
+    stages = [stage.capitalize() for stage in synthesized.function_ids()]
+    assert set(alarms(synthesized)) == {
+        "ExecutionsFailed",
+        "ExecutionsTimedOut",
+        "ExecutionsAborted",
+        "ExecutionsThrottled",
+        "WarehouseStale",
+        *(f"{stage}Errors" for stage in stages),
+        *(f"{stage}Throttles" for stage in stages),
+    }
+
+
+def dashboard_widgets(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
+    ((_, dashboard),) = synthesized.resources("AWS::CloudWatch::Dashboard").items()
+    body = json.loads(rendered(dashboard["Properties"]["DashboardBody"]))
+    return {widget["properties"]["title"]: widget["properties"] for widget in body["widgets"]}
+
+
+def metric_rows(widget: dict[str, Any]) -> list[list[Any]]:
+    return [[part for part in row if not isinstance(part, dict)] for row in widget.get("metrics", [])]
+
+
+def test_dashboard_shows_executions_durations_rows_errors_and_alarms(synthesized: Synthesized) -> None:
+    logical, _ = synthesized.state_machine()
+    ids = synthesized.function_ids()
+    widgets = dashboard_widgets(synthesized)
+
+    executions = metric_rows(widgets["Executions"])
+    for metric in ("ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed"):
+        assert ["AWS/States", metric, "StateMachineArn", f"<ref:{logical}>"] in executions
+
+    durations = metric_rows(widgets["Lambda duration per stage (maximum, ms)"])
+    assert durations == [["AWS/Lambda", "Duration", "FunctionName", f"<ref:{i}>"] for i in ids.values()]
+
+    errors = metric_rows(widgets["Lambda errors and throttles per stage"])
+    for i in ids.values():
+        assert ["AWS/Lambda", "Errors", "FunctionName", f"<ref:{i}>"] in errors
+        assert ["AWS/Lambda", "Throttles", "FunctionName", f"<ref:{i}>"] in errors
+
+    rows = metric_rows(widgets["Rows loaded per warehouse table"])
+    assert rows == [["TotesysEtl", "RowsLoaded", "service", "totesys-load", "table", t] for t in WAREHOUSE_TABLES]
+    lag = metric_rows(widgets["Source lag of the loaded facts (seconds, maximum)"])
+    assert lag == [["TotesysEtl", "SourceLagSeconds", "service", "totesys-load", "table", t] for t in FACTS]
+
+    alarm_widget = widgets["Alarms"]
+    assert len(alarm_widget["alarms"]) == len(synthesized.resources("AWS::CloudWatch::Alarm"))
+    assert all(re.match(r"^<ref:Monitoring\w+Alarm\w+\.Arn>$", a) for a in alarm_widget["alarms"])
