@@ -19,11 +19,14 @@ logger = Logger()
 
 
 def _is_running(execution_arn: str) -> bool:
-    """An execution we cannot find (another account, a local run long gone) is not running."""
+    """Only an execution that does not exist (a local run long gone) counts as not running without asking its
+    status; any other error (e.g. a missing permission) is raised rather than taken as "dead"."""
     try:
         status = boto3.client("stepfunctions").describe_execution(executionArn=execution_arn)["status"]
-    except ClientError:
-        return False
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("ExecutionDoesNotExist", "InvalidArn"):
+            return False
+        raise
     return status in ("RUNNING", "PENDING_REDRIVE")
 
 
