@@ -97,7 +97,7 @@ def test_a_failed_run_sends_one_alert_with_the_errors_the_console_link_and_the_r
     assert "aws stepfunctions start-execution --state-machine-arn " \
            "arn:aws:states:eu-west-2:123456789012:stateMachine:totesys-etl" in body  # fmt: skip
     assert '--input \'{"tables": ["department", "purchase_order", "sales_order", "staff"]}\'' in body
-    assert f"aws stepfunctions redrive-execution --execution-arn {failed.execution_arn}" in body
+    assert f"python -m statemachine.rerun {failed.execution_arn}" in body
 
 
 def test_a_successful_run_sends_no_alert(reader: Databases) -> None:

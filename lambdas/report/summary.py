@@ -104,8 +104,8 @@ def alert(execution_arn: str, found: list[Failure], rerun: dict[str, Any]) -> tu
         "Re-run only these tables (new execution, current definition):",
         f"  aws stepfunctions start-execution --state-machine-arn {state_machine_arn(execution_arn)} "
         f"--input {shlex.quote(json.dumps(rerun))}",
-        "Or, for a transient failure (same input, same definition, only the failed iterations):",
-        f"  aws stepfunctions redrive-execution --execution-arn {execution_arn}",
+        "or: python -m statemachine.rerun " + execution_arn,
+        "Doing nothing is safe too: the next scheduled run finishes whatever this one left, once the cause is gone.",
         "Locally:",
         f"  {local_command(rerun)}",
     ]
