@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cdk.workflow import STATE_MACHINE_NAME_MAX_LENGTH, STATE_MACHINE_NAME_SUFFIX
 from lambdas.common.tables import SOURCE_TABLES
 
 # Retention periods that CloudWatch Logs accepts (days).
@@ -39,7 +40,9 @@ _EMAIL = re.compile(
 )
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _CRON = re.compile(r"^cron\(([^()]+)\)$")
-_STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+# CloudFormation allows 128 characters, but the state machine is named '<stack_name>-pipeline' (at most 80).
+MAX_STACK_NAME_LENGTH = STATE_MACHINE_NAME_MAX_LENGTH - len(STATE_MACHINE_NAME_SUFFIX)
+_STACK_NAME = re.compile(rf"^[A-Za-z][A-Za-z0-9-]{{0,{MAX_STACK_NAME_LENGTH - 1}}}$")
 _VPC_ID = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _SUBNET_ID = re.compile(r"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _SECURITY_GROUP_ID = re.compile(r"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
@@ -129,7 +132,9 @@ class PipelineConfig:
             value("stack_name"),
             "stack_name",
             _STACK_NAME,
-            "must start with a letter and contain only letters, digits and '-'",
+            f"must start with a letter, contain only letters, digits and '-', and be at most "
+            f"{MAX_STACK_NAME_LENGTH} characters long (the state machine is named '<stack_name>"
+            f"{STATE_MACHINE_NAME_SUFFIX}', at most {STATE_MACHINE_NAME_MAX_LENGTH})",
             errors,
         )
         region = _text(

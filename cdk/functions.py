@@ -1,4 +1,4 @@
-"""The four pipeline Lambda functions, their code asset, managed layers, roles and log groups."""
+"""The five pipeline Lambda functions, their code asset, managed layers, roles and log groups."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ BUNDLED_REQUIREMENTS = ("pg8000", "iso4217")
 # Powertools Metrics namespace of the load function's RowsLoaded, LoadsSucceeded and SourceLagSeconds.
 METRICS_NAMESPACE = "TotesysEtl"
 
-STAGES = ("extract", "transform", "load", "report")
+# The lease is taken first and released last in a run, but it is not a data stage: it comes last here.
+STAGES = ("extract", "transform", "load", "report", "lease")
 
 # What a function needs to create, describe and delete its network interfaces in the database subnets
 # (the actions of the AWSLambdaVPCAccessExecutionRole managed policy). Lambda checks them on "*".
@@ -60,6 +61,7 @@ DEFAULT_STAGE_SETTINGS = {
     "transform": StageSettings(memory_size=2048, timeout=Duration.minutes(10)),
     "load": StageSettings(memory_size=1024, timeout=Duration.minutes(10)),
     "report": StageSettings(memory_size=256, timeout=Duration.minutes(1)),
+    "lease": StageSettings(memory_size=256, timeout=Duration.minutes(1)),
 }
 
 
@@ -94,13 +96,16 @@ def pandas_layer_arn(*, region: str, runtime: lambda_.Runtime, architecture: lam
 
 
 class PipelineFunctions(Construct):
-    """Extract, transform, load and report functions sharing one code asset and the managed layers.
+    """Extract, transform, load, report and lease functions sharing one code asset and the managed layers.
 
     Each function gets its own role (CloudWatch Logs access to its own log group only; data access is
     granted by the stack) and its own log group with the given retention. Extract's reserved concurrency is
     ``max_source_connections``: each invocation holds one totesys connection, so the pipeline never opens
     more than that, however many executions overlap. With ``database_network``, extract and load (the two
     functions that reach a database) run in those subnets with those security groups.
+
+    The lease function lets one run go at a time (``lambdas/lease``); a lease it takes expires after
+    ``lease_ttl_seconds``, which must be longer than any execution can last.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class PipelineFunctions(Construct):
         pandas_layer_version: int,
         max_source_connections: int,
         extract_lookback_seconds: int,
+        lease_ttl_seconds: int,
         tracing: bool,
         database_network: FunctionNetwork | None = None,
         bundled_requirements: Sequence[str] = BUNDLED_REQUIREMENTS,
@@ -205,14 +211,24 @@ class PipelineFunctions(Construct):
             description="Summarises each run's failed tables and e-mails them with the input that re-runs them.",
             environment={"ALERT_TOPIC_ARN": alert_topic_arn},
         )
+        # The lease is a few conditional S3 requests and one DescribeExecution: boto3 and Powertools only.
+        self.lease = self._function(
+            "Lease",
+            stage="lease",
+            settings=settings["lease"],
+            layers=[self.powertools_layer],
+            description="Takes the run lease when a run starts and releases it when it ends: one run at a time.",
+            environment={"INGESTION_BUCKET": ingestion_bucket_name, "LEASE_TTL_SECONDS": str(lease_ttl_seconds)},
+        )
 
     @property
     def all(self) -> tuple[lambda_.Function, ...]:
-        return (self.extract, self.transform, self.load, self.report)
+        return tuple(self.by_stage.values())
 
     @property
     def by_stage(self) -> dict[str, lambda_.Function]:
-        return dict(zip(STAGES, self.all, strict=True))
+        """Stage name -> function, in the order of ``STAGES``."""
+        return {stage: getattr(self, stage) for stage in STAGES}
 
     def _function(
         self,
@@ -286,8 +302,8 @@ class PipelineFunctions(Construct):
             function,
             "Serverless-LambdaDLQ",
             reason="Only the state machine invokes this function, synchronously (lambda:invoke task): a failed "
-            "invocation is retried or caught by the workflow and reported; a DLQ only receives asynchronous "
-            "invocations, of which there are none.",
+            "invocation is retried by the workflow, then caught and reported or it fails the execution (which the "
+            "ExecutionsFailed alarm reports); a DLQ only receives asynchronous invocations, of which there are none.",
         )
         if not self._tracing:
             acknowledge(

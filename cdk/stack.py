@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from aws_cdk import Annotations, ArnFormat, CfnOutput, Environment, Fn, Stack, Tags, Token
+from aws_cdk import Annotations, ArnFormat, CfnOutput, Environment, Fn, Stack, Tags
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -19,8 +19,9 @@ from cdk.functions import FunctionNetwork, PipelineFunctions
 from cdk.monitoring import AlertTopic, Monitoring
 from cdk.nag import acknowledge, acknowledge_warning
 from cdk.storage import Storage
-from cdk.workflow import Workflow
+from cdk.workflow import MAX_EXECUTION_SECONDS, Workflow, asl_timeout_seconds, pipeline_state_machine_name
 from lambdas.common.tables import FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
+from lambdas.lease.lease import LEASE_KEY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_PACKAGE_DIR = REPO_ROOT / "lambdas"
@@ -52,20 +53,36 @@ RETENTION_BY_DAYS = {
     3653: R.TEN_YEARS,
 }
 
-# The S3 actions of the handlers, exactly: they read and write objects by key, and never list or delete.
+# The S3 actions of the handlers, exactly: they read and write objects by key; only the lease deletes, its
+# one object. No handler lists, but a role that reads a bucket may s3:ListBucket on it: without that, S3
+# answers a GetObject of a missing key (a head not written yet) with 403 AccessDenied instead of 404.
 READ = ("s3:GetObject",)
 READ_WRITE = ("s3:GetObject", "s3:PutObject")
+LEASE_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
+LIST = ("s3:ListBucket",)
+
+# The lease expires this long after the execution timeout, so it never expires under a live execution.
+LEASE_TTL_MARGIN_SECONDS = 300
 
 BATCH_KEYS_REASON = (
     "A table's batch log is '<table>/<seq>/part-<n>-<token>.parquet' plus '<table>/<seq>/_manifest.json', "
     "with a new seq and random token per batch, so its object keys cannot be listed in advance; the wildcard "
-    "stops at the one table prefix, and object-level actions only (no List, no Delete) are granted on it."
+    "stops at the one table prefix, and only s3:GetObject/s3:PutObject (no Delete) are granted on it."
+)
+EXECUTIONS_REASON = (
+    "Execution ARNs are created per run ('arn:...:execution:<state machine name>:<run name>'); the wildcard "
+    "covers the executions of this stack's one state machine only."
 )
 
 
 def substitution_name(stage: str) -> str:
     """The ASL placeholder of a stage's function ARN: 'extract' -> 'ExtractFunctionArn'."""
     return f"{stage.capitalize()}FunctionArn"
+
+
+def lease_ttl_seconds(execution_timeout_seconds: int | None) -> int:
+    """How long a run lease lasts: longer than an execution may run (a year without a TimeoutSeconds)."""
+    return (execution_timeout_seconds or MAX_EXECUTION_SECONDS) + LEASE_TTL_MARGIN_SECONDS
 
 
 class PipelineStack(Stack):
@@ -79,6 +96,14 @@ class PipelineStack(Stack):
         Tags.of(self).add("project", "totesys-etl")
         self.config = config
         log_retention = RETENTION_BY_DAYS[config.log_retention_days]
+        # Known before the state machine exists: the lease role's DescribeExecution grant is built from it.
+        self.state_machine_name = pipeline_state_machine_name(self.stack_name)
+        self.execution_arns = self.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{self.state_machine_name}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
 
         self.storage = Storage(
             self,
@@ -102,6 +127,8 @@ class PipelineStack(Stack):
             pandas_layer_version=config.pandas_layer_version,
             max_source_connections=config.max_source_connections,
             extract_lookback_seconds=config.extract_lookback_seconds,
+            # The Workflow reads the same TimeoutSeconds, but it is built after the functions it invokes.
+            lease_ttl_seconds=lease_ttl_seconds(asl_timeout_seconds(DEFINITION_FILE)),
             tracing=config.tracing,
             database_network=self._database_network(config.network),
         )
@@ -109,6 +136,7 @@ class PipelineStack(Stack):
             self,
             "Workflow",
             definition_file=DEFINITION_FILE,
+            state_machine_name=self.state_machine_name,
             substitutions={
                 substitution_name(stage): function.function_arn for stage, function in self.functions.by_stage.items()
             },
@@ -185,6 +213,7 @@ class PipelineStack(Stack):
             READ_WRITE,
             [*_batch_logs(SOURCE_TABLES), *_heads("extract", SOURCE_TABLES)],
         )
+        self._allow_listing(functions.extract, ingestion)
         self._allow_secret(functions.extract, self.config.totesys_secret_name)
 
         # transform: reads the extract batches and heads; writes the star-schema batch logs, the joined
@@ -202,10 +231,11 @@ class PipelineStack(Stack):
             [*_batch_logs(WAREHOUSE_TABLES), "_current/*", *_heads("transform", WAREHOUSE_TABLES)],
             reasons={
                 "_current/*": "The joined dimensions keep the current rows of each source in "
-                "'_current/<table>/<source>/<seq>.parquet', a new key per transform batch; object-level "
-                "actions only (no List, no Delete) are granted under that prefix."
+                "'_current/<table>/<source>/<seq>.parquet', a new key per transform batch; only "
+                "s3:GetObject/s3:PutObject (no Delete) are granted under that prefix."
             },
         )
+        self._allow_listing(functions.transform, ingestion, processed)
 
         # load: reads the star-schema batches and the transform heads; moves only its own load cursors.
         self._allow_objects(
@@ -215,10 +245,26 @@ class PipelineStack(Stack):
             [*_batch_logs(WAREHOUSE_TABLES), *_heads("transform", WAREHOUSE_TABLES)],
         )
         self._allow_objects(functions.load, processed, READ_WRITE, _heads("load", WAREHOUSE_TABLES))
+        self._allow_listing(functions.load, processed)
         self._allow_secret(functions.load, self.config.warehouse_secret_name)
 
         # report: e-mails the failed tables of a run through the alerts topic; no data access.
         self.alerts.topic.grant_publish(functions.report)
+
+        # lease: creates, reads, replaces (conditional writes) and deletes the one lease object; asks Step
+        # Functions whether the holder of a lease is still running. The execution ARNs are built from the
+        # state machine's fixed name, not from the state machine, which depends on this function's ARN.
+        self._allow_objects(functions.lease, ingestion, LEASE_ACTIONS, [LEASE_KEY])
+        self._allow_listing(functions.lease, ingestion)
+        functions.lease.add_to_role_policy(
+            iam.PolicyStatement(actions=["states:DescribeExecution"], resources=[self.execution_arns])
+        )
+        acknowledge(
+            functions.lease.role,
+            f"AwsSolutions-IAM5[Resource::{self._as_nag_prints(self.execution_arns)}]",
+            reason=EXECUTIONS_REASON + " The lease function only calls states:DescribeExecution on them, to "
+            "tell whether the run holding the lease is still running.",
+        )
 
         # The workflow invokes the functions by their unqualified ARNs only (see pipeline.asl.json), so no
         # version/alias wildcard (":*") is granted.
@@ -234,15 +280,21 @@ class PipelineStack(Stack):
         policy = self.operators_policy
         state_machine.grant_start_execution(policy)
         state_machine.grant(policy, "states:DescribeStateMachine", "states:ListExecutions")
-        state_machine.grant_execution(
-            policy, "states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"
+        policy.add_statements(
+            iam.PolicyStatement(
+                actions=[
+                    "states:DescribeExecution",
+                    "states:GetExecutionHistory",
+                    "states:StopExecution",
+                    "states:RedriveExecution",
+                ],
+                resources=[self.execution_arns],
+            )
         )
-        state_machine.grant_redrive_execution(policy)
         acknowledge(
             policy,
-            f"AwsSolutions-IAM5[Resource::{self._execution_arns()}]",
-            reason="Execution ARNs are created per run ('<state machine ARN with :execution:>:<run name>'); the "
-            "wildcard covers the executions of this one state machine only.",
+            f"AwsSolutions-IAM5[Resource::{self._as_nag_prints(self.execution_arns)}]",
+            reason=EXECUTIONS_REASON,
         )
 
     def _allow_objects(
@@ -266,6 +318,13 @@ class PipelineStack(Stack):
                     reason=(reasons or {}).get(key, BATCH_KEYS_REASON),
                 )
 
+    def _allow_listing(self, function: lambda_.Function, *buckets: s3.IBucket) -> None:
+        """Allow s3:ListBucket on ``buckets`` (the bucket ARNs), so that S3 answers a missing key with 404.
+
+        No prefix condition: S3 checks ListBucket on the bucket, without one, to choose between 403 and 404.
+        """
+        function.add_to_role_policy(iam.PolicyStatement(actions=list(LIST), resources=[b.bucket_arn for b in buckets]))
+
     def _allow_secret(self, function: lambda_.Function, secret_name: str) -> None:
         """GetSecretValue on one secret, by name: '-??????' matches the random suffix Secrets Manager adds."""
         function.add_to_role_policy(
@@ -287,13 +346,20 @@ class PipelineStack(Stack):
         logical_id = self.resolve(self.get_logical_id(bucket.node.default_child))
         return f"<{logical_id}.Arn>/{key_pattern}"
 
-    def _execution_arns(self) -> str:
-        """The execution ARN pattern of the state machine, as cdk-nag prints it in a finding id."""
-        logical_id = self.resolve(self.get_logical_id(self.workflow.state_machine.node.default_child))
-        partition = "<AWS::Partition>" if Token.is_unresolved(self.partition) else self.partition
-        account = "<AWS::AccountId>" if Token.is_unresolved(self.account) else self.account
-        name = json.dumps({"Fn::Select": [6, {"Fn::Split": [":", {"Ref": logical_id}]}]}, separators=(",", ":"))
-        return f"arn:{partition}:states:{self.region}:{account}:execution:{name}:*"
+    def _as_nag_prints(self, value: str) -> str:
+        """A string with pseudo-parameter tokens as cdk-nag prints it in a finding id, e.g. an ARN pattern
+        'arn:aws:states:eu-west-2:<AWS::AccountId>:execution:TotesysEtl-pipeline:*'."""
+        resolved = self.resolve(value)
+        parts = resolved["Fn::Join"][1] if isinstance(resolved, dict) else [resolved]
+        texts = []
+        for part in parts:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict) and set(part) == {"Ref"}:
+                texts.append(f"<{part['Ref']}>")
+            else:
+                raise ValueError(f"cannot render {part!r} as cdk-nag does")
+        return "".join(texts)
 
     def _check_source_connections(self) -> None:
         """Warn when the extract Map runs more tables at once than extract may run: the rest wait on throttles."""

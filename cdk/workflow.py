@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Annotations, Duration, Stack
+from aws_cdk import Annotations, Duration
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
@@ -18,6 +18,13 @@ from constructs import Construct
 from cdk.nag import acknowledge
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+
+# Step Functions names: 1 to 80 characters; with CloudWatch Logs logging, only letters, digits, '-' and '_'.
+STATE_MACHINE_NAME_MAX_LENGTH = 80
+STATE_MACHINE_NAME_SUFFIX = "-pipeline"
+_STATE_MACHINE_NAME = re.compile(rf"^[A-Za-z0-9_-]{{1,{STATE_MACHINE_NAME_MAX_LENGTH}}}$")
+# The longest a STANDARD execution may run, whatever its definition says (one year).
+MAX_EXECUTION_SECONDS = 365 * 24 * 3600
 
 # A scheduled start that cannot be delivered within one period is dropped: the next one does the same work.
 SCHEDULE_MAX_EVENT_AGE = Duration.minutes(5)
@@ -29,9 +36,23 @@ def asl_placeholders(definition_file: Path) -> set[str]:
     return set(_PLACEHOLDER.findall(definition_file.read_text(encoding="utf-8")))
 
 
+def asl_timeout_seconds(definition_file: Path) -> int | None:
+    """The top-level ``TimeoutSeconds`` of an ASL file: the execution timeout, or None if it sets none."""
+    return json.loads(definition_file.read_text(encoding="utf-8")).get("TimeoutSeconds")
+
+
+def pipeline_state_machine_name(stack_name: str) -> str:
+    """The state machine's fixed name, '<stack_name>-pipeline', known before the state machine exists.
+
+    IAM statements on its executions are built from it, without a reference to the state machine, so the
+    functions that the state machine invokes may describe its executions without a dependency cycle.
+    """
+    return f"{stack_name}{STATE_MACHINE_NAME_SUFFIX}"
+
+
 class Workflow(Construct):
-    """A STANDARD state machine with full logging (and X-Ray tracing), started by an EventBridge Scheduler
-    schedule with ``schedule_input`` as the execution input.
+    """A STANDARD state machine named ``state_machine_name``, with full logging (and X-Ray tracing), started by
+    an EventBridge Scheduler schedule with ``schedule_input`` as the execution input.
 
     ``substitutions`` must supply exactly the placeholders the ASL file uses, so that a renamed placeholder
     fails the synth rather than deploying a definition with a literal ``${...}`` in it.
@@ -47,6 +68,7 @@ class Workflow(Construct):
         construct_id: str,
         *,
         definition_file: Path,
+        state_machine_name: str,
         substitutions: Mapping[str, str],
         schedule_expression: str,
         schedule_input: Mapping[str, Any],
@@ -54,13 +76,17 @@ class Workflow(Construct):
         tracing: bool,
     ) -> None:
         super().__init__(scope, construct_id)
+        if not _STATE_MACHINE_NAME.match(state_machine_name):
+            raise ValueError(
+                f"state machine name {state_machine_name!r} must be 1 to {STATE_MACHINE_NAME_MAX_LENGTH} letters, "
+                "digits, '-' or '_'"
+            )
         expected = asl_placeholders(definition_file)
         if expected != set(substitutions):
             raise ValueError(
                 f"{definition_file.name} expects substitutions {sorted(expected)}, got {sorted(substitutions)}"
             )
-        definition = json.loads(definition_file.read_text(encoding="utf-8"))
-        self.timeout_seconds: int | None = definition.get("TimeoutSeconds")
+        self.timeout_seconds: int | None = asl_timeout_seconds(definition_file)
         if self.timeout_seconds is None:
             Annotations.of(self).add_warning_v2(
                 "totesys:asl-timeout",
@@ -72,12 +98,13 @@ class Workflow(Construct):
             self,
             "ExecutionLogs",
             # The /aws/vendedlogs/ prefix keeps the CloudWatch Logs resource policy small.
-            log_group_name=f"/aws/vendedlogs/states/{Stack.of(self).stack_name}-pipeline",
+            log_group_name=f"/aws/vendedlogs/states/{state_machine_name}",
             retention=log_retention,
         )
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
+            state_machine_name=state_machine_name,
             state_machine_type=sfn.StateMachineType.STANDARD,
             definition_body=sfn.DefinitionBody.from_file(str(definition_file)),
             definition_substitutions=dict(substitutions),

@@ -22,6 +22,7 @@ HANDLERS = {
     "transform": "lambdas.transform.handler.handler",
     "load": "lambdas.load.handler.handler",
     "report": "lambdas.report.handler.handler",
+    "lease": "lambdas.lease.handler.handler",
 }
 
 # A second deployment shape, exercising every optional setting at once.

@@ -53,7 +53,7 @@ def test_local_bundler_copies_files_without_importing_or_caching(tmp_path: Path)
 
 def function_asset_dir(synthesized: Synthesized) -> Path:
     keys = {f["Properties"]["Code"]["S3Key"] for f in synthesized.resources("AWS::Lambda::Function").values()}
-    assert len(keys) == 1, "the four functions share one code asset"
+    assert len(keys) == 1, "the five functions share one code asset"
     return synthesized.outdir / f"asset.{keys.pop().removesuffix('.zip')}"
 
 

@@ -9,7 +9,14 @@ import aws_cdk as cdk
 import pytest
 
 from app import build_app
-from cdk.config import DEFAULTS, LOG_RETENTION_DAYS, ConfigError, DatabaseNetwork, PipelineConfig
+from cdk.config import (
+    DEFAULTS,
+    LOG_RETENTION_DAYS,
+    MAX_STACK_NAME_LENGTH,
+    ConfigError,
+    DatabaseNetwork,
+    PipelineConfig,
+)
 from cdk.stack import RETENTION_BY_DAYS
 from lambdas.common.tables import SOURCE_TABLES
 from tests.cdk.support import REPO_ROOT, VARIANT_CONTEXT
@@ -94,6 +101,8 @@ def test_an_empty_table_list_means_every_table() -> None:
         ({"tables": ["staff", "staff"]}, "tables[1] 'staff' is listed twice"),
         ({"tables": {"staff": True}}, "must be a list of source table names"),
         ({"region": "${Token[AWS.Region]}"}, "must be a concrete AWS region"),
+        ({"stack_name": "S" * 72}, "must start with a letter, contain only letters, digits and '-', and be at most 71"),
+        ({"stack_name": "Totesys_Etl"}, "stack_name 'Totesys_Etl' must start with a letter"),
         ({"region": "cn-north-1"}, "must be a concrete AWS region"),
         ({"log_retention_days": 31}, "log_retention_days 31 is not a CloudWatch Logs retention period"),
         ({"log_retention_days": "a month"}, "log_retention_days 'a month' must be a whole number"),
@@ -168,6 +177,13 @@ def test_build_app_fails_on_bad_context_before_building_anything(context: dict[s
         build_app(app)
     assert "subnet_ids must list the private subnets" in str(raised.value)
     assert app.node.children == []
+
+
+def test_the_longest_stack_name_still_names_a_valid_state_machine(context: dict[str, Any]) -> None:
+    stack = build_app(cdk.App(context={**context, "stack_name": "S" * MAX_STACK_NAME_LENGTH}))
+
+    assert MAX_STACK_NAME_LENGTH == 71
+    assert stack.state_machine_name == "S" * 71 + "-pipeline"
 
 
 def test_every_accepted_retention_period_maps_to_a_cdk_retention() -> None:

@@ -1,4 +1,4 @@
-"""The four functions: runtime, layers, sizes, concurrency, environment, networking, tracing and logs."""
+"""The five functions: runtime, layers, sizes, concurrency, environment, networking, tracing and logs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 
 import aws_cdk as cdk
 
-from cdk.functions import VPC_ACCESS_ACTIONS, pandas_layer_arn, powertools_layer_arn
+from cdk.functions import STAGES, VPC_ACCESS_ACTIONS, pandas_layer_arn, powertools_layer_arn
+from cdk.stack import DEFINITION_FILE, lease_ttl_seconds
 from tests.cdk.support import HANDLERS, Synthesized, as_list
 
 POWERTOOLS_LAYER = "arn:aws:lambda:eu-west-2:017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-x86_64:27"
@@ -26,15 +27,17 @@ def test_layer_arns_follow_the_published_naming() -> None:
     )
 
 
-def test_four_functions_with_handlers_runtime_layers_and_tracing(synthesized: Synthesized) -> None:
-    synthesized.template.resource_count_is("AWS::Lambda::Function", 4)
+def test_five_functions_with_handlers_runtime_layers_and_tracing(synthesized: Synthesized) -> None:
+    synthesized.template.resource_count_is("AWS::Lambda::Function", 5)
+    assert tuple(synthesized.function_ids()) == STAGES
+    assert tuple(synthesized.stack.functions.by_stage) == STAGES
     for stage, logical in synthesized.function_ids().items():
         properties = synthesized.properties(logical)
         assert properties["Handler"] == HANDLERS[stage]
         assert properties["Runtime"] == "python3.14"
         assert properties["Architectures"] == ["x86_64"]
-        # The report needs no pandas/pyarrow: Powertools only. Elsewhere Powertools comes last, so its files win.
-        expected_layers = [POWERTOOLS_LAYER] if stage == "report" else [PANDAS_LAYER, POWERTOOLS_LAYER]
+        # Report and lease need no pandas/pyarrow: Powertools only. Elsewhere Powertools comes last, so its files win.
+        expected_layers = [POWERTOOLS_LAYER] if stage in ("report", "lease") else [PANDAS_LAYER, POWERTOOLS_LAYER]
         assert properties["Layers"] == expected_layers, stage
         assert properties["TracingConfig"] == {"Mode": "Active"}
         assert properties["LoggingConfig"]["LogGroup"]["Ref"] in synthesized.resources("AWS::Logs::LogGroup")
@@ -46,7 +49,13 @@ def test_functions_have_stage_sized_memory_and_timeouts(synthesized: Synthesized
         for stage, logical in synthesized.function_ids().items()
     }
 
-    assert sizes == {"extract": (1024, 300), "transform": (2048, 600), "load": (1024, 600), "report": (256, 60)}
+    assert sizes == {
+        "extract": (1024, 300),
+        "transform": (2048, 600),
+        "load": (1024, 600),
+        "report": (256, 60),
+        "lease": (256, 60),
+    }
 
 
 def test_extract_concurrency_is_capped_at_max_source_connections(
@@ -57,7 +66,7 @@ def test_extract_concurrency_is_capped_at_max_source_connections(
             stage: stack.properties(logical).get("ReservedConcurrentExecutions")
             for stage, logical in stack.function_ids().items()
         }
-        assert reserved == {"extract": connections, "transform": None, "load": None, "report": None}
+        assert reserved == {"extract": connections, "transform": None, "load": None, "report": None, "lease": None}
 
 
 def test_function_environment_variables(synthesized: Synthesized) -> None:
@@ -87,9 +96,25 @@ def test_function_environment_variables(synthesized: Synthesized) -> None:
             "POWERTOOLS_SERVICE_NAME": "totesys-report",
             "POWERTOOLS_LOG_LEVEL": "INFO",
         },
+        "lease": {
+            "INGESTION_BUCKET": {"Ref": buckets["ingestion"]},
+            "LEASE_TTL_SECONDS": "3900",
+            "POWERTOOLS_SERVICE_NAME": "totesys-lease",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+        },
     }
     for stage, logical in ids.items():
         assert synthesized.properties(logical)["Environment"]["Variables"] == expected[stage], stage
+
+
+def test_lease_outlives_the_longest_execution_by_five_minutes(synthesized: Synthesized, variant: Synthesized) -> None:
+    timeout = json.loads(DEFINITION_FILE.read_text(encoding="utf-8"))["TimeoutSeconds"]
+    for stack in (synthesized, variant):
+        variables = stack.properties(stack.function_ids()["lease"])["Environment"]["Variables"]
+        assert stack.stack.workflow.timeout_seconds == timeout
+        assert variables["LEASE_TTL_SECONDS"] == str(timeout + 300)
+    # Without a TimeoutSeconds an execution may run for a year: the lease must not expire under it.
+    assert lease_ttl_seconds(None) == 365 * 24 * 3600 + 300
 
 
 def test_extract_lookback_comes_from_the_context(variant: Synthesized) -> None:
@@ -102,7 +127,7 @@ def test_function_log_groups_keep_logs_for_the_configured_retention(
 ) -> None:
     for stack, days in ((synthesized, 30), (variant, 90)):
         log_groups = stack.resources("AWS::Logs::LogGroup")
-        assert len(log_groups) == 5, "one per function and the state machine's"
+        assert len(log_groups) == 6, "one per function and the state machine's"
         for log_group in log_groups.values():
             assert log_group["Properties"]["RetentionInDays"] == days
 

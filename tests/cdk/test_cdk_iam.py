@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 
 from lambdas.common.tables import SOURCE_TABLES, WAREHOUSE_TABLES
+from lambdas.lease.lease import LEASE_KEY
 from tests.cdk.support import Synthesized, as_list, bucket_references, object_patterns, rendered
 
 GET, GET_PUT = {"s3:GetObject"}, {"s3:GetObject", "s3:PutObject"}
+GET_PUT_DELETE = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
+# Object key pattern "" stands for the bucket ARN itself (see object_patterns).
+LIST = {"": {"s3:ListBucket"}}
+EXECUTIONS = "arn:aws:states:eu-west-2:<ref:AWS::AccountId>:execution:TotesysEtl-pipeline:*"
 
 
 def batches(tables: tuple[str, ...], actions: set[str]) -> dict[str, set[str]]:
@@ -35,19 +40,23 @@ def test_s3_access_is_exactly_the_handlers_keys_and_actions(synthesized: Synthes
     ingestion, processed = buckets["ingestion"], buckets["processed"]
     statements = {stage: synthesized.function_statements(logical) for stage, logical in ids.items()}
 
+    # Every role that reads a bucket may ListBucket on it, so that a missing key is a 404, not a 403.
     # extract: its batches and heads in the ingestion bucket.
     assert bucket_references(statements["extract"]) == {ingestion}
     assert object_patterns(statements["extract"], ingestion) == {
+        **LIST,
         **batches(SOURCE_TABLES, GET_PUT),
         **heads("extract", SOURCE_TABLES, GET_PUT),
     }
     # transform: reads the extracts; writes its batches, _current/ snapshots and heads.
     assert bucket_references(statements["transform"]) == {ingestion, processed}
     assert object_patterns(statements["transform"], ingestion) == {
+        **LIST,
         **batches(SOURCE_TABLES, GET),
         **heads("extract", SOURCE_TABLES, GET),
     }
     assert object_patterns(statements["transform"], processed) == {
+        **LIST,
         **batches(WAREHOUSE_TABLES, GET_PUT),
         "_current/*": GET_PUT,
         **heads("transform", WAREHOUSE_TABLES, GET_PUT),
@@ -55,6 +64,7 @@ def test_s3_access_is_exactly_the_handlers_keys_and_actions(synthesized: Synthes
     # load: reads the star-schema batches and transform heads; writes only its _state/load/ cursors.
     assert bucket_references(statements["load"]) == {processed}
     assert object_patterns(statements["load"], processed) == {
+        **LIST,
         **batches(WAREHOUSE_TABLES, GET),
         **heads("transform", WAREHOUSE_TABLES, GET),
         **heads("load", WAREHOUSE_TABLES, GET_PUT),
@@ -65,16 +75,90 @@ def test_s3_access_is_exactly_the_handlers_keys_and_actions(synthesized: Synthes
     assert all(key.startswith("_state/load/") for key in writes)
     # report: no data access at all.
     assert bucket_references(statements["report"]) == set()
+    # lease: its one object in the ingestion bucket, nothing else.
+    assert LEASE_KEY == "_state/run-lease.json"
+    assert bucket_references(statements["lease"]) == {ingestion}
+    assert object_patterns(statements["lease"], ingestion) == {**LIST, LEASE_KEY: GET_PUT_DELETE}
 
 
-def test_no_policy_lists_deletes_or_uses_s3_wildcard_actions(synthesized: Synthesized, variant: Synthesized) -> None:
+def test_s3_list_is_only_listbucket_on_bucket_arns_and_only_the_lease_deletes_its_key(
+    synthesized: Synthesized, variant: Synthesized
+) -> None:
     for stack in (synthesized, variant):
-        actions = {
-            action for s in all_policy_statements(stack) if s["Effect"] == "Allow" for action in as_list(s["Action"])
-        }
-        s3_actions = {a for a in actions if a.startswith("s3:")}
-        assert s3_actions == GET_PUT
-        assert not [a for a in actions if a == "*" or a.endswith(":*")]
+        buckets = stack.bucket_ids()
+        lease_role = stack.properties(stack.function_ids()["lease"])["Role"]["Fn::GetAtt"][0]
+        lease_statements = stack.role_statements(lease_role)
+        data_buckets = {f"<ref:{buckets['ingestion']}.Arn>", f"<ref:{buckets['processed']}.Arn>"}
+        allowed = [s for s in all_policy_statements(stack) if s["Effect"] == "Allow"]
+        actions = {action for s in allowed for action in as_list(s["Action"])}
+
+        assert {a for a in actions if a.startswith("s3:")} == GET_PUT_DELETE | {"s3:ListBucket"}
+        assert not [a for a in actions if a == "*" or a.endswith(":*") or (a.startswith("s3:") and "*" in a)]
+        for statement in allowed:
+            s3_actions = {a for a in as_list(statement["Action"]) if a.startswith("s3:")}
+            resources = {rendered(r) for r in as_list(statement["Resource"])}
+            if "s3:ListBucket" in s3_actions:
+                # Bucket ARNs only, never objects, and no condition (see docs/deploy.md).
+                assert s3_actions == {"s3:ListBucket"} and resources <= data_buckets, statement
+                assert "Condition" not in statement, statement
+            if any(a.startswith("s3:Delete") for a in s3_actions):
+                assert statement in lease_statements, statement
+                assert resources == {f"<ref:{buckets['ingestion']}.Arn>/{LEASE_KEY}"}, statement
+
+
+def test_lease_role_statements_are_exactly_these(synthesized: Synthesized, variant: Synthesized) -> None:
+    for stack, account, tracing in ((synthesized, "<ref:AWS::AccountId>", True), (variant, "123456789012", False)):
+        logical = stack.function_ids()["lease"]
+        log_group = stack.properties(logical)["LoggingConfig"]["LogGroup"]["Ref"]
+        ingestion = stack.bucket_ids()["ingestion"]
+        statements = [
+            {**s, "Resource": [rendered(r) for r in as_list(s["Resource"])]} for s in stack.function_statements(logical)
+        ]
+        expected = [
+            {
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Effect": "Allow",
+                "Resource": [f"<ref:{log_group}.Arn>"],
+            },
+            *(
+                [
+                    {
+                        "Action": ["xray:PutTelemetryRecords", "xray:PutTraceSegments"],
+                        "Effect": "Allow",
+                        "Resource": ["*"],
+                    }
+                ]
+                if tracing
+                else []
+            ),
+            {
+                "Action": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+                "Effect": "Allow",
+                "Resource": [f"<ref:{ingestion}.Arn>/_state/run-lease.json"],
+            },
+            {"Action": "s3:ListBucket", "Effect": "Allow", "Resource": [f"<ref:{ingestion}.Arn>"]},
+            {
+                "Action": "states:DescribeExecution",
+                "Effect": "Allow",
+                "Resource": [f"arn:aws:states:eu-west-2:{account}:execution:TotesysEtl-pipeline:*"],
+            },
+        ]
+        assert sorted(statements, key=json.dumps) == sorted(expected, key=json.dumps)
+
+
+def test_lease_describes_executions_of_this_state_machine_by_name_without_a_cycle(synthesized: Synthesized) -> None:
+    logical, properties = synthesized.state_machine()
+    lease = synthesized.function_ids()["lease"]
+    (describe,) = [
+        s for s in synthesized.function_statements(lease) if "states:DescribeExecution" in as_list(s["Action"])
+    ]
+
+    # The pattern names the state machine by its fixed name: no reference to it, which would be a cycle
+    # (state machine -> lease ARN substitution -> lease function -> its role's policy -> state machine).
+    assert properties["StateMachineName"] == "TotesysEtl-pipeline"
+    assert rendered(describe["Resource"]) == EXECUTIONS
+    assert logical not in json.dumps(describe)
+    assert properties["DefinitionSubstitutions"]["LeaseFunctionArn"] == {"Fn::GetAtt": [lease, "Arn"]}
 
 
 def test_each_secret_is_readable_only_by_its_stage(synthesized: Synthesized) -> None:
@@ -93,6 +177,7 @@ def test_each_secret_is_readable_only_by_its_stage(synthesized: Synthesized) -> 
         "transform": [],
         "load": [(["secretsmanager:GetSecretValue"], f"{prefix}totesys/warehouse-??????")],
         "report": [],
+        "lease": [],
     }
 
 
@@ -129,7 +214,7 @@ def test_function_roles_write_only_their_own_log_group(synthesized: Synthesized)
 
 
 def test_every_function_statement_is_accounted_for(synthesized: Synthesized) -> None:
-    # Nothing beyond logs, X-Ray, S3 objects, the secret and (report) the topic.
+    # Nothing beyond logs, X-Ray, S3, the secret, (report) the topic and (lease) Step Functions.
     for stage, logical in synthesized.function_ids().items():
         services = {a.split(":")[0] for s in synthesized.function_statements(logical) for a in as_list(s["Action"])}
         expected = {"logs", "xray"} | {
@@ -137,11 +222,12 @@ def test_every_function_statement_is_accounted_for(synthesized: Synthesized) -> 
             "transform": {"s3"},
             "load": {"s3", "secretsmanager"},
             "report": {"sns"},
+            "lease": {"s3", "states"},
         }[stage]
         assert services == expected, stage
 
 
-def test_state_machine_may_invoke_exactly_the_four_functions(synthesized: Synthesized) -> None:
+def test_state_machine_may_invoke_exactly_the_five_functions(synthesized: Synthesized) -> None:
     _, properties = synthesized.state_machine()
     role_id = properties["RoleArn"]["Fn::GetAtt"][0]
     invoke = [
@@ -165,13 +251,9 @@ def test_operators_policy_runs_stops_inspects_and_redrives_this_state_machine_on
         for action in as_list(statement["Action"]):
             granted.setdefault(rendered(statement["Resource"]), set()).add(action)
 
-    executions = (
-        'arn:aws:states:eu-west-2:<ref:AWS::AccountId>:execution:{"Fn::Select": [6, {"Fn::Split": [":", '
-        f'{{"Ref": "{logical}"}}]}}]}}:*'
-    )
     assert granted == {
         f"<ref:{logical}>": {"states:StartExecution", "states:DescribeStateMachine", "states:ListExecutions"},
-        executions: {
+        EXECUTIONS: {
             "states:DescribeExecution",
             "states:GetExecutionHistory",
             "states:StopExecution",

@@ -108,6 +108,8 @@ def test_freshness_alarm_fires_when_no_load_succeeded_for_30_minutes(synthesized
 
 def test_there_are_exactly_these_alarms(synthesized: Synthesized) -> None:
     stages = [stage.capitalize() for stage in synthesized.function_ids()]
+    assert stages == ["Extract", "Transform", "Load", "Report", "Lease"]
+    assert len(alarms(synthesized)) == 15, "docs/deploy.md counts them"
     assert set(alarms(synthesized)) == {
         "ExecutionsFailed",
         "ExecutionsTimedOut",

@@ -1,11 +1,14 @@
-"""The state machine is the ASL file with the four function ARNs substituted, and the schedule that starts it."""
+"""The state machine is the ASL file with the five function ARNs substituted, and the schedule that starts it."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from cdk.config import MAX_STACK_NAME_LENGTH
+from cdk.functions import STAGES
 from cdk.stack import DEFINITION_FILE, substitution_name
+from cdk.workflow import STATE_MACHINE_NAME_MAX_LENGTH, pipeline_state_machine_name
 from statemachine import definition
 from tests.cdk.support import Synthesized, as_list
 
@@ -30,9 +33,8 @@ def task_function_names(states: dict[str, Any]) -> dict[str, str]:
 
 
 def test_the_asl_file_expects_the_function_arn_of_every_stage() -> None:
-    assert {substitution_name(stage) for stage in ("extract", "transform", "load", "report")} <= (
-        definition.placeholders()
-    )
+    assert {substitution_name(stage) for stage in STAGES} == definition.placeholders()
+    assert substitution_name("lease") == "LeaseFunctionArn"
 
 
 def test_state_machine_deploys_the_asl_file_with_the_function_arns(synthesized: Synthesized) -> None:
@@ -55,7 +57,19 @@ def test_each_task_invokes_a_pipeline_function_and_every_function_is_used(synthe
     assert set(tasks.values()) == {f"<ref:{logical}.Arn>" for logical in ids.values()}
     for name, function in tasks.items():
         stage = next(stage for stage, logical in ids.items() if function == f"<ref:{logical}.Arn>")
-        assert stage in name.lower(), (name, stage)  # "Extract table", "Load fact", "Report run", ...
+        assert stage in name.lower(), (name, stage)  # "Extract table", "Load fact", "Take the run lease", ...
+    lease = f"<ref:{ids['lease']}.Arn>"
+    assert sorted(name for name, function in tasks.items() if function == lease) == [
+        "Release the run lease",
+        "Take the run lease",
+    ]
+
+
+def test_state_machine_has_a_fixed_name_from_the_stack_name(synthesized: Synthesized) -> None:
+    _, properties = synthesized.state_machine()
+
+    assert properties["StateMachineName"] == "TotesysEtl-pipeline" == synthesized.stack.state_machine_name
+    assert len(pipeline_state_machine_name("S" * MAX_STACK_NAME_LENGTH)) == STATE_MACHINE_NAME_MAX_LENGTH
 
 
 def test_execution_timeout_is_the_asl_files_own(synthesized: Synthesized) -> None:
