@@ -19,7 +19,8 @@ import pg8000.native
 import pytest
 
 from lambdas.common.db import connect, credentials_from_dsn
-from statemachine.local import postgres, runner
+from statemachine.local import postgres, runner, sample_data
+from tests import expected
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +54,39 @@ class Databases:
 
     def warehouse_con(self) -> pg8000.native.Connection:
         return connect(self.warehouse)
+
+    def seed(self, *, scale: float) -> Databases:
+        """Fill the source with the deterministic sample data at `scale` (1.0 = production volumes)."""
+        con = self.source_con()
+        try:
+            sample_data.create_schema(con)
+            sample_data.seed(con, scale=scale)
+        finally:
+            con.close()
+        return self
+
+    def source_sql(self, statement: str, **params: Any) -> list:
+        con = self.source_con()
+        try:
+            return con.run(statement, **params)
+        finally:
+            con.close()
+
+    def warehouse_sql(self, statement: str, **params: Any) -> list:
+        con = self.warehouse_con()
+        try:
+            return con.run(statement, **params)
+        finally:
+            con.close()
+
+    def differences(self) -> dict[str, Any]:
+        """Where the warehouse differs from the expectation computed in SQL from the source ({} if nowhere)."""
+        source, warehouse = self.source_con(), self.warehouse_con()
+        try:
+            return expected.differences(source, warehouse)
+        finally:
+            source.close()
+            warehouse.close()
 
     def run(self, **execution_input: Any) -> runner.RunOutcome:
         """One execution of pipeline.asl.json against these databases, keeping the lake between calls."""

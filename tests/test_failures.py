@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pg8000.native
 import pytest
 
-from statemachine.local import postgres, sample_data
+from statemachine.local import postgres
 from tests.conftest import Databases
 from tests.expected import SOURCE, WAREHOUSE
 
@@ -17,11 +17,9 @@ from tests.expected import SOURCE, WAREHOUSE
 @pytest.fixture
 def reader(databases: Databases) -> Iterator[Databases]:
     """Sample data read through a role that may only SELECT, as in production."""
-    con = databases.source_con()
     role = f"reader_{uuid.uuid4().hex[:8]}"
+    con = databases.seed(scale=0.05).source_con()
     try:
-        sample_data.create_schema(con)
-        sample_data.seed(con, scale=0.05)
         postgres.grant_read_only(con, role)
     finally:
         con.close()

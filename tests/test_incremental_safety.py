@@ -15,60 +15,37 @@ import pytest
 
 from lambdas.common import lake
 from lambdas.load import loader
-from statemachine.local import sample_data
 from tests.conftest import Databases
-from tests.expected import differences
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def small(databases: Databases) -> Databases:
-    con = databases.source_con()
-    try:
-        sample_data.create_schema(con)
-        sample_data.seed(con, scale=0.05)
-    finally:
-        con.close()
-    return databases
-
-
-def sql(db: Databases, statement: str, *, warehouse: bool = False, **params: Any) -> list:
-    con = db.warehouse_con() if warehouse else db.source_con()
-    try:
-        return con.run(statement, **params)
-    finally:
-        con.close()
-
-
-def assert_exact(db: Databases) -> None:
-    source, warehouse = db.source_con(), db.warehouse_con()
-    try:
-        assert differences(source, warehouse) == {}
-    finally:
-        source.close()
-        warehouse.close()
+    return databases.seed(scale=0.05)
 
 
 def fact_versions(db: Databases) -> int:
-    return sql(db, "SELECT count(*) FROM fact_sales_order", warehouse=True)[0][0]
+    return db.warehouse_sql("SELECT count(*) FROM fact_sales_order")[0][0]
 
 
 def test_rows_sharing_the_watermark_timestamp_across_two_runs_arrive_once_each(small: Databases) -> None:
     assert small.run().succeeded
-    top = sql(small, "SELECT max(last_updated) FROM sales_order")[0][0]
+    top = small.source_sql("SELECT max(last_updated) FROM sales_order")[0][0]
     before = fact_versions(small)
-    sql(small, "INSERT INTO sales_order (created_at, last_updated, design_id, staff_id, counterparty_id, units_sold, "
-               "unit_price, currency_id, agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id) "
-               "SELECT :t, :t, design_id, staff_id, counterparty_id, 1, 1.5, currency_id, agreed_delivery_date, "
-               "agreed_payment_date, agreed_delivery_location_id FROM sales_order ORDER BY sales_order_id LIMIT 3",
-        t=top)  # fmt: skip
+    small.source_sql(
+        "INSERT INTO sales_order (created_at, last_updated, design_id, staff_id, counterparty_id, units_sold, "
+        "unit_price, currency_id, agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id) "
+        "SELECT :t, :t, design_id, staff_id, counterparty_id, 1, 1.5, currency_id, agreed_delivery_date, "
+        "agreed_payment_date, agreed_delivery_location_id FROM sales_order ORDER BY sales_order_id LIMIT 3",
+        t=top,
+    )
 
     assert small.run().succeeded
     assert small.run().succeeded
 
     assert fact_versions(small) == before + 3
-    assert_exact(small)
+    assert small.differences() == {}
 
 
 def test_a_row_whose_transaction_commits_after_a_run_read_past_its_timestamp_still_arrives(small: Databases) -> None:
@@ -77,16 +54,16 @@ def test_a_row_whose_transaction_commits_after_a_run_read_past_its_timestamp_sti
     late.run("START TRANSACTION")
     late.run("UPDATE sales_order SET units_sold = 424242, last_updated = now() WHERE sales_order_id = 1")
     time.sleep(0.05)
-    sql(small, "UPDATE sales_order SET units_sold = 7, last_updated = now() WHERE sales_order_id = 2")
+    small.source_sql("UPDATE sales_order SET units_sold = 7, last_updated = now() WHERE sales_order_id = 2")
     assert small.run().succeeded  # reads sales_order 2, whose timestamp is later than the open update's
     late.run("COMMIT")
     late.close()
 
     assert small.run().succeeded
 
-    assert sql(small, "SELECT units_sold FROM fact_sales_order WHERE sales_order_id = 1 ORDER BY sales_record_id DESC "
-                      "LIMIT 1", warehouse=True) == [[424242]]  # fmt: skip
-    assert_exact(small)
+    latest = "SELECT units_sold FROM fact_sales_order WHERE sales_order_id = 1 ORDER BY sales_record_id DESC LIMIT 1"
+    assert small.warehouse_sql(latest) == [[424242]]
+    assert small.differences() == {}
 
 
 def crash_once(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, when: Callable[..., bool],
@@ -130,9 +107,13 @@ def test_a_crash_at_any_boundary_is_repaired_by_the_next_run_without_duplicates(
 ) -> None:
     assert small.run().succeeded
     before = fact_versions(small)
-    sql(small, "UPDATE sales_order SET units_sold = units_sold + 1, last_updated = now() WHERE sales_order_id <= 3")
-    sql(small, "UPDATE department SET department_name = department_name || ' (renamed)', last_updated = now() "
-               "WHERE department_id = 1")  # fmt: skip
+    small.source_sql(
+        "UPDATE sales_order SET units_sold = units_sold + 1, last_updated = now() WHERE sales_order_id <= 3"
+    )
+    small.source_sql(
+        "UPDATE department SET department_name = department_name || ' (renamed)', last_updated = now() "
+        "WHERE department_id = 1"
+    )
     owner, name, when, after = CRASH_POINTS[point]
     with monkeypatch.context() as patch:
         crash_once(patch, owner, name, when, after=after)
@@ -142,7 +123,7 @@ def test_a_crash_at_any_boundary_is_repaired_by_the_next_run_without_duplicates(
     assert small.run().succeeded
 
     assert fact_versions(small) == before + 3
-    assert_exact(small)
+    assert small.differences() == {}
 
 
 def test_a_process_killed_mid_run_loses_and_duplicates_nothing(small: Databases) -> None:
@@ -169,13 +150,15 @@ def test_a_process_killed_mid_run_loses_and_duplicates_nothing(small: Databases)
             time.sleep(0.02)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        sql(small, "UPDATE sales_order SET units_sold = units_sold + 1, last_updated = now() WHERE sales_order_id = 1")
+        small.source_sql(
+            "UPDATE sales_order SET units_sold = units_sold + 1, last_updated = now() WHERE sales_order_id = 1"
+        )
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stdout[-3000:]
 
     # Every killed run got past extracting sales_order, so each of the three changes was observed once.
-    assert fact_versions(small) == sql(small, "SELECT count(*) FROM sales_order")[0][0] + 3
-    assert_exact(small)
+    assert fact_versions(small) == small.source_sql("SELECT count(*) FROM sales_order")[0][0] + 3
+    assert small.differences() == {}
 
 
 def test_full_refresh_rereads_a_table_and_adds_no_duplicate_versions(small: Databases) -> None:
@@ -186,24 +169,24 @@ def test_full_refresh_rereads_a_table_and_adds_no_duplicate_versions(small: Data
 
     assert refreshed.succeeded
     extracted = {i.table: i.result["rows"] for i in refreshed.invocations if i.stage == "extract"}
-    assert extracted == {"sales_order": before, "staff": sql(small, "SELECT count(*) FROM staff")[0][0]}
+    assert extracted == {"sales_order": before, "staff": small.source_sql("SELECT count(*) FROM staff")[0][0]}
     assert fact_versions(small) == before
-    assert_exact(small)
+    assert small.differences() == {}
 
 
 def test_a_new_nullable_source_column_does_not_break_the_run(small: Databases) -> None:
     assert small.run().succeeded
-    sql(small, "ALTER TABLE sales_order ADD COLUMN discount_code varchar")
-    sql(small, "UPDATE sales_order SET discount_code = 'X', last_updated = now() WHERE sales_order_id = 1")
+    small.source_sql("ALTER TABLE sales_order ADD COLUMN discount_code varchar")
+    small.source_sql("UPDATE sales_order SET discount_code = 'X', last_updated = now() WHERE sales_order_id = 1")
 
     assert small.run().succeeded
-    assert_exact(small)
+    assert small.differences() == {}
 
 
 def test_a_dropped_column_the_warehouse_needs_fails_that_table_naming_table_and_column(small: Databases) -> None:
     assert small.run().succeeded
-    sql(small, "ALTER TABLE sales_order RENAME COLUMN units_sold TO quantity")
-    sql(small, "UPDATE sales_order SET last_updated = now() WHERE sales_order_id = 1")
+    small.source_sql("ALTER TABLE sales_order RENAME COLUMN units_sold TO quantity")
+    small.source_sql("UPDATE sales_order SET last_updated = now() WHERE sales_order_id = 1")
 
     outcome = small.run()
 
@@ -227,8 +210,9 @@ def test_a_runs_reads_grow_with_what_changed_not_with_the_number_of_earlier_runs
 
     def reads_of_one_run(change: bool) -> list[str]:
         if change:
-            sql(small, "UPDATE sales_order SET units_sold = units_sold + 1, last_updated = now() "
-                       "WHERE sales_order_id = 1")  # fmt: skip
+            small.source_sql(
+                "UPDATE sales_order SET units_sold = units_sold + 1, last_updated = now() WHERE sales_order_id = 1"
+            )
         reads.clear()
         assert small.run().succeeded
         return sorted(reads)

@@ -57,13 +57,9 @@ def test_the_holder_may_take_it_again_and_only_the_holder_releases_it(s3: Any) -
 
 def test_a_run_started_while_another_is_going_processes_nothing_and_says_so(databases: Databases) -> None:
     from lambdas.extract.handler import handler as extract
-    from statemachine.local import sample_data
     from statemachine.local.runner import local_pipeline
 
-    con = databases.source_con()
-    sample_data.create_schema(con)
-    sample_data.seed(con, scale=0.02)
-    con.close()
+    databases.seed(scale=0.02)
     entered, gate = threading.Event(), threading.Event()
 
     def slow_extract(event: dict[str, Any], context: Any) -> Any:

@@ -2,37 +2,41 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import pytest
-from aws_lambda_powertools import Metrics
 
-from lambdas.load.handler import record_metrics
+from lambdas.load.handler import metrics_for
 from lambdas.load.loader import LoadResult
 
 
-def test_a_fact_load_publishes_rows_lag_and_one_success(capsys: pytest.CaptureFixture[str],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
-    metrics = Metrics(namespace="TotesysEtl", service="totesys-load")
-    metrics.clear_metrics()  # Powertools shares one metric set between instances
+@pytest.fixture(autouse=True)
+def metrics_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "TotesysEtl")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "totesys-load")
+
+
+def test_a_fact_load_publishes_rows_and_lag_per_table_and_one_success_per_service() -> None:
     result = LoadResult("fact_sales_order", batches=2, staged=12, written=10, newest_change=datetime(2026, 1, 1, 12))
 
-    record_metrics(metrics, result, now=datetime(2026, 1, 1, 12, 7, 30, tzinfo=UTC))
+    now = datetime(2026, 1, 1, 12, 7, 30, tzinfo=UTC)
+    per_table, succeeded = (m.serialize_metric_set() for m in metrics_for(result, now=now))
 
-    per_table = metrics.serialize_metric_set()
     assert per_table["table"] == "fact_sales_order" and per_table["service"] == "totesys-load"
     assert per_table["RowsLoaded"] == [10.0]
     assert per_table["SourceLagSeconds"] == [450.0]
-    success = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert success["LoadsSucceeded"] == [1.0]
-    assert success["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
-    assert success["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "TotesysEtl"
+    assert per_table["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "TotesysEtl"
+    assert succeeded["LoadsSucceeded"] == [1.0]
+    assert succeeded["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
 
 
 def test_a_dimension_load_has_no_lag_metric() -> None:
-    metrics = Metrics(namespace="TotesysEtl", service="totesys-load")
-    metrics.clear_metrics()  # Powertools shares one metric set between instances
-    record_metrics(metrics, LoadResult("dim_staff", 1, 3, 3), now=datetime.now(UTC))
-    assert "SourceLagSeconds" not in metrics.serialize_metric_set()
+    per_table, _ = metrics_for(LoadResult("dim_staff", 1, 3, 3), now=datetime.now(UTC))
+    assert "SourceLagSeconds" not in per_table.serialize_metric_set()
+
+
+def test_metric_sets_of_concurrent_invocations_are_independent() -> None:
+    first, _ = metrics_for(LoadResult("dim_staff", 1, 3, 3), now=datetime.now(UTC))
+    second, _ = metrics_for(LoadResult("dim_design", 1, 5, 5), now=datetime.now(UTC))
+    assert first.serialize_metric_set()["table"] == "dim_staff"
+    assert second.serialize_metric_set()["RowsLoaded"] == [5.0]

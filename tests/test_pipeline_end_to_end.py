@@ -8,22 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from statemachine.local import sample_data
 from tests.conftest import Databases
-from tests.expected import differences
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def sample(databases: Databases) -> Databases:
-    con = databases.source_con()
-    try:
-        sample_data.create_schema(con)
-        sample_data.seed(con, scale=0.2)
-    finally:
-        con.close()
-    return databases
+    return databases.seed(scale=0.2)
 
 
 def warehouse_counts(db: Databases) -> dict[str, int]:
@@ -35,15 +27,6 @@ def warehouse_counts(db: Databases) -> dict[str, int]:
         con.close()
 
 
-def assert_warehouse_matches_source(db: Databases) -> None:
-    source, warehouse = db.source_con(), db.warehouse_con()
-    try:
-        assert differences(source, warehouse) == {}
-    finally:
-        source.close()
-        warehouse.close()
-
-
 def test_first_run_fills_every_warehouse_table_exactly_as_the_source_says(sample: Databases) -> None:
     outcome = sample.run()
     assert outcome.succeeded, outcome.cause
@@ -53,7 +36,7 @@ def test_first_run_fills_every_warehouse_table_exactly_as_the_source_says(sample
         "dim_payment_type", "dim_transaction", "fact_sales_order", "fact_purchase_order", "fact_payment",
     }  # fmt: skip
     assert all(n > 0 for n in counts.values()), counts
-    assert_warehouse_matches_source(sample)
+    assert sample.differences() == {}
 
 
 def test_second_run_with_no_source_change_adds_nothing_and_writes_no_objects(sample: Databases) -> None:
@@ -103,7 +86,7 @@ def test_changes_between_runs_add_fact_versions_and_update_dimensions(sample: Da
     finally:
         warehouse.close()
     assert staff_in_dept > 0
-    assert_warehouse_matches_source(sample)
+    assert sample.differences() == {}
 
 
 def test_local_command_exits_zero_on_success_and_non_zero_on_failure(sample: Databases, tmp_path: Path) -> None:

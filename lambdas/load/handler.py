@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.common.db import connect, database_errors, read_secret
@@ -15,25 +15,27 @@ from lambdas.common.lake import Bucket
 from lambdas.load.loader import STAGE, LoadResult, load_table
 
 logger = Logger()
-metrics = Metrics()  # namespace and service from POWERTOOLS_METRICS_NAMESPACE / POWERTOOLS_SERVICE_NAME
 
 
-def record_metrics(metrics: Metrics, result: LoadResult, *, now: datetime) -> None:
+def metrics_for(result: LoadResult, *, now: datetime) -> list[EphemeralMetrics]:
     """What the alarms and the dashboard watch: rows per table, freshness, and lag behind the source.
 
     `LoadsSucceeded` carries only the service dimension, so one alarm can say "nothing loaded for 30
-    minutes"; the source's timestamps are taken as UTC.
+    minutes"; the source's timestamps are taken as UTC. Namespace and service come from the environment
+    (POWERTOOLS_METRICS_NAMESPACE, POWERTOOLS_SERVICE_NAME). Ephemeral, per invocation: nothing is shared
+    between invocations that run at the same time in one process (as in the local runner).
     """
-    metrics.add_dimension("table", result.table)
-    metrics.add_metric("RowsLoaded", MetricUnit.Count, result.written)
+    per_table = EphemeralMetrics()
+    per_table.add_dimension("table", result.table)
+    per_table.add_metric("RowsLoaded", MetricUnit.Count, result.written)
     if result.newest_change is not None:
         lag = (now.replace(tzinfo=None) - result.newest_change).total_seconds()
-        metrics.add_metric("SourceLagSeconds", MetricUnit.Seconds, max(lag, 0.0))
-    with single_metric(name="LoadsSucceeded", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as one:
-        one.add_dimension("service", metrics.service or "totesys-load")
+        per_table.add_metric("SourceLagSeconds", MetricUnit.Seconds, max(lag, 0.0))
+    succeeded = EphemeralMetrics()
+    succeeded.add_metric("LoadsSucceeded", MetricUnit.Count, 1)
+    return [per_table, succeeded]
 
 
-@metrics.log_metrics
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = TableEvent.parse(event)
@@ -47,6 +49,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
             result = load_table(con, Bucket(env("PROCESSED_BUCKET")), request.table)
         finally:
             con.close()
-    record_metrics(metrics, result, now=datetime.now(UTC))
+    for metric_set in metrics_for(result, now=datetime.now(UTC)):
+        metric_set.flush_metrics()
     logger.info("loaded", extra=result.as_dict())
     return result.as_dict()

@@ -29,6 +29,7 @@ import boto3
 from lambdas.common.db import forget_secrets
 from statemachine import definition
 from statemachine.local.lake import LakeMirror
+from statemachine.rerun import history
 
 REGION = "eu-west-2"
 INGESTION_BUCKET = "totesys-local-ingestion"
@@ -76,6 +77,9 @@ class RunOutcome:
     @property
     def succeeded(self) -> bool:
         return self.status == "SUCCEEDED"
+
+    def __repr__(self) -> str:  # what a failing test shows first: the status and why
+        return f"RunOutcome(status={self.status!r}, error={self.error!r}, cause={self.cause!r})"
 
 
 @dataclass
@@ -199,7 +203,7 @@ class LocalPipeline:
         invocations = [i for i in self.dispatcher.invocations if i.execution_id == execution_arn]
         alerts = [(subject, body) for subject, body in _alerts() if execution_arn in body]
         return RunOutcome(described["status"], execution_arn, output, described.get("error"), described.get("cause"),
-                          _history(self.sfn, execution_arn), invocations, alerts)  # fmt: skip
+                          history(self.sfn, execution_arn), invocations, alerts)  # fmt: skip
 
 
 @contextmanager
@@ -290,14 +294,3 @@ def _alerts() -> list[tuple[str, str]]:
 
     topic = sns_backends["123456789012"][REGION].topics[os.environ["ALERT_TOPIC_ARN"]]
     return [(subject or "", message) for _, message, subject, _, _ in topic.sent_notifications]
-
-
-def _history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
-    while True:
-        page = sfn.get_execution_history(**kwargs)
-        events.extend(page["events"])
-        if not page.get("nextToken"):
-            return events
-        kwargs["nextToken"] = page["nextToken"]
