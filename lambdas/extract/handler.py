@@ -20,7 +20,8 @@ logger = Logger()
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = TableEvent.parse(event)
-    logger.append_keys(table=request.table, stage=STAGE)
+    # thread-local: in the local runner several invocations share one process
+    logger.thread_safe_append_keys(table=request.table, stage=STAGE)
     log = BatchLog(Bucket(env("INGESTION_BUCKET")), STAGE, request.table)
     lookback = timedelta(seconds=float(os.environ.get("EXTRACT_LOOKBACK_SECONDS", "900")))
     with database_errors("totesys"):

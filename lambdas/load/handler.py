@@ -39,7 +39,7 @@ def metrics_for(result: LoadResult, *, now: datetime) -> list[EphemeralMetrics]:
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = TableEvent.parse(event)
-    logger.append_keys(table=request.table, stage=STAGE)
+    logger.thread_safe_append_keys(table=request.table, stage=STAGE)
     if request.blocked_by():
         logger.warning("skipped: an input failed in this run", extra={"blocked_by": request.blocked_by()})
         return request.skipped(STAGE)
