@@ -120,10 +120,7 @@ def _table_digest(con: pg8000.native.Connection, table: str) -> str:
 
 def test_counts_are_production_volumes_and_match_the_tables(seeded: dict) -> None:
     con, counts = seeded["con"], seeded["counts"]
-    actual = {
-        table: _one(con, f"SELECT count(*) FROM {table}")
-        for table in (*BUSINESS_TABLES, "_prisma_migrations")
-    }
+    actual = {table: _one(con, f"SELECT count(*) FROM {table}") for table in (*BUSINESS_TABLES, "_prisma_migrations")}
     assert counts == actual
     fixed = {
         "address": 30,
@@ -170,9 +167,7 @@ def test_scale_multiplies_only_the_growing_tables(seeded: dict) -> None:
 # --- references -------------------------------------------------------------------------------------------
 
 
-def test_foreign_keys_are_the_contracts_and_validated(
-    seeded: dict, sample_data_fresh_database: Callable
-) -> None:
+def test_foreign_keys_are_the_contracts_and_validated(seeded: dict, sample_data_fresh_database: Callable) -> None:
     # seed() lifts the foreign keys during COPY and puts them back; they must come back exactly as created.
     empty = sample_data_fresh_database()
     sample_data.create_schema(empty)
@@ -235,9 +230,7 @@ def test_payments_follow_their_transaction_and_order(seeded: dict) -> None:
 
 def test_orders_use_designs_that_already_exist(seeded: dict) -> None:
     con = seeded["con"]
-    too_early = (
-        "SELECT count(*) FROM sales_order s JOIN design d USING (design_id) WHERE d.created_at > s.created_at"
-    )
+    too_early = "SELECT count(*) FROM sales_order s JOIN design d USING (design_id) WHERE d.created_at > s.created_at"
     assert _one(con, too_early) == 0
 
 
@@ -254,9 +247,7 @@ def test_timestamps_have_milliseconds_ties_and_later_updates(seeded: dict) -> No
             FROM {table}
         """) == [[0, 0]], table  # fmt: skip
     for table in FACT_TABLES:
-        with_ms = _one(
-            con, f"SELECT count(*) FROM {table} WHERE extract(milliseconds FROM created_at) % 1000 <> 0"
-        )
+        with_ms = _one(con, f"SELECT count(*) FROM {table} WHERE extract(milliseconds FROM created_at) % 1000 <> 0")
         assert with_ms > 0.9 * _one(con, f"SELECT count(*) FROM {table}"), table
     for table in ("sales_order", "purchase_order", "payment", "design", "address"):
         assert _one(con, f"SELECT count(*) FROM {table} WHERE last_updated > created_at") > 0, table
@@ -287,9 +278,7 @@ def test_orders_arrive_in_working_hours_from_november_2022_for_22_months(seeded:
         assert first.date() == dt.date(2022, 11, 3), table
         assert dt.date(2024, 8, 1) <= last.date() <= dt.date(2024, 9, 30), table
         assert early >= dt.time(8) and late < dt.time(19), table
-    months = con.run(
-        "SELECT date_trunc('month', created_at), count(*) FROM sales_order GROUP BY 1 ORDER BY 1"
-    )
+    months = con.run("SELECT date_trunc('month', created_at), count(*) FROM sales_order GROUP BY 1 ORDER BY 1")
     assert 21 <= len(months) <= 23
     assert all(300 <= n <= 700 for _, n in months[1:-1]), months
 
@@ -337,9 +326,7 @@ def test_awkward_but_legal_values_are_present(seeded: dict) -> None:
     assert all(email.isascii() for (email,) in con.run("SELECT email_address FROM staff"))
     prices = [
         row[0]
-        for row in con.run(
-            "SELECT unit_price FROM sales_order UNION ALL SELECT item_unit_price FROM purchase_order"
-        )
+        for row in con.run("SELECT unit_price FROM sales_order UNION ALL SELECT item_unit_price FROM purchase_order")
     ]
     assert all(price == price.quantize(Decimal("0.01")) and price > 0 for price in prices)
     exponents = {price.as_tuple().exponent for price in prices}
