@@ -111,3 +111,7 @@ def test_local_command_exits_zero_on_success_and_non_zero_on_failure(sample: Dat
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "sales_order.agreed_delivery_date" in failed.stdout
     assert "'soon'" in failed.stdout
+    assert "Re-run only these tables with:" in failed.stdout
+    rerun_line = failed.stdout.split("Re-run only these tables with:")[1].strip().splitlines()[0]
+    assert rerun_line.startswith("python -m statemachine.local run --source-dsn ")
+    assert rerun_line.endswith("--tables payment,purchase_order,sales_order")  # dim_date reads all three
