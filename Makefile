@@ -38,6 +38,10 @@ node_modules/.package-lock.json: package.json package-lock.json
 synth: install node_modules/.package-lock.json
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npx cdk synth --quiet
 
+## Throughput against the COPY floor on generated totesys (1M sales orders; ARGS="--sales-orders 100000" is quick)
+benchmark: install
+	$(PY) -m benchmarks.throughput $(ARGS)
+
 ## Stop the embedded PostgreSQL that `make run` leaves running for queries
 stop: install
 	$(PY) -m statemachine.local stop

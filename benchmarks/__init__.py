@@ -1,0 +1,1 @@
+"""Benchmarks, run by `make benchmark` and never by the test suite."""
