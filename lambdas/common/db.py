@@ -20,19 +20,31 @@ from pg8000.native import identifier
 
 from lambdas.common.errors import PipelineError, TransientError
 
-__all__ = ["connect", "credentials_from_dsn", "database_errors", "forget_secrets", "identifier", "read_secret"]
+__all__ = [
+    "connect",
+    "credentials_from_dsn",
+    "database_errors",
+    "forget_secrets",
+    "identifier",
+    "read_secret",
+    "statement_budget",
+]
 
-_SSL_MODES_WITH_TLS = {"require", "verify-ca", "verify-full"}
+
+@lru_cache(maxsize=1)
+def _secretsmanager() -> Any:
+    return boto3.client("secretsmanager")
 
 
 @lru_cache(maxsize=8)
 def _secret_string(secret_id: str) -> str:
-    return boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+    return _secretsmanager().get_secret_value(SecretId=secret_id)["SecretString"]
 
 
 def forget_secrets() -> None:
-    """Drop cached credentials (a new Lambda container would not have them either)."""
+    """Drop cached credentials and clients (a new Lambda container would not have them either)."""
     _secret_string.cache_clear()
+    _secretsmanager.cache_clear()
 
 
 def read_secret(secret_id: str) -> dict[str, Any]:
@@ -81,8 +93,15 @@ def database_errors(database: str) -> Iterator[None]:
         raise TransientError(f"{database}: connection lost: {exc}") from exc
 
 
-def connect(credentials: Mapping[str, Any], *, application_name: str = "totesys-etl") -> pg8000.native.Connection:
-    """Open a connection; failing to reach the server is transient, so the state machine retries it."""
+def connect(
+    credentials: Mapping[str, Any], *, application_name: str = "totesys-etl", statement_timeout: float = 840.0
+) -> pg8000.native.Connection:
+    """Open a connection; failing to reach the server is transient, so the state machine retries it.
+
+    The server cancels any statement that runs longer than `statement_timeout` (give it less than the
+    Lambda's remaining time, so the server rolls back rather than working on for a client that is gone);
+    the socket waits a little longer than that, so a slow statement is never mistaken for a dead connection.
+    """
     host = str(credentials["host"])
     port = int(credentials.get("port", 5432))
     options: dict[str, Any] = {
@@ -90,21 +109,41 @@ def connect(credentials: Mapping[str, Any], *, application_name: str = "totesys-
         "password": credentials.get("password") or None,
         "database": credentials.get("dbname") or "postgres",
         "application_name": application_name,
-        "timeout": 60,
+        "timeout": statement_timeout + 30,
+        "ssl_context": False,
     }
     if host.startswith("/"):
         options["unix_sock"] = f"{host}/.s.PGSQL.{port}"
     else:
         options["host"], options["port"] = host, port
-        # Production secrets carry no sslmode and get TLS; a local DSN may say "disable" or "prefer".
-        sslmode = credentials.get("sslmode", "require")
-        if sslmode in _SSL_MODES_WITH_TLS:
-            context = ssl.create_default_context()
-            if sslmode == "require":  # libpq's meaning: encrypted, certificate not checked
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            options["ssl_context"] = context
+        options["ssl_context"] = _tls(str(credentials.get("sslmode", "require")))
     try:
-        return pg8000.native.Connection(**options)
+        con = pg8000.native.Connection(**options)
     except (pg8000.native.InterfaceError, OSError) as exc:
         raise TransientError(f"cannot connect to {host}:{port}/{options['database']}: {exc}") from exc
+    con.run("SELECT set_config('statement_timeout', :ms, false)", ms=str(int(statement_timeout * 1000)))
+    return con
+
+
+def statement_budget(context: Any) -> float:
+    """Seconds a statement may take: what the Lambda has left, less a margin to roll back and report."""
+    return max(30.0, context.get_remaining_time_in_millis() / 1000 - 30)
+
+
+def _tls(sslmode: str) -> ssl.SSLContext | bool | None:
+    """libpq's sslmode in pg8000's terms. Production secrets carry none and get TLS ("require")."""
+    if sslmode == "disable":
+        return False
+    if sslmode in ("allow", "prefer"):
+        return None  # pg8000: TLS if the server offers it, unverified
+    return _tls_context(verify=sslmode in ("verify-ca", "verify-full"))
+
+
+@lru_cache(maxsize=2)
+def _tls_context(*, verify: bool) -> ssl.SSLContext:
+    """Built once per container: loading the CA store costs ~0.1 s."""
+    context = ssl.create_default_context()
+    if not verify:  # libpq's "require": encrypted, certificate not checked
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

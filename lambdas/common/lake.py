@@ -20,6 +20,7 @@ import json
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import boto3
@@ -36,12 +37,18 @@ def _is_missing(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
 
 
+@lru_cache(maxsize=1)
+def s3_client() -> Any:
+    """One client per container: creating one costs ~0.1 s, and every stage touches S3 a dozen times."""
+    return boto3.client("s3")
+
+
 class Bucket:
     """The few S3 operations the stages need, with Parquet and JSON (de)serialisation in one place."""
 
     def __init__(self, name: str, client: Any | None = None) -> None:
         self.name = name
-        self.s3 = client or boto3.client("s3")
+        self.s3 = client or s3_client()
 
     def get_json(self, key: str) -> dict[str, Any] | None:
         try:

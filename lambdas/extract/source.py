@@ -35,7 +35,6 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 WATERMARK_COLUMN = "last_updated"
 _SINCE_SETTING = "totesys_etl.since"
-_SPOOL_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,8 @@ def changed_rows(
 ) -> Iterator[Iterator[pa.RecordBatch]]:
     """Rows with last_updated >= since (all rows when since is None), streamed as Arrow record batches.
 
-    COPY writes CSV to a spooled temporary file (memory first, then disk), and Arrow parses it in blocks,
-    so memory stays bounded by the block size, not by the table.
+    COPY writes CSV to a temporary file (Lambda's /tmp), and Arrow parses it in blocks, so memory stays
+    bounded by the block size, not by the table.
     """
     names = [c.name for c in columns]
     if WATERMARK_COLUMN not in names:
@@ -87,7 +86,7 @@ def changed_rows(
     if since is not None:
         con.run("SELECT set_config(:name, :value, true)", name=_SINCE_SETTING, value=since.isoformat(sep=" "))
         select += f" WHERE {identifier(WATERMARK_COLUMN)} >= current_setting('{_SINCE_SETTING}')::timestamp"
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+    with tempfile.TemporaryFile() as spool:  # C-level buffered writes: COPY hands over one row per call
         con.run(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", stream=spool)
         spool.seek(0)
         if spool.read(1) == b"":

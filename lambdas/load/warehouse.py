@@ -9,7 +9,7 @@ the UNIQUE version key of the contract; dim_date only ever gains days.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,12 +57,19 @@ def primary_key(con: pg8000.native.Connection, table: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _csv(part: pa.Table) -> io.BytesIO:
-    """Arrow's CSV quotes every string and leaves NULL unquoted, which is how COPY tells '' from NULL."""
+_COPY_CHUNK = 1 << 20
+
+
+def _csv(part: pa.Table) -> Iterator[memoryview]:
+    """The part as CSV in 1 MiB chunks, one COPY message each (a file object would go in 8 KiB messages).
+
+    Arrow's CSV quotes every string and leaves NULL unquoted, which is how COPY tells '' from NULL.
+    """
     buffer = io.BytesIO()
     pcsv.write_csv(part, buffer, write_options=pcsv.WriteOptions(include_header=False))
-    buffer.seek(0)
-    return buffer
+    view = buffer.getbuffer()
+    for start in range(0, len(view), _COPY_CHUNK):
+        yield view[start : start + _COPY_CHUNK]
 
 
 def merge_batch(con: pg8000.native.Connection, table: str, parts: Iterable[pa.Table]) -> MergeCounts:

@@ -27,6 +27,7 @@ from unittest import mock
 import boto3
 
 from lambdas.common.db import forget_secrets
+from lambdas.common.lake import s3_client
 from statemachine import definition
 from statemachine.local.lake import LakeMirror
 from statemachine.rerun import history
@@ -220,6 +221,7 @@ def local_pipeline(
     from moto.awslambda.models import LambdaFunction
 
     forget_secrets()  # every local deployment is fresh, possibly with other databases
+    s3_client.cache_clear()
     log_path = lake_dir / "logs" / f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     mirror = LakeMirror(lake_dir, [INGESTION_BUCKET, PROCESSED_BUCKET])
