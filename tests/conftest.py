@@ -107,3 +107,16 @@ def databases(pg_admin: dict[str, Any], tmp_path: Path) -> Iterator[Databases]:
             con.run(f"DROP DATABASE IF EXISTS {pg8000.native.identifier(name)} WITH (FORCE)")
     finally:
         con.close()
+
+
+@pytest.fixture
+def awkward(databases: Databases) -> Databases:
+    """A source holding every "legal content that breaks naive pipelines" of the reference README."""
+    from tests.sources import build_awkward
+
+    con = databases.source_con()
+    try:
+        build_awkward(con)
+    finally:
+        con.close()
+    return databases

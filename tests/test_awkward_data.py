@@ -4,20 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
-
 from tests.conftest import Databases
-from tests.sources import AWKWARD_TEXT, build_awkward
-
-
-@pytest.fixture
-def awkward(databases: Databases) -> Databases:
-    con = databases.source_con()
-    try:
-        build_awkward(con)
-    finally:
-        con.close()
-    return databases
+from tests.sources import AWKWARD_TEXT
 
 
 def test_awkward_contents_reach_the_warehouse_exactly(awkward: Databases) -> None:

@@ -11,18 +11,7 @@ import pytest
 
 from lambdas.load import warehouse
 from tests.conftest import Databases
-from tests.sources import build_awkward
 from tests.test_warehouse_contract import catalogue
-
-
-@pytest.fixture
-def awkward(databases: Databases) -> Databases:
-    con = databases.source_con()
-    try:
-        build_awkward(con)
-    finally:
-        con.close()
-    return databases
 
 
 def test_the_bulk_path_loads_exactly_the_same_warehouse_and_leaves_the_constraints_as_they_were(
