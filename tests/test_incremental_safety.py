@@ -95,9 +95,9 @@ CRASH_POINTS = {
     "load: merged, warehouse transaction not committed": (
         loader, "merge_batch", lambda con, table, *_: table == "fact_sales_order", True),
     "load: warehouse committed, load cursor not": (
-        lake.BatchLog, "commit", lambda log, *_: log.stage == "load" and log.table == "fact_sales_order", False),
+        lake.ReaderState, "commit", lambda state, *_: state.table == "fact_sales_order", False),
     "load: dimension committed, its cursor not": (
-        lake.BatchLog, "commit", lambda log, *_: log.stage == "load" and log.table == "dim_staff", False),
+        lake.ReaderState, "commit", lambda state, *_: state.table == "dim_staff", False),
 }  # fmt: skip
 
 

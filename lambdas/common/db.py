@@ -24,6 +24,8 @@ __all__ = [
     "connect",
     "credentials_from_dsn",
     "database_errors",
+    "database_identity",
+    "describe_identity",
     "forget_secrets",
     "identifier",
     "read_secret",
@@ -147,3 +149,25 @@ def _tls_context(*, verify: bool) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def database_identity(con: pg8000.native.Connection) -> dict[str, Any]:
+    """Which database this is, so a lake never mixes two: the cluster's system identifier (new for every server,
+    also for a restored snapshot), the database's name and oid (new for every database created on it).
+
+    Readable by a role that may only SELECT. Where a managed service hides the system identifier, the name and
+    oid still tell databases apart on one server.
+    """
+    rows = con.run(
+        "SELECT (SELECT system_identifier::text FROM pg_control_system()), d.datname, d.oid::text "
+        "FROM pg_catalog.pg_database d WHERE d.datname = current_database()"
+    )
+    system, name, oid = rows[0]
+    return {"system_identifier": system, "database": name, "database_oid": oid}
+
+
+def describe_identity(identity: Any) -> str:
+    if not isinstance(identity, dict):
+        return "an unknown database"
+    return (f"database {identity.get('database')!r} (oid {identity.get('database_oid')}) on the server with "
+            f"system identifier {identity.get('system_identifier')}")  # fmt: skip

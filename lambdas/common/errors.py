@@ -5,6 +5,10 @@ contract with `statemachine/pipeline.asl.json`: `TransientError` is retried with
 fails the table at once (bad data does not get better by waiting).
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+
 
 class TransientError(Exception):
     """A failure that may pass on its own: a database or network connection that broke."""
@@ -16,3 +20,23 @@ class PipelineError(Exception):
 
 class UnknownTableError(PipelineError):
     """A table name that is not part of the contract or not present in the database catalogue."""
+
+
+class StateError(PipelineError):
+    """State in the lake that cannot be believed: a head, cursor, manifest or part that is missing, altered or
+    from another database. Never retried and never read as "nothing new": the message names the object, what is
+    wrong, and the repair, which rebuilds the named source tables' lake from the source."""
+
+    def __init__(self, problem: str, *, tables: Iterable[str]) -> None:
+        self.tables = sorted(set(tables))
+        super().__init__(f"{problem}. Nothing was changed. {repair_hint(self.tables)}")
+
+
+def repair_hint(tables: Iterable[str]) -> str:
+    """The one repair command, in both worlds, for these source tables."""
+    names = sorted(set(tables))
+    listed = ", ".join(f'"{t}"' for t in names)
+    return (
+        f'Repair: start the state machine with input {{"repair": true, "tables": [{listed}]}}; '
+        f"locally: python -m statemachine.local repair --tables {','.join(names)}"
+    )

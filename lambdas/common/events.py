@@ -23,6 +23,7 @@ def _results(event: dict[str, Any], key: str) -> list[dict[str, Any]]:
 class TableEvent:
     table: str
     full_refresh: bool = False
+    repair: bool = False
     execution_id: str = ""
     upstream: list[dict[str, Any]] = field(default_factory=list)  # results of the previous stage in this run
     dimensions: list[dict[str, Any]] = field(default_factory=list)  # dimension loads of this run (for facts)
@@ -31,12 +32,14 @@ class TableEvent:
     def parse(event: Any) -> TableEvent:
         if not isinstance(event, dict) or not isinstance(event.get("table"), str):
             raise PipelineError(f"expected an event like {{'table': 'sales_order'}}, got {event!r:.200}")
-        full_refresh = event.get("full_refresh", False)
-        if not isinstance(full_refresh, bool):
-            raise PipelineError(f"'full_refresh' must be true or false, got {full_refresh!r}")
+        flags = {name: event.get(name, False) for name in ("full_refresh", "repair")}
+        for name, value in flags.items():
+            if not isinstance(value, bool):
+                raise PipelineError(f"'{name}' must be true or false, got {value!r:.100}")
         return TableEvent(
             event["table"],
-            full_refresh,
+            flags["full_refresh"],
+            flags["repair"],
             str(event.get("execution_id", "")),
             _results(event, "upstream"),
             _results(event, "dimensions"),

@@ -1,9 +1,9 @@
-"""How the pipeline's data and state sit in S3: append-only batch logs with a committed head.
+"""How the pipeline's data and state sit in S3: append-only batch logs with a committed head, checked on read.
 
 Each stage writes its output as a *batch log* per table:
 
     {table}/{seq:010d}/part-{n:05d}-{token}.parquet   the rows, never overwritten (unique token)
-    {table}/{seq:010d}/_manifest.json                 the parts of batch `seq` and their row counts
+    {table}/{seq:010d}/_manifest.json                 the parts of batch `seq`, their row counts, its chain links
     _state/{stage}/{table}.json                       the head: last committed `seq` and the stage's state
 
 A batch is committed when the head names it. The head is written last, after the parts and the manifest
@@ -11,6 +11,17 @@ are durable, so a crash at any point leaves either the old head (the batch is re
 and its manifest rewritten; nobody has read it) or the new one. Readers follow `seq` from their own cursor
 up to the head with direct GETs, so their cost grows with the new batches, never with the history and
 never with an S3 listing.
+
+Nothing read here is believed unchecked (docs/guarantees.md, "State that cannot be believed"):
+- every batch has a random id and names the id of the batch before it (`prev`), and the head names the id of
+  its last batch, so a reader's cursor (seq, log, batch id) detects a head that was lost, restored or rewound
+  and a batch that was replaced: the chain from its cursor to the head must be unbroken;
+- a log is created with a head at seq 0 before its first batch, so a missing head beside existing batches is
+  an error, never a fresh start;
+- a manifest's parts must be inside its batch, exist, be Parquet, and hold the row counts the manifest says.
+A deliberate rebuild (the repair) starts a new *epoch* of the log: a new log id, and a `base` batch that holds
+the whole table. Readers on an older epoch follow it from the base batch; any other change of log id is an error.
+Any violation raises StateError, which names the object and the repair command.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -28,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
-from lambdas.common.errors import PipelineError
+from lambdas.common.errors import StateError
 
 STATE_PREFIX = "_state"
 
@@ -43,12 +54,19 @@ def s3_client() -> Any:
     return boto3.client("s3")
 
 
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 class Bucket:
     """The few S3 operations the stages need, with Parquet and JSON (de)serialisation in one place."""
 
     def __init__(self, name: str, client: Any | None = None) -> None:
         self.name = name
         self.s3 = client or s3_client()
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.name}/{key}"
 
     def get_json(self, key: str) -> dict[str, Any] | None:
         try:
@@ -75,6 +93,18 @@ class Bucket:
         return pq.read_table(io.BytesIO(body))
 
 
+def batch_prefix(table: str, seq: int) -> str:
+    return f"{table}/{seq:010d}/"
+
+
+def manifest_key(table: str, seq: int) -> str:
+    return f"{batch_prefix(table, seq)}_manifest.json"
+
+
+def head_key(stage: str, table: str) -> str:
+    return f"{STATE_PREFIX}/{stage}/{table}.json"
+
+
 @dataclass(frozen=True)
 class Batch:
     """One committed (or about to be committed) batch of a table's log."""
@@ -84,62 +114,247 @@ class Batch:
     parts: tuple[str, ...]
     rows: int
     meta: dict[str, Any] = field(default_factory=dict)
+    part_rows: tuple[int, ...] = ()
+    id: str = ""
+    log: str = ""
+    prev: str | None = None  # the id of batch seq - 1 of the same epoch; None for an epoch's first batch
 
     def manifest(self) -> dict[str, Any]:
-        return {"table": self.table, "seq": self.seq, "parts": list(self.parts), "rows": self.rows, "meta": self.meta}
+        return {"table": self.table, "seq": self.seq, "parts": list(self.parts), "part_rows": list(self.part_rows),
+                "rows": self.rows, "meta": self.meta, "id": self.id, "log": self.log, "prev": self.prev}  # fmt: skip
 
 
-def batch_prefix(table: str, seq: int) -> str:
-    return f"{table}/{seq:010d}/"
+@dataclass(frozen=True)
+class Head:
+    """A log's committed head: the last batch, the epoch it belongs to, and the stage's own state."""
+
+    seq: int = 0
+    log: str = field(default_factory=new_id)
+    base: int = 1  # the first batch of the current epoch (seq + 1 while the epoch is still empty)
+    last: str | None = None  # the id of batch `seq` when seq >= base
+    rebuilt: bool = False  # the epoch was started on purpose (the repair): readers of older epochs follow it
+    state: dict[str, Any] = field(default_factory=dict)
+    stored: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.state, "seq": self.seq, "log": self.log, "base": self.base, "last": self.last,
+                "rebuilt": self.rebuilt}  # fmt: skip
+
+    def cursor(self) -> dict[str, Any]:
+        """What a reader that has taken everything up to this head remembers."""
+        return {"seq": self.seq, "log": self.log, "batch": self.last}
 
 
-def head_key(stage: str, table: str) -> str:
-    return f"{STATE_PREFIX}/{stage}/{table}.json"
+_HEAD_FIELDS = ("seq", "log", "base", "last", "rebuilt")
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a reader has not taken yet, and the cursor to remember once it has."""
+
+    batches: list[Batch]
+    cursor: dict[str, Any]
+    restarted: bool  # the log was rebuilt: the batches start at the new epoch's base, which holds the whole table
 
 
 class BatchLog:
     """The append-only log of one table in one bucket, written by one stage."""
 
-    def __init__(self, bucket: Bucket, stage: str, table: str) -> None:
+    def __init__(self, bucket: Bucket, stage: str, table: str, *, lineage: Iterable[str] = ()) -> None:
         self.bucket, self.stage, self.table = bucket, stage, table
+        self.lineage = tuple(lineage) or (table,)  # the source tables a repair of this log re-extracts
 
-    def head(self) -> dict[str, Any]:
-        """The committed head: `seq` (0 before the first batch) and whatever state the stage keeps."""
-        return self.bucket.get_json(head_key(self.stage, self.table)) or {"seq": 0}
+    def fail(self, problem: str) -> StateError:
+        return StateError(f"{self.stage} log of {self.table}: {problem}", tables=self.lineage)
 
-    def write(self, seq: int, parts: Iterable[pa.Table], meta: dict[str, Any] | None = None) -> Batch | None:
-        """Write the parts and manifest of batch `seq`; returns None (and writes nothing) if all are empty."""
+    @property
+    def head_uri(self) -> str:
+        return self.bucket.uri(head_key(self.stage, self.table))
+
+    def head(self) -> Head:
+        """The committed head, checked; a log that was never written gets a new (not yet stored) head."""
+        raw = self.bucket.get_json(head_key(self.stage, self.table))
+        if raw is None:
+            if self.bucket.get_json(manifest_key(self.table, 1)) is not None:
+                raise self.fail(f"the head {self.head_uri} is missing, but the log has batches "
+                                f"({self.bucket.uri(manifest_key(self.table, 1))} exists)")  # fmt: skip
+            return Head()
+        return self._parse_head(raw)
+
+    def _parse_head(self, raw: Any) -> Head:
+        try:
+            seq, log, base, last, rebuilt = (raw[k] for k in _HEAD_FIELDS)
+            valid = (
+                isinstance(seq, int) and seq >= 0 and isinstance(log, str) and log != ""
+                and isinstance(base, int) and 1 <= base <= seq + 1 and isinstance(rebuilt, bool)
+                and (isinstance(last, str) if seq >= base else last is None)
+            )  # fmt: skip
+        except (KeyError, TypeError):
+            valid = False
+        if not valid:
+            raise self.fail(f"the head {self.head_uri} is not a head this version wrote "
+                            f"(seq, log, base, last, rebuilt): {json.dumps(raw, default=str)[:300]}")  # fmt: skip
+        state = {k: v for k, v in raw.items() if k not in _HEAD_FIELDS}
+        return Head(seq, log, base, last, rebuilt, state, stored=True)
+
+    def create(self, head: Head) -> None:
+        """Store a new log's head (seq 0) before its first batch, so a lost head is never a fresh start."""
+        if not head.stored:
+            self.bucket.put_json(head_key(self.stage, self.table), head.as_json())
+
+    def write(self, head: Head, parts: Iterable[pa.Table], meta: dict[str, Any] | None = None) -> Batch | None:
+        """Write the parts and manifest of batch head.seq + 1; returns None (and writes nothing) if all are empty."""
+        if not head.rebuilt:  # a repair's new epoch becomes visible only with its first batch, in commit
+            self.create(head)
+        seq = head.seq + 1
         token = uuid.uuid4().hex[:12]
         keys: list[str] = []
-        rows = 0
+        counts: list[int] = []
         for table in parts:
             if table.num_rows == 0:
                 continue
             key = f"{batch_prefix(self.table, seq)}part-{len(keys):05d}-{token}.parquet"
             self.bucket.put_parquet(key, table)
             keys.append(key)
-            rows += table.num_rows
+            counts.append(table.num_rows)
         if not keys:
             return None
-        batch = Batch(self.table, seq, tuple(keys), rows, meta or {})
-        self.bucket.put_json(f"{batch_prefix(self.table, seq)}_manifest.json", batch.manifest())
+        prev = head.last if seq > head.base else None
+        batch = Batch(self.table, seq, tuple(keys), sum(counts), meta or {}, tuple(counts), new_id(), head.log, prev)
+        self.bucket.put_json(manifest_key(self.table, seq), batch.manifest())
         return batch
 
-    def commit(self, head: dict[str, Any]) -> None:
-        """Make the head (and with it every batch up to head['seq']) visible to the next stage."""
-        self.bucket.put_json(head_key(self.stage, self.table), head)
+    def check_not_behind(self, head: Head) -> None:
+        """The batch after the next must not exist: a head that was restored or rewound would overwrite history."""
+        ahead = manifest_key(self.table, head.seq + 2)
+        if self.bucket.get_json(ahead) is not None:
+            raise self.fail(f"the head {self.head_uri} says batch {head.seq}, but {self.bucket.uri(ahead)} exists: "
+                            "the head is behind its log (restored or edited)")  # fmt: skip
 
-    def batches(self, after: int, upto: int) -> Iterator[Batch]:
-        """The committed batches after a reader's cursor, oldest first."""
-        for seq in range(after + 1, upto + 1):
-            manifest = self.bucket.get_json(f"{batch_prefix(self.table, seq)}_manifest.json")
-            if manifest is None:
-                raise PipelineError(f"{self.table}: batch {seq} is committed but its manifest is missing")
-            yield Batch(self.table, seq, tuple(manifest["parts"]), int(manifest["rows"]), manifest.get("meta", {}))
+    def commit(self, head: Head, batch: Batch | None, state: dict[str, Any]) -> Head:
+        """Make the head (and with it every batch up to it) visible to the next stage."""
+        new = replace(head, state=state) if batch is None else replace(head, seq=batch.seq, last=batch.id, state=state)
+        self.bucket.put_json(head_key(self.stage, self.table), new.as_json())
+        return replace(new, stored=True)
+
+    def last_written(self) -> int:
+        """The highest seq with a manifest (batches are numbered without gaps), in O(log n) GETs."""
+        exists = lambda seq: self.bucket.get_json(manifest_key(self.table, seq)) is not None  # noqa: E731
+        high = 1
+        while exists(high):
+            high *= 2
+        low = high // 2  # exists(low) or low == 0; not exists(high)
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if exists(middle) else (low, middle)
+        return low
+
+    def start_epoch(self, state: dict[str, Any]) -> Head:
+        """The head of a deliberate rebuild: a new log id after every batch ever written, whatever the old head says."""
+        seq = self.last_written()
+        return Head(seq=seq, base=seq + 1, last=None, rebuilt=True, state=state)
+
+    def manifest(self, seq: int, log: str) -> Batch:
+        key = manifest_key(self.table, seq)
+        raw = self.bucket.get_json(key)
+        if raw is None:
+            raise self.fail(f"batch {seq} is committed but its manifest {self.bucket.uri(key)} is missing")
+        prefix = batch_prefix(self.table, seq)
+        try:
+            counts = tuple(int(n) for n in raw["part_rows"])
+            batch = Batch(self.table, int(raw["seq"]), tuple(raw["parts"]), int(raw["rows"]), raw.get("meta") or {},
+                          counts, str(raw["id"]), str(raw["log"]), raw["prev"])  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            raise self.fail(f"the manifest {self.bucket.uri(key)} is unreadable ({exc!r})") from exc
+        problems = []
+        if batch.seq != seq or raw.get("table") != self.table:
+            problems.append(f"it describes {raw.get('table')!r} batch {batch.seq}")
+        if not batch.parts:
+            problems.append("it lists no parts")
+        if len(batch.part_rows) != len(batch.parts) or sum(batch.part_rows) != batch.rows or batch.rows <= 0:
+            problems.append(f"its part row counts {list(batch.part_rows)} do not add up to its {batch.rows} rows")
+        if any(not (isinstance(p, str) and p.startswith(prefix) and p.endswith(".parquet")) for p in batch.parts):
+            problems.append(f"it lists parts outside {prefix}")
+        if batch.log != log:
+            problems.append(f"it belongs to log {batch.log!r}, the head to {log!r}")
+        if problems:
+            raise self.fail(f"the manifest {self.bucket.uri(key)} cannot be believed: {'; '.join(problems)}")
+        return batch
+
+    def follow(self, cursor: Any) -> Reading:
+        """The committed batches after a reader's cursor, oldest first, with the chain from the cursor checked."""
+        head = self.head()
+        if cursor is None:  # a new reader, or one whose cursor was lost: the current epoch holds everything
+            start, expected, restarted = head.base, None, False
+        elif not (
+            isinstance(cursor, dict) and isinstance(cursor.get("seq"), int) and isinstance(cursor.get("log"), str)
+        ):
+            raise self.fail(f"the reader's cursor {json.dumps(cursor, default=str)[:200]} is not a cursor this version "
+                            "wrote")  # fmt: skip
+        elif cursor["log"] != head.log:
+            if not head.rebuilt:
+                raise self.fail(f"the head {self.head_uri} starts a log ({head.log}) the reader never followed "
+                                f"(it read log {cursor['log']} up to batch {cursor['seq']}); the head was lost or "
+                                "replaced")  # fmt: skip
+            start, expected, restarted = head.base, None, True
+        elif cursor["seq"] > head.seq:
+            raise self.fail(f"the reader has taken batch {cursor['seq']}, but the head {self.head_uri} says the log "
+                            f"ends at batch {head.seq}: the head went back (restored or edited)")  # fmt: skip
+        elif cursor["seq"] < head.base - 1:
+            raise self.fail(f"the reader's cursor (batch {cursor['seq']}) is before the start of its own epoch "
+                            f"(batch {head.base}) in {self.head_uri}")  # fmt: skip
+        else:
+            start, expected, restarted = cursor["seq"] + 1, cursor.get("batch"), False
+        batches = []
+        for seq in range(start, head.seq + 1):
+            batch = self.manifest(seq, head.log)
+            if batch.prev != (expected if seq > head.base else None):
+                raise self.fail(f"batch {seq} ({self.bucket.uri(manifest_key(self.table, seq))}) does not follow "
+                                f"the batch the reader took before it: it was replaced")  # fmt: skip
+            batches.append(batch)
+            expected = batch.id
+        if expected != head.last:
+            raise self.fail(f"the head {self.head_uri} names batch {head.last} as batch {head.seq}, but the reader "
+                            f"took {expected}: batch {head.seq} was replaced")  # fmt: skip
+        return Reading(batches, head.cursor(), restarted)
 
     def read(self, batch: Batch) -> Iterator[pa.Table]:
-        for key in batch.parts:
-            yield self.bucket.get_parquet(key)
+        """The parts of a batch, each checked against the row count its manifest promised."""
+        for key, rows in zip(batch.parts, batch.part_rows, strict=True):
+            try:
+                table = self.bucket.get_parquet(key)
+            except ClientError as error:
+                if _is_missing(error):
+                    raise self.fail(f"batch {batch.seq} lists {self.bucket.uri(key)}, which is missing") from error
+                raise
+            except (pa.ArrowException, OSError) as error:
+                raise self.fail(f"{self.bucket.uri(key)} is not readable Parquet ({error})") from error
+            if table.num_rows != rows:
+                raise self.fail(f"{self.bucket.uri(key)} holds {table.num_rows} rows; its manifest says {rows}")
+            yield table
+
+
+class ReaderState:
+    """A reader's own state beside the log it reads (the load's cursor and warehouse): one JSON object, written
+    after the reader's work is durable, so a lost write only means the same batches are taken again."""
+
+    def __init__(self, bucket: Bucket, stage: str, table: str, *, lineage: Iterable[str] = ()) -> None:
+        self.bucket, self.stage, self.table = bucket, stage, table
+        self.lineage = tuple(lineage) or (table,)
+
+    @property
+    def key(self) -> str:
+        return head_key(self.stage, self.table)
+
+    def read(self) -> dict[str, Any] | None:
+        raw = self.bucket.get_json(self.key)
+        if raw is not None and not isinstance(raw, dict):
+            raise StateError(f"{self.stage} state of {self.table}: {self.bucket.uri(self.key)} is not a JSON object",
+                             tables=self.lineage)  # fmt: skip
+        return raw
+
+    def commit(self, state: dict[str, Any]) -> None:
+        self.bucket.put_json(self.key, state)
 
 
 def concat(tables: Iterable[pa.Table]) -> pa.Table | None:

@@ -3,22 +3,29 @@
 The order of writes is the safety argument: Parquet parts, then the manifest, then the head that holds
 the watermark. Until the head is written nothing downstream sees the batch, and a retry re-reads the
 same window, so a crash anywhere loses nothing.
+
+The head is checked before it is believed: it must come from this source database, must not be behind its
+log, and its watermark must be neither later than the source's clock nor later than the newest row the
+window finds. A repair ignores the head: it reads the whole table into a new epoch of the log (see lake.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
 
 import pg8000.native
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from lambdas.common.db import database_identity, describe_identity
 from lambdas.common.errors import PipelineError
 from lambdas.common.events import SUCCEEDED
-from lambdas.common.lake import BatchLog
+from lambdas.common.lake import BatchLog, Head
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
-from lambdas.extract.source import changed_rows, snapshot, table_columns
+from lambdas.extract.source import changed_rows, snapshot, source_clock, table_columns
 from lambdas.extract.watermark import Watermark, advance, drop_seen, version_keys
 
 STAGE = "extract"
@@ -30,10 +37,48 @@ class ExtractResult:
     rows: int
     batch: int | None
     watermark: str | None
+    repaired: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "rows": self.rows, "batch": self.batch,
-                "watermark": self.watermark}  # fmt: skip
+                "watermark": self.watermark, **({"repaired": True} if self.repaired else {})}  # fmt: skip
+
+
+def checked_head(log: BatchLog, identity: dict[str, Any]) -> tuple[Head, Watermark]:
+    """The head and its watermark, refused when they describe another database or cannot be parsed."""
+    head = log.head()
+    if not head.stored:
+        return replace(head, state={"source": identity}), Watermark.empty()
+    if head.state.get("source") != identity:
+        raise log.fail(
+            f"this lake was extracted from {describe_identity(head.state.get('source'))}, but the source now is "
+            f"{describe_identity(identity)} ({log.head_uri}). A lake belongs to one source: point this source at a "
+            "new lake (another --lake-dir or ingestion bucket), or rebuild this lake from it"
+        )
+    try:
+        return head, Watermark.from_state(head.state)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise log.fail(f"the watermark in {log.head_uri} is unreadable ({exc!r})") from exc
+
+
+def check_watermark(log: BatchLog, watermark: Watermark, clock: datetime) -> None:
+    if watermark.value is not None and watermark.value > clock:
+        raise log.fail(
+            f"the watermark {watermark.value.isoformat()} in {log.head_uri} is later than the source's clock "
+            f"({clock.isoformat()}): every change before it would be skipped (edited state, or a source whose clock "
+            "went back)"
+        )
+
+
+def check_window(log: BatchLog, watermark: Watermark, newest: datetime | None) -> None:
+    """The rows at the watermark are re-read by every window (they can only move later), so a window whose newest
+    row is older than the watermark means the watermark is not this table's."""
+    if watermark.value is not None and (newest is None or newest < watermark.value):
+        raise log.fail(
+            f"the watermark {watermark.value.isoformat()} in {log.head_uri} is later than the newest row of the "
+            f"source table ({newest.isoformat() if newest else 'none since the lookback'}): the state is not this "
+            "table's, or its newest rows were deleted upstream"
+        )
 
 
 def extract_table(
@@ -41,15 +86,22 @@ def extract_table(
     log: BatchLog,
     *,
     full_refresh: bool = False,
+    repair: bool = False,
     lookback: timedelta = timedelta(minutes=15),
     part_rows: int = 500_000,
 ) -> ExtractResult:
     """Extract one table's new row versions into its batch log and advance its watermark."""
     table = require_source_table(log.table)
     primary_key = PRIMARY_KEYS[table]
-    head = log.head()
-    previous = Watermark.from_state(head)
-    since = None if full_refresh else previous.window_start(lookback)
+    identity = database_identity(con)
+    if repair:
+        previous = Watermark.empty()
+        head = log.start_epoch({"source": identity})
+    else:
+        head, previous = checked_head(log, identity)
+        log.check_not_behind(head)
+    whole = full_refresh or repair
+    since = None if whole else previous.window_start(lookback)
     window_keys: list[pa.Table] = []
 
     def parts(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
@@ -58,7 +110,7 @@ def extract_table(
         for record_batch in batches:
             chunk = pa.Table.from_batches([record_batch])
             window_keys.append(version_keys(chunk, primary_key))
-            if not full_refresh:
+            if not whole:
                 chunk = drop_seen(chunk, primary_key, previous.seen)
             pending.append(chunk)
             pending_rows += chunk.num_rows
@@ -69,15 +121,24 @@ def extract_table(
             yield pa.concat_tables(pending)
 
     with snapshot(con):
+        clock = source_clock(con)
+        if not whole:
+            check_watermark(log, previous, clock)
         columns = table_columns(con, table)
         if primary_key not in {c.name for c in columns}:
             raise PipelineError(f"{table}: primary key column {primary_key!r} is missing from the source")
         with changed_rows(con, table, columns, since) as batches:
-            batch = log.write(head["seq"] + 1, parts(batches), {"since": since.isoformat() if since else None})
+            meta = {"since": since.isoformat() if since else None, **({"repair": True} if repair else {})}
+            batch = log.write(head, parts(batches), meta)
 
-    if batch is None:
-        return ExtractResult(table, 0, None, head.get("watermark"))
-    keys = pa.concat_tables(window_keys)
-    watermark = advance(previous, keys, lookback)
-    log.commit({"seq": batch.seq, **watermark.to_state(), "lookback_seconds": lookback.total_seconds()})
-    return ExtractResult(table, batch.rows, batch.seq, watermark.to_state()["watermark"])
+    keys = pa.concat_tables(window_keys) if window_keys else None
+    if not whole:
+        check_window(log, previous, pc.max(keys["last_updated"]).as_py() if keys is not None else None)
+    if batch is None and not repair:
+        return ExtractResult(table, 0, None, head.state.get("watermark"))
+    start = Watermark.empty() if whole else previous
+    watermark = advance(start, keys, lookback, clock) if keys is not None else previous
+    state = {"source": identity, **watermark.to_state(), "lookback_seconds": lookback.total_seconds()}
+    log.commit(head, batch, state)
+    return ExtractResult(table, batch.rows if batch else 0, batch.seq if batch else None,
+                         watermark.to_state()["watermark"], repair)  # fmt: skip

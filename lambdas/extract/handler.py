@@ -28,7 +28,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         con = connect(read_secret(env("TOTESYS_SECRET_ID")), application_name="totesys-etl-extract",
                       statement_timeout=statement_budget(context))  # fmt: skip
         try:
-            result = extract_table(con, log, full_refresh=request.full_refresh, lookback=lookback)
+            result = extract_table(
+                con, log, full_refresh=request.full_refresh, repair=request.repair, lookback=lookback
+            )
         finally:
             con.close()
     logger.info("extracted", extra=result.as_dict())

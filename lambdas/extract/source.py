@@ -110,6 +110,11 @@ def changed_rows(
         yield iter(reader)
 
 
+def source_clock(con: pg8000.native.Connection) -> datetime:
+    """The source's own clock, as the start of the snapshot's transaction, in the type of last_updated."""
+    return con.run("SELECT localtimestamp")[0][0]
+
+
 @contextmanager
 def snapshot(con: pg8000.native.Connection) -> Iterator[None]:
     """One consistent, read-only view of the table for the catalogue read and the COPY."""

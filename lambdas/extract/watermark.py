@@ -78,11 +78,13 @@ def drop_seen(batch: pa.Table, primary_key: str, seen: pa.Table) -> pa.Table:
     return batch.take(pc.take(rows, pc.sort_indices(rows)))
 
 
-def advance(previous: Watermark, window_keys: pa.Table, lookback: timedelta) -> Watermark:
-    """The next watermark from the versions the window read (seen or new): max last_updated, from the data."""
+def advance(previous: Watermark, window_keys: pa.Table, lookback: timedelta, clock: datetime) -> Watermark:
+    """The next watermark from the versions the window read (seen or new): max last_updated, from the data, but
+    never later than the source's clock at the read. Rows stamped in the future (a skewed application clock) are
+    then re-read by every window and dropped as seen, instead of pushing the watermark past every row to come."""
     if window_keys.num_rows == 0:
         return previous
-    top = pc.max(window_keys["last_updated"]).as_py()
+    top = min(pc.max(window_keys["last_updated"]).as_py(), clock)
     value = top if previous.value is None else max(previous.value, top)
     start = pa.scalar(value - lookback, _TS)
     recent = window_keys.filter(pc.greater_equal(window_keys["last_updated"], start))

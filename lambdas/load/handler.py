@@ -47,7 +47,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         con = connect(read_secret(env("WAREHOUSE_SECRET_ID")), application_name="totesys-etl-load",
                       statement_timeout=statement_budget(context))  # fmt: skip
         try:
-            result = load_table(con, Bucket(env("PROCESSED_BUCKET")), request.table)
+            result = load_table(con, Bucket(env("PROCESSED_BUCKET")), request.table, repair=request.repair)
         finally:
             con.close()
     for metric_set in metrics_for(result, now=datetime.now(UTC)):

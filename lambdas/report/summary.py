@@ -58,13 +58,16 @@ def rerun_input(found: list[Failure], options: dict[str, Any]) -> dict[str, Any]
         wanted |= {failure.table} if failure.stage == "extract" else set(TRANSFORM_INPUTS.get(failure.table, ()))
     tables = [t for t in SOURCE_TABLES if t in wanted]
     result: dict[str, Any] = {"tables": tables}
-    if options.get("full_refresh"):
+    if options.get("repair") or any(f.error == "StateError" for f in found):
+        result["repair"] = True  # state that cannot be believed is rebuilt from the source, not re-read
+    elif options.get("full_refresh"):
         result["full_refresh"] = True
     return result
 
 
 def local_command(rerun: dict[str, Any]) -> str:
-    command = f"python -m statemachine.local run --tables {','.join(rerun['tables'])}"
+    verb = "repair" if rerun.get("repair") else "run"
+    command = f"python -m statemachine.local {verb} --tables {','.join(rerun['tables'])}"
     return command + (" --full-refresh" if rerun.get("full_refresh") else "")
 
 

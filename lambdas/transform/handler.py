@@ -21,7 +21,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     if request.blocked_by():
         logger.warning("skipped: an input failed in this run", extra={"blocked_by": request.blocked_by()})
         return request.skipped(STAGE)
-    result = transform_table(Bucket(env("INGESTION_BUCKET")), Bucket(env("PROCESSED_BUCKET")), request.table)
+    result = transform_table(
+        Bucket(env("INGESTION_BUCKET")), Bucket(env("PROCESSED_BUCKET")), request.table, repair=request.repair
+    )
     for warning in result.warnings:
         logger.warning(warning)
     logger.info("transformed", extra=result.as_dict())

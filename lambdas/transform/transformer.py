@@ -13,9 +13,11 @@ from datetime import date
 from typing import Any
 
 import pyarrow as pa
+from botocore.exceptions import ClientError
 
+from lambdas.common.errors import StateError
 from lambdas.common.events import SUCCEEDED
-from lambdas.common.lake import BatchLog, Bucket, concat
+from lambdas.common.lake import BatchLog, Bucket, Head, concat
 from lambdas.common.tables import PRIMARY_KEYS, TRANSFORM_INPUTS, require_warehouse_table
 from lambdas.transform import dates, dimensions, facts
 from lambdas.transform.columns import keep_last
@@ -58,12 +60,15 @@ class TransformResult:
 class NewInput:
     """The ingestion batches of one source table that this warehouse table has not consumed yet."""
 
-    def __init__(self, ingestion: Bucket, source: str, after: int) -> None:
+    def __init__(self, ingestion: Bucket, source: str, cursor: Any) -> None:
         self.log = BatchLog(ingestion, EXTRACT_STAGE, source)
-        self.source, self.after = source, after
-        self.upto = int(self.log.head()["seq"])
-        self.batches = list(self.log.batches(after, self.upto))
+        self.source = source
+        reading = self.log.follow(cursor)
+        self.batches, self.cursor, self.restarted = reading.batches, reading.cursor, reading.restarted
         self.rows = sum(b.rows for b in self.batches)
+
+    def span(self) -> list[int]:
+        return [self.batches[0].seq, self.batches[-1].seq] if self.batches else []
 
     def parts(self) -> Iterator[pa.Table]:
         for batch in self.batches:
@@ -73,19 +78,37 @@ class NewInput:
         return concat(self.parts())
 
 
-def transform_table(ingestion: Bucket, processed: Bucket, table: str) -> TransformResult:
-    """Transform whatever is new for `table` and commit it as the next batch of its processed log."""
+def _own_head(log: BatchLog, *, repair: bool) -> Head:
+    """The transform's head; a repair replaces one that cannot be believed with a new epoch read from scratch."""
+    try:
+        return log.head()
+    except StateError:
+        if not repair:
+            raise
+        return log.start_epoch({})
+
+
+def transform_table(ingestion: Bucket, processed: Bucket, table: str, *, repair: bool = False) -> TransformResult:
+    """Transform whatever is new for `table` and commit it as the next batch of its processed log.
+
+    When an input was rebuilt (a repair started a new epoch of its log), this table's output starts a new epoch
+    too, holding the whole table, so the load never needs a batch written before the repair.
+    """
     table = require_warehouse_table(table)
-    log = BatchLog(processed, STAGE, table)
-    head = log.head()
-    cursors: dict[str, int] = head.get("cursors", {})
-    inputs = {src: NewInput(ingestion, src, int(cursors.get(src, 0))) for src in TRANSFORM_INPUTS[table]}
-    if not any(i.batches for i in inputs.values()):
+    log = BatchLog(processed, STAGE, table, lineage=TRANSFORM_INPUTS[table])
+    head = _own_head(log, repair=repair)
+    cursors: dict[str, Any] = head.state.get("cursors", {})
+    state: dict[str, Any] = {k: v for k, v in head.state.items() if k != "cursors"}
+    inputs = {src: NewInput(ingestion, src, cursors.get(src)) for src in TRANSFORM_INPUTS[table]}
+    restarted = sorted(src for src, i in inputs.items() if i.restarted)
+    if restarted and head.stored:
+        head = log.start_epoch(head.state)
+    whole = head.rebuilt and not head.stored  # this batch starts a new epoch, so it holds the whole table
+    if not whole and not any(i.batches for i in inputs.values()):
         return TransformResult(table, 0, None)
 
-    seq = int(head["seq"]) + 1
+    seq = head.seq + 1
     warnings: list[str] = []
-    state: dict[str, Any] = {k: v for k, v in head.items() if k not in ("seq", "cursors")}
     if table in FACT_BUILDERS:
         (only,) = inputs.values()
         parts: Iterator[pa.Table] = map(FACT_BUILDERS[table], only.parts())
@@ -98,20 +121,30 @@ def transform_table(ingestion: Bucket, processed: Bucket, table: str) -> Transfo
             ]
         parts = iter([built])
     elif table in JOINED_DIMENSIONS:
-        parts = iter([_joined_dimension(processed, table, seq, inputs, state)])
+        parts = iter([_joined_dimension(processed, log, seq, inputs, state, whole=whole)])
     else:
-        parts = iter(_dates(inputs, state))
+        parts = iter(_dates(inputs, state, whole=whole))
 
-    batch = log.write(seq, parts, {"inputs": {s: [i.after + 1, i.upto] for s, i in inputs.items()}})
-    log.commit({"seq": batch.seq if batch else head["seq"], "cursors": {s: i.upto for s, i in inputs.items()}, **state})
+    meta = {"inputs": {s: i.span() for s, i in inputs.items()}, **({"rebuilt_from": restarted} if restarted else {})}
+    batch = log.write(head, parts, meta)
+    log.commit(head, batch, {"cursors": {s: i.cursor for s, i in inputs.items()}, **state})
     return TransformResult(table, batch.rows if batch else 0, batch.seq if batch else None,
                            {s: i.rows for s, i in inputs.items()}, warnings)  # fmt: skip
 
 
+def _current(processed: Bucket, log: BatchLog, key: str) -> pa.Table:
+    try:
+        return processed.get_parquet(key)
+    except (ClientError, pa.ArrowException, OSError) as error:
+        raise log.fail(f"its current snapshot {processed.uri(key)} cannot be read ({error})") from error
+
+
 def _joined_dimension(
-    processed: Bucket, table: str, seq: int, inputs: dict[str, NewInput], state: dict[str, Any]
+    processed: Bucket, log: BatchLog, seq: int, inputs: dict[str, NewInput], state: dict[str, Any], *, whole: bool
 ) -> pa.Table:
-    """Bring the current state of both sides up to date, then rebuild the rows either side touched."""
+    """Bring the current state of both sides up to date, then rebuild the rows either side touched (all of them
+    when the output starts a new epoch). A side whose log was rebuilt is replaced, not merged."""
+    table = log.table
     main, linked = TRANSFORM_INPUTS[table]
     current_keys: dict[str, str] = dict(state.get("current", {}))
     current: dict[str, pa.Table] = {}
@@ -119,24 +152,29 @@ def _joined_dimension(
     for source in (main, linked):
         key = PRIMARY_KEYS[source]
         new = inputs[source].table()
-        before = processed.get_parquet(current_keys[source]) if source in current_keys else None
+        keep = source in current_keys and not inputs[source].restarted
+        before = _current(processed, log, current_keys[source]) if keep else None
         changed[source] = new[key].combine_chunks() if new is not None else pa.array([], pa.int32())
         merged = concat([t for t in (before, new) if t is not None])
         current[source] = keep_last(merged, key) if merged is not None else pa.table({key: pa.array([], pa.int32())})
-        if new is not None:
+        if new is not None or inputs[source].restarted:
             current_keys[source] = f"_current/{table}/{source}/{seq:010d}.parquet"
             processed.put_parquet(current_keys[source], current[source])
     state["current"] = current_keys
     if linked not in current_keys or main not in current_keys:
         return pa.table({})  # one side has never been extracted: nothing can be joined yet
+    if whole:
+        changed[main] = current[main][PRIMARY_KEYS[main]].combine_chunks()
     return JOINED_DIMENSIONS[table](current[main], current[linked], changed[main], changed[linked])
 
 
-def _dates(inputs: dict[str, NewInput], state: dict[str, Any]) -> list[pa.Table]:
-    """Grow the covered range of dim_date to the dates the new fact rows reference."""
+def _dates(inputs: dict[str, NewInput], state: dict[str, Any], *, whole: bool) -> list[pa.Table]:
+    """Grow the covered range of dim_date to the dates the new fact rows reference (all of it in a new epoch)."""
     columns = [col for i in inputs.values() for part in i.parts() for col in facts.referenced_dates(part, i.source)]
     known = state.get("date_range")
     covered, added = dates.grow(tuple(date.fromisoformat(d) for d in known) if known else None, dates.span(columns))
     if covered is not None:
         state["date_range"] = [covered[0].isoformat(), covered[1].isoformat()]
+    if whole and covered is not None:
+        return [dates.calendar(*covered)]
     return [dates.calendar(first, last) for first, last in added]

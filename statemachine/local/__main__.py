@@ -15,18 +15,26 @@ from typing import Any
 from lambdas.common.db import credentials_from_dsn
 from lambdas.common.tables import SOURCE_TABLES
 
+RUN_COMMANDS = {
+    "run": "execute pipeline.asl.json once, locally",
+    "repair": "rebuild the chosen tables' lake from the source (new epoch) and bring the warehouse up to date; "
+    "the fix for state that cannot be believed (docs/operations.md)",
+    "reconcile": "compare each chosen source table with what the pipeline has taken, per key range, and feed "
+    "the differences through the normal stages (docs/operations.md)",
+}
 EXIT_BUSY = 75  # EX_TEMPFAIL: nothing ran; try again when the other run has finished
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m statemachine.local", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="execute pipeline.asl.json once, locally")
-    run.add_argument("--source-dsn", help="totesys as a libpq URI (default: embedded, seeded sample data)")
-    run.add_argument("--warehouse-dsn", help="the warehouse as a libpq URI (default: embedded)")
-    run.add_argument("--lake-dir", type=Path, default=Path(".local"), help="buckets, state, logs (default .local/)")
-    run.add_argument("--tables", help="comma-separated source tables to extract (default: all 11)")
-    run.add_argument("--full-refresh", action="store_true", help="re-read the chosen tables completely")
+    for name, text in RUN_COMMANDS.items():
+        run = commands.add_parser(name, help=text, description=text)
+        run.add_argument("--source-dsn", help="totesys as a libpq URI (default: embedded, seeded sample data)")
+        run.add_argument("--warehouse-dsn", help="the warehouse as a libpq URI (default: embedded)")
+        run.add_argument("--lake-dir", type=Path, default=Path(".local"), help="buckets, state, logs (default .local/)")
+        run.add_argument("--tables", help="comma-separated source tables (default: all 11)")
+        run.add_argument("--full-refresh", action="store_true", help="re-read the chosen tables completely")
     stop = commands.add_parser("stop", help="stop the embedded PostgreSQL a run left running")
     stop.add_argument("--lake-dir", type=Path, default=Path(".local"))
     return parser
@@ -104,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             execution_input["tables"] = tables
         if args.full_refresh:
             execution_input["full_refresh"] = True
+        if args.command in ("repair", "reconcile"):
+            execution_input[args.command] = True
         print("Running statemachine/pipeline.asl.json …", flush=True)
         outcome = runner.run(
             source=source,

@@ -54,10 +54,14 @@ class LakeMirror:
                     if self._written.get((bucket, key)) != obj.etag:
                         pending.append((key.startswith(f"{STATE_PREFIX}/"), bucket, key, obj))
             for _, bucket, key, obj in sorted(pending, key=lambda p: p[0]):
+                try:
+                    value = obj.value
+                except ValueError:  # overwritten by another invocation meanwhile; its own flush writes the new one
+                    continue
                 path = self.root / bucket / key
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(path.name + ".tmp")
-                tmp.write_bytes(obj.value)
+                tmp.write_bytes(value)
                 os.replace(tmp, path)
                 self._written[(bucket, key)] = obj.etag
             return len(pending)
