@@ -7,6 +7,7 @@ fails the table at once (bad data does not get better by waiting).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 
@@ -30,6 +31,15 @@ class StateError(PipelineError):
     def __init__(self, problem: str, *, tables: Iterable[str]) -> None:
         self.tables = sorted(set(tables))
         super().__init__(f"{problem}. Nothing was changed. {repair_hint(self.tables)}")
+
+
+_REPAIR_TABLES = re.compile(r"python -m statemachine\.local repair --tables ([a-z_,]+)")
+
+
+def repair_tables(message: str) -> list[str]:
+    """The tables a StateError's message (as Step Functions carries it: text only) says to repair."""
+    found = _REPAIR_TABLES.search(message)
+    return found.group(1).split(",") if found else []
 
 
 def repair_hint(tables: Iterable[str]) -> str:

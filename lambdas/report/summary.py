@@ -10,6 +10,7 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lambdas.common.errors import repair_tables
 from lambdas.common.events import FAILED, SKIPPED
 from lambdas.common.tables import SOURCE_TABLES, TRANSFORM_INPUTS
 
@@ -53,12 +54,18 @@ def rerun_input(found: list[Failure], options: dict[str, Any]) -> dict[str, Any]
     Transforms and loads follow cursors, so they always finish whatever earlier runs left; re-running a
     warehouse table therefore means re-running the extract of its sources.
     """
+    repair = bool(options.get("repair")) or any(f.error == "StateError" for f in found)
     wanted = set()
     for failure in found:
-        wanted |= {failure.table} if failure.stage == "extract" else set(TRANSFORM_INPUTS.get(failure.table, ()))
+        if failure.error == "StateError":
+            wanted |= set(repair_tables(failure.message))  # what cannot be believed, not all its neighbours
+        elif failure.stage == "extract":
+            wanted.add(failure.table)
+        elif not (repair and failure.status == SKIPPED):  # a repair re-reads whole tables: only what failed
+            wanted |= set(TRANSFORM_INPUTS.get(failure.table, ()))
     tables = [t for t in SOURCE_TABLES if t in wanted]
     result: dict[str, Any] = {"tables": tables}
-    if options.get("repair") or any(f.error == "StateError" for f in found):
+    if repair:
         result["repair"] = True  # state that cannot be believed is rebuilt from the source, not re-read
     elif options.get("full_refresh"):
         result["full_refresh"] = True

@@ -1,9 +1,10 @@
 """The local stand-in for S3 persistence: moto's buckets mirrored to a directory a person can open.
 
 moto keeps objects in memory, so the runner loads `<lake>/<bucket>/<key>` into moto before a run and
-writes new or changed objects back after every Lambda invocation. State objects (`_state/...`) are
-written after data objects, and each file is written to a temporary name and renamed, so a run killed
-mid-flush leaves the lake as consistent as S3 would be: a head never points at data that is not there.
+writes new or changed objects back after every Lambda invocation, in the order S3 received them (a state
+object last among writes of the same instant), and each file is written to a temporary name and renamed, so
+a run killed mid-flush leaves the lake as consistent as S3 would be: a head never points at data that is not
+there, and a log's first head is there before its first batch.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class LakeMirror:
             for bucket in self.buckets:
                 for key, obj in list(self._objects(bucket).items()):
                     if self._written.get((bucket, key)) != obj.etag:
-                        pending.append((key.startswith(f"{STATE_PREFIX}/"), bucket, key, obj))
+                        pending.append(((obj.last_modified, key.startswith(f"{STATE_PREFIX}/")), bucket, key, obj))
             for _, bucket, key, obj in sorted(pending, key=lambda p: p[0]):
                 try:
                     value = obj.value
