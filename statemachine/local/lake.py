@@ -57,8 +57,8 @@ class LakeMirror:
             for _, bucket, key, obj in sorted(pending, key=lambda p: p[0]):
                 try:
                     value = obj.value
-                except ValueError:  # overwritten by another invocation meanwhile; its own flush writes the new one
-                    continue
+                except ValueError:  # overwritten meanwhile: stop here, so nothing later is written before it;
+                    break  # the writer's own flush, at the end of its invocation, writes the rest in order
                 path = self.root / bucket / key
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(path.name + ".tmp")
