@@ -14,6 +14,7 @@ from datetime import date, datetime
 
 import pg8000.native
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from lambdas.common.db import connect
@@ -79,6 +80,7 @@ def assert_no_drift(outcome: Reconciliation) -> None:
         "ranges_differing": 0,
         "source_rows_read": 0,
         "rows_changed": 0,
+        "rows_changed_quietly": 0,
         "rows_missing": 0,
         "rows_deleted": 0,
         "deleted_keys_sample": [],
@@ -117,8 +119,11 @@ def test_a_lake_holding_older_versions_before_the_latest_one_still_reconciles(aw
     awkward.source_sql("UPDATE staff SET first_name = first_name || '!', last_updated = now() WHERE staff_id <= 3")
     after = lake_of(awkward, "staff")
     assert_no_drift(reconciled(awkward, "staff", pa.concat_tables([before, after])))
-    # the order of observation decides which version is the lake's: the old one last means drift
-    assert reconciled(awkward, "staff", pa.concat_tables([after, before])).result.rows_changed == 3
+    # the order of observation decides which version is the lake's: the old one last means drift, and the
+    # source's versions are newer ones (their last_updated moved), not quiet changes
+    stale = reconciled(awkward, "staff", pa.concat_tables([after, before]))
+    assert (stale.result.rows_changed, stale.result.rows_changed_quietly) == (3, 0)
+    assert stale.drift.rows["staff_id"].to_pylist() == [1, 2, 3]
 
 
 # --- what drift is found, and how it comes back -----------------------------------------------------------------
@@ -135,6 +140,7 @@ def test_an_update_that_leaves_last_updated_alone_is_found_in_one_range_and_come
     assert outcome.result.ranges_differing == 1
     assert outcome.result.source_rows_read == RANGE  # only design_id 4..7 was re-read
     assert (outcome.result.rows_changed, outcome.result.rows_missing, outcome.result.rows_deleted) == (1, 0, 0)
+    assert outcome.drift.quiet_keys.to_pylist() == [6]  # same last_updated: a fact would not take it as new
     assert outcome.drift.rows.schema == lake.schema  # ready to be written as an ingestion batch
     changed = outcome.drift.rows.to_pylist()
     assert [(r["design_id"], r["file_location"], r["last_updated"]) for r in changed] == [(6, '/moved, "quietly"', T0)]
@@ -266,47 +272,53 @@ def test_every_type_the_lake_stores_digests_identically_on_both_sides(databases:
     assert_no_drift(reconciled(databases, "typed", lake))
 
 
-@pytest.mark.parametrize(
-    ("key", "change", "column", "value"),
-    [
-        (-9, "f8 = CAST('0.10000000000000002' AS float8)", "f8", 0.10000000000000002),  # the next float8 after 0.1
-        (-1, "f8 = 0", "f8", 0.0),  # -0 -> 0
-        (-1, "f4 = 0", "f4", 0.0),
-        (1, "f8 = 'NaN'", "f8", "nan"),
-        (-9, "f4 = CAST('0.1' AS float8)", "f4", 0.10000000149011612),  # float8 0.1 rounded to float4: the same
-        (-9, "amount = CAST('-0.0000000000000000000010' AS numeric)", "amount", "-0.0000000000000000000010"),
-        (-1, "moment = moment + interval '1 microsecond'", "moment", datetime(1970, 1, 1)),
-        (-9, "day = CAST('0001-01-02' AS date)", "day", date(1, 1, 2)),
-        (-9, "flag = true", "flag", True),
-        (-1, "zoned = zoned + interval '1 microsecond'", "zoned", None),
-        (-1, "label = ''", "label", ""),  # NULL -> ''
-        (-9, "label = NULL", "label", None),  # '' -> NULL
-        (2, "big = big - 1", "big", 0),
-    ],
-)
-def test_a_one_step_change_of_any_type_is_drift(
-    databases: Databases, key: int, change: str, column: str, value: object
-) -> None:
+# (key, change, column, the value the re-read row must carry): each one step away from what the lake holds
+ONE_STEP_CHANGES = [
+    (-9, "f8 = CAST('0.10000000000000002' AS float8)", "f8", 0.10000000000000002),  # the next float8 after 0.1
+    (-1, "f8 = 0", "f8", 0.0),  # -0 -> 0
+    (-1, "f4 = 0", "f4", 0.0),
+    (1, "f8 = 'NaN'", "f8", math.nan),
+    (-9, "amount = CAST('-0.0000000000000000000010' AS numeric)", "amount", "-0.0000000000000000000010"),
+    (-1, "moment = moment + interval '1 microsecond'", "moment", datetime(1970, 1, 1)),
+    (-9, "day = CAST('0001-01-02' AS date)", "day", date(1, 1, 2)),
+    (-9, "flag = true", "flag", True),
+    (-1, "zoned = zoned + interval '1 microsecond'", "zoned", None),  # its text depends on TimeZone
+    (-1, "label = ''", "label", ""),  # NULL -> ''
+    (-9, "label = NULL", "label", None),  # '' -> NULL
+    (1, "label = NULL", "label", None),  # the text '-' -> NULL
+    (2, "label = '3:' || 'abd'", "label", "3:abd"),
+    (2, "big = big - 1", "big", 0),
+    (0, "small = NULL", "small", None),
+]
+
+
+def test_a_one_step_change_of_any_type_is_found_and_re_read_with_its_new_value(databases: Databases) -> None:
+    for key, change, column, value in ONE_STEP_CHANGES:
+        databases.source_sql("DROP TABLE IF EXISTS typed")
+        typed_source(databases)
+        lake = lake_of(databases, "typed")
+        databases.source_sql(f"UPDATE typed SET {change} WHERE id = :key", key=key)
+
+        outcome = reconciled(databases, "typed", lake)
+
+        assert (outcome.result.ranges_differing, outcome.result.rows_changed) == (1, 1), change
+        [row] = outcome.drift.rows.to_pylist()
+        assert row["id"] == key, change
+        if column == "zoned":
+            assert row[column] != lake.filter(pc.equal(lake["id"], key))[column][0].as_py(), change
+        elif isinstance(value, float) and math.isnan(value):
+            assert math.isnan(row[column]), change
+        else:
+            assert row[column] == value, change
+            if isinstance(value, float):
+                assert math.copysign(1, row[column]) == 1, change  # 0, not -0
+
+
+def test_the_same_float4_stored_again_from_a_float8_is_no_change(databases: Databases) -> None:
     typed_source(databases)
     lake = lake_of(databases, "typed")
-    databases.source_sql(f"UPDATE typed SET {change} WHERE id = :key", key=key)
-
-    outcome = reconciled(databases, "typed", lake)
-
-    if change.startswith("f4 = CAST('0.1'"):
-        assert_no_drift(outcome)  # the same float4 stored again is no change
-        return
-    assert (outcome.result.ranges_differing, outcome.result.rows_changed) == (1, 1)
-    [row] = outcome.drift.rows.to_pylist()
-    assert row["id"] == key
-    if value == "nan":
-        assert math.isnan(row[column])
-    elif column == "zoned":
-        assert row[column] != lake.to_pylist()[1][column]
-    else:
-        assert row[column] == value
-        if isinstance(value, float):
-            assert math.copysign(1, row[column]) == 1
+    databases.source_sql("UPDATE typed SET f4 = CAST('0.1' AS float8) WHERE id = -9")
+    assert_no_drift(reconciled(databases, "typed", lake))
 
 
 # --- small rules ----------------------------------------------------------------------------------------------

@@ -10,16 +10,20 @@ the row's canonical text. A sum does not depend on row order, so PostgreSQL can 
 (`sum(int8)` is numeric there, so it never overflows) and Arrow can aggregate it as two 30-bit halves in
 int64. MD5 is used as a checksum against accidents, not against an adversary who writes to the source.
 
-The canonical text of a row is the concatenation, column by column in catalogue order, of `-` for NULL or
-`<length>:<text>` otherwise (length in characters), so NULL, the empty string and values holding any
-separator stay distinct. Each column's text is a form both sides produce identically from what they hold:
+The canonical text of a row is one field per column, in catalogue order, each followed by `,`. Each
+column's field is a form both sides produce identically from what they hold:
 
 - integers, and booleans (`true`/`false`): their decimal text;
 - float4/float8: the IEEE 754 bit pattern read as a signed integer (`float8send` in SQL, a view in Arrow),
   so no decimal formatting is involved; `-0` differs from `0`, and NaN is the one PostgreSQL produces;
-- date: days since 1970-01-01; timestamp: microseconds since 1970-01-01 00:00 (no DateStyle involved);
+- date: days since 2000-01-01; timestamp: microseconds since 2000-01-01 00:00, which is PostgreSQL's own
+  binary form (`timestamp_send`), so neither DateStyle nor numeric arithmetic is involved;
 - everything else (numeric, text, varchar, timestamptz ...): PostgreSQL's own text output, which is what
-  the extract's COPY wrote into the lake as a string. The text is hashed as UTF-8 on both sides.
+  the extract's COPY wrote into the lake as a string, as `<length>:<text>` (length in characters), or `-`
+  for NULL, so NULL, the empty string and texts holding `,` or `:` stay distinct.
+
+The numbers above are never empty and never hold `,`, so their NULL is the empty field. The text is hashed
+as UTF-8 on both sides (converted in SQL only when the source's encoding is another one).
 
 A lake that holds exactly the source therefore reconciles to no differing range; anything else (a lost or
 altered extract state, a change that did not move `last_updated`, an insert with an old `last_updated`, a
@@ -40,7 +44,7 @@ import pyarrow.compute as pc
 
 from lambdas.common.db import identifier
 from lambdas.common.errors import PipelineError
-from lambdas.extract.source import Column, KeyIntervals, arrow_schema, changed_rows
+from lambdas.extract.source import WATERMARK_COLUMN, Column, KeyIntervals, arrow_schema, changed_rows
 from lambdas.transform.columns import keep_last
 
 DEFAULT_RANGE_SIZE = 1000
@@ -49,6 +53,10 @@ _HASH_BITS = 60
 _HALF_BITS = 30  # each half summed in int64: exact for up to 2**33 rows per range
 _HALF_MASK = (1 << _HALF_BITS) - 1
 _DELETED_SAMPLE = 20  # deleted keys named in the JSON result; the full list stays in Drift
+
+
+_POSTGRES_EPOCH_DAYS = 10_957  # 2000-01-01 after 1970-01-01, Arrow's epoch
+_POSTGRES_EPOCH_MICROSECONDS = _POSTGRES_EPOCH_DAYS * 86_400_000_000
 
 
 def _text(values: pa.Array) -> pa.Array:
@@ -60,26 +68,30 @@ def _bits(width: pa.DataType) -> Callable[[pa.Array], pa.Array]:
 
 
 def _days(values: pa.Array) -> pa.Array:
-    return _text(pc.cast(values, pa.int32()))
+    return _text(pc.subtract(pc.cast(values, pa.int32()), _POSTGRES_EPOCH_DAYS))
 
 
 def _microseconds(values: pa.Array) -> pa.Array:
-    return _text(pc.cast(values, pa.int64()))
+    return _text(pc.subtract(pc.cast(values, pa.int64()), _POSTGRES_EPOCH_MICROSECONDS))
 
 
-# pg_type -> (SQL expression of its canonical text, with {} for the quoted column; the same text from Arrow).
+def _sent(function: str, bits: int) -> str:
+    """SQL: a value's binary send form (big-endian) read back as a signed integer, as text."""
+    return f"('x' || encode({function}({{}}), 'hex'))::bit({bits})::int{bits // 8}::text"
+
+
+# pg_type -> (SQL expression of its field, with {} for the quoted column; the same field from Arrow).
 # A type missing here is a string in the lake (source._ARROW_TYPES) and is compared as PostgreSQL's text.
-_CANONICAL: dict[str, tuple[str, Callable[[pa.Array], pa.Array]]] = {
+_NUMBERS: dict[str, tuple[str, Callable[[pa.Array], pa.Array]]] = {
     "int2": ("{}::text", _text),
     "int4": ("{}::text", _text),
     "int8": ("{}::text", _text),
     "bool": ("{}::text", _text),
-    "float4": ("('x' || encode(float4send({}), 'hex'))::bit(32)::int4::text", _bits(pa.int32())),
-    "float8": ("('x' || encode(float8send({}), 'hex'))::bit(64)::int8::text", _bits(pa.int64())),
-    "date": ("({} - DATE '1970-01-01')::text", _days),
-    "timestamp": ("(extract(epoch FROM {}) * 1000000)::int8::text", _microseconds),
+    "float4": (_sent("float4send", 32), _bits(pa.int32())),
+    "float8": (_sent("float8send", 64), _bits(pa.int64())),
+    "date": ("({} - DATE '2000-01-01')::text", _days),
+    "timestamp": (_sent("timestamp_send", 64), _microseconds),
 }
-_AS_TEXT = ("{}::text", _text)
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,9 @@ class Drift:
     deleted_keys: pa.Array
     changed: int  # in the lake with another value
     missing: int  # not in the lake at all
+    # Changed rows whose last_updated equals the lake's version's: a version the warehouse already holds
+    # under the same (key, last_updated), so an insert-only fact table ignores it when loaded as new.
+    quiet_keys: pa.Array
 
     @property
     def deleted(self) -> int:
@@ -113,6 +128,7 @@ class ReconcileResult:
     ranges_differing: int
     source_rows_read: int
     rows_changed: int
+    rows_changed_quietly: int
     rows_missing: int
     rows_deleted: int
     deleted_keys_sample: tuple[int, ...] = ()
@@ -128,6 +144,7 @@ class ReconcileResult:
             "ranges_differing": self.ranges_differing,
             "source_rows_read": self.source_rows_read,
             "rows_changed": self.rows_changed,
+            "rows_changed_quietly": self.rows_changed_quietly,
             "rows_missing": self.rows_missing,
             "rows_deleted": self.rows_deleted,
             "deleted_keys_sample": list(self.deleted_keys_sample),
@@ -161,9 +178,12 @@ def row_text_sql(columns: list[Column]) -> str:
     """The SQL expression of a row's canonical text (see the module docstring)."""
     fields = []
     for column in columns:
-        value = _CANONICAL.get(column.pg_type, _AS_TEXT)[0].format(identifier(column.name))
-        fields.append(f"coalesce(length({value})::text || ':' || {value}, '-')")
-    return " || ".join(fields)
+        name = identifier(column.name)
+        if column.pg_type in _NUMBERS:
+            fields.append(f"coalesce({_NUMBERS[column.pg_type][0].format(name)}, '')")
+        else:
+            fields.append(f"coalesce(length({name}::text)::text || ':' || {name}::text, '-')")
+    return " || ',' || ".join(fields) + " || ','"
 
 
 def source_digests(
@@ -172,7 +192,10 @@ def source_digests(
     """Every key range's digest, computed inside the source in one read-only aggregate query."""
     _key_column(table, columns, primary_key)
     _check_range_size(range_size)
-    row_hash = f"('x' || substr(md5(convert_to({row_text_sql(columns)}, 'UTF8')), 1, 15))::bit({_HASH_BITS})::int8"
+    text = row_text_sql(columns)
+    [[encoding]] = con.run("SELECT current_setting('server_encoding')")
+    utf8 = text if encoding == "UTF8" else f"convert_to({text}, 'UTF8')"
+    row_hash = f"('x' || substr(md5({utf8}), 1, {_HASH_BITS // 4}))::bit({_HASH_BITS})::int8"
     rows = con.run(
         f"SELECT {identifier(primary_key)} / CAST(:range_size AS int8), count(*), sum({row_hash})::text "
         f"FROM {identifier(table)} GROUP BY 1",
@@ -215,6 +238,13 @@ def source_rows(
 # --- the lake side ------------------------------------------------------------------------------------------
 
 
+def _latest(rows: pa.Table, columns: list[Column], primary_key: str) -> pa.Table:
+    """The lake's last version of each key, in the source's columns; one version a key is the common case."""
+    if pc.count_distinct(rows[primary_key]).as_py() != rows.num_rows:
+        rows = keep_last(rows, primary_key)
+    return _conform(rows, columns)
+
+
 def _conform(rows: pa.Table, columns: list[Column]) -> pa.Table:
     """The lake's rows in the source's column order and types; a column the lake never saw is all NULL."""
     arrays = [
@@ -227,31 +257,27 @@ def _conform(rows: pa.Table, columns: list[Column]) -> pa.Table:
 def _row_text(rows: pa.Table, columns: list[Column]) -> pa.Array:
     fields = []
     for column in columns:
-        text = _CANONICAL.get(column.pg_type, _AS_TEXT)[1](rows[column.name].combine_chunks())
-        length = _text(pc.utf8_length(text))
-        fields.append(pc.fill_null(pc.binary_join_element_wise(length, text, ":"), "-"))
-    return pc.binary_join_element_wise(*fields, "")
+        values = rows[column.name].combine_chunks()
+        if column.pg_type in _NUMBERS:
+            fields.append(pc.fill_null(_NUMBERS[column.pg_type][1](values), ""))
+        else:
+            text = _text(values)
+            length = _text(pc.utf8_length(text))
+            fields.append(pc.fill_null(pc.binary_join_element_wise(length, text, ":"), "-"))
+    return pc.binary_join_element_wise(*fields, "", ",")
 
 
 def row_hashes(rows: pa.Table, columns: list[Column]) -> pa.Array:
     """Each row's 60-bit hash (int64), the same number the source computes for the same row."""
     if rows.num_rows == 0:
         return pa.array([], pa.int64())
-    text = _row_text(rows, columns)
     md5 = hashlib.md5
     # The first 8 bytes of each digest, reversed, laid end to end: a little-endian uint64 buffer whose
     # values are the digests' first 64 bits read big-endian, as SQL's ('x' || hex)::bit reads them.
-    heads = b"".join([md5(value).digest()[7::-1] for value in _utf8_values(text)])
-    first64 = pa.Array.from_buffers(pa.uint64(), len(text), [None, pa.py_buffer(heads)])
+    texts = pc.cast(_row_text(rows, columns), pa.binary()).to_pylist()  # bytes: UTF-8, no decoding
+    heads = b"".join([md5(text).digest()[7::-1] for text in texts])
+    first64 = pa.Array.from_buffers(pa.uint64(), len(texts), [None, pa.py_buffer(heads)])
     return pc.cast(pc.shift_right(first64, pa.scalar(64 - _HASH_BITS, pa.uint64())), pa.int64())
-
-
-def _utf8_values(text: pa.Array) -> Iterable[bytes | memoryview]:
-    """The UTF-8 bytes of each (non-null) string, without decoding to Python str and encoding back."""
-    text = pc.cast(text, pa.large_string())
-    offsets = memoryview(text.buffers()[1]).cast("q")[text.offset : text.offset + len(text) + 1]
-    data = memoryview(text.buffers()[2])
-    return (data[offsets[i] : offsets[i + 1]] for i in range(len(text)))
 
 
 def _ranges(keys: pa.Array | pa.ChunkedArray, range_size: int) -> pa.Array | pa.ChunkedArray:
@@ -263,7 +289,7 @@ def lake_digests(
 ) -> dict[int, RangeDigest]:
     """The same digests as `source_digests`, from the lake's rows (every version; the last one of a key counts)."""
     _check_range_size(range_size)
-    latest = _conform(keep_last(lake_rows, primary_key), columns)
+    latest = _latest(lake_rows, columns, primary_key)
     if latest.num_rows == 0:
         return {}
     hashes = row_hashes(latest, columns)
@@ -311,24 +337,43 @@ def diff(
     `source` holds the source's rows in `ranges` (source_rows); the lake's rows outside those ranges are not
     looked at, so keys the source never re-read are not mistaken for deleted ones.
     """
+    if WATERMARK_COLUMN not in {c.name for c in columns}:
+        raise PipelineError(f"column {WATERMARK_COLUMN!r} is missing, so versions cannot be told apart")
     wanted = pa.array(sorted(set(ranges)), pa.int64())
-    latest = _conform(keep_last(lake_rows, primary_key), columns)
+    latest = _latest(lake_rows, columns, primary_key)
     latest = latest.filter(pc.is_in(_ranges(latest[primary_key], range_size), value_set=wanted))
     source = _conform(source, columns)
-    ours = pa.table({"key": pc.cast(source[primary_key], pa.int64()), "source_hash": row_hashes(source, columns)})
-    theirs = pa.table({"key": pc.cast(latest[primary_key], pa.int64()), "lake_hash": row_hashes(latest, columns)})
+    ours = _versions(source, columns, primary_key, "source")
+    theirs = _versions(latest, columns, primary_key, "lake")
     ours = ours.append_column("row", pa.array(range(source.num_rows), pa.int64()))
     joined = ours.join(theirs, "key", join_type="left outer", use_threads=False).sort_by("row")
     absent = pc.is_null(joined["lake_hash"])
     different = pc.fill_null(pc.not_equal(joined["source_hash"], joined["lake_hash"]), False)
-    take = pc.or_(absent, different)
-    deleted = pc.filter(theirs["key"], pc.invert(pc.is_in(theirs["key"], value_set=ours["key"]))).combine_chunks()
+    quiet = pc.and_(different, pc.fill_null(pc.equal(joined["source_stamp"], joined["lake_stamp"]), False))
+    deleted = pc.filter(theirs["key"], pc.invert(pc.is_in(theirs["key"], value_set=ours["key"])))
     return Drift(
-        rows=source.take(pc.filter(joined["row"], take)),
-        deleted_keys=deleted.take(pc.sort_indices(deleted)),
+        rows=source.take(pc.filter(joined["row"], pc.or_(absent, different))),
+        deleted_keys=_sorted(deleted),
         changed=pc.sum(different).as_py() or 0,
         missing=pc.sum(absent).as_py() or 0,
+        quiet_keys=_sorted(pc.filter(joined["key"], quiet)),
     )
+
+
+def _versions(rows: pa.Table, columns: list[Column], primary_key: str, side: str) -> pa.Table:
+    """Key, row hash and last_updated of each row, the latter two named for their side."""
+    return pa.table(
+        {
+            "key": pc.cast(rows[primary_key], pa.int64()),
+            f"{side}_hash": row_hashes(rows, columns),
+            f"{side}_stamp": rows[WATERMARK_COLUMN],
+        }
+    )
+
+
+def _sorted(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    return keys.take(pc.sort_indices(keys))
 
 
 def reconcile(
@@ -352,6 +397,7 @@ def reconcile(
         ranges_differing=len(ranges),
         source_rows_read=reread.num_rows,
         rows_changed=drift.changed,
+        rows_changed_quietly=len(drift.quiet_keys),
         rows_missing=drift.missing,
         rows_deleted=drift.deleted,
         deleted_keys_sample=tuple(drift.deleted_keys[:_DELETED_SAMPLE].to_pylist()),
