@@ -194,6 +194,13 @@ def test_a_lake_that_lost_its_state_gets_every_row_it_lacks_back_and_no_other(aw
     assert outcome.drift.rows["address_id"].to_pylist() == [4, 5, 6, 7, 8]
 
 
+def test_an_empty_lake_gets_every_source_row_back_as_missing(awkward: Databases) -> None:
+    outcome = reconciled(awkward, "address", pa.table({}))
+
+    assert (outcome.result.rows_missing, outcome.result.ranges_differing) == (8, 3)
+    assert outcome.drift.rows.to_pylist() == lake_of(awkward, "address").to_pylist()
+
+
 def test_null_becoming_the_empty_string_and_back_is_drift(awkward: Databases) -> None:
     lake = lake_of(awkward, "address")
     awkward.source_sql("UPDATE address SET address_line_2 = '' WHERE address_id = 1")  # was NULL

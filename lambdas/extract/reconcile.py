@@ -20,7 +20,8 @@ column's field is a form both sides produce identically from what they hold:
   binary form (`timestamp_send`), so neither DateStyle nor numeric arithmetic is involved;
 - everything else (numeric, text, varchar, timestamptz ...): PostgreSQL's own text output, which is what
   the extract's COPY wrote into the lake as a string, as `<length>:<text>` (length in characters), or `-`
-  for NULL, so NULL, the empty string and texts holding `,` or `:` stay distinct.
+  for NULL, so NULL, the empty string and texts holding `,` or `:` stay distinct. (timestamptz's text
+  follows the session's TimeZone, which the extract's and this session share: the server's default.)
 
 The numbers above are never empty and never hold `,`, so their NULL is the empty field. The text is hashed
 as UTF-8 on both sides (converted in SQL only when the source's encoding is another one).
@@ -153,6 +154,8 @@ class ReconcileResult:
 
 @dataclass(frozen=True)
 class Reconciliation:
+    """The rows to feed through the stages, and the counts to report."""
+
     drift: Drift
     result: ReconcileResult
 
@@ -240,6 +243,8 @@ def source_rows(
 
 def _latest(rows: pa.Table, columns: list[Column], primary_key: str) -> pa.Table:
     """The lake's last version of each key, in the source's columns; one version a key is the common case."""
+    if rows.num_rows == 0:  # an empty lake may not even have the columns
+        return arrow_schema(columns).empty_table()
     if pc.count_distinct(rows[primary_key]).as_py() != rows.num_rows:
         rows = keep_last(rows, primary_key)
     return _conform(rows, columns)
