@@ -1,8 +1,9 @@
 """Reading totesys: which columns a table has, and its changed rows as Arrow, through COPY.
 
 The role the pipeline uses may only SELECT, so nothing here writes to totesys. Values never enter SQL
-text: the lower bound travels through `set_config(..., $1)` as a bind parameter, because COPY cannot
-take parameters itself; table and column names come from the catalogue and are quoted as identifiers.
+text: the lower bound (and any key intervals) travel through `set_config(..., $1)` as bind parameters,
+because COPY cannot take parameters itself; table and column names come from the catalogue and are quoted
+as identifiers.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 WATERMARK_COLUMN = "last_updated"
 _SINCE_SETTING = "totesys_etl.since"
+_LOW_SETTING = "totesys_etl.key_low"
+_HIGH_SETTING = "totesys_etl.key_high"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,22 @@ def arrow_schema(columns: list[Column]) -> pa.Schema:
     return pa.schema([(c.name, c.arrow_type) for c in columns])
 
 
+@dataclass(frozen=True)
+class KeyIntervals:
+    """Only the rows whose integer `key` lies in one of the inclusive [low, high] intervals.
+
+    Reconciliation re-reads just the key ranges whose digests differ; the intervals should not overlap,
+    or a row would be read once per interval that holds it.
+    """
+
+    key: str
+    intervals: tuple[tuple[int, int], ...]
+
+    def bounds_text(self, side: int) -> str:
+        """The lows (side 0) or highs (side 1) as a PostgreSQL array literal, to be sent as a parameter."""
+        return "{" + ",".join(str(int(bounds[side])) for bounds in self.intervals) + "}"
+
+
 @contextmanager
 def changed_rows(
     con: pg8000.native.Connection,
@@ -72,20 +91,32 @@ def changed_rows(
     columns: list[Column],
     since: datetime | None,
     *,
+    within: KeyIntervals | None = None,
     block_bytes: int = 16 * 1024 * 1024,
 ) -> Iterator[Iterator[pa.RecordBatch]]:
     """Rows with last_updated >= since (all rows when since is None), streamed as Arrow record batches.
 
-    COPY writes CSV to a temporary file (Lambda's /tmp), and Arrow parses it in blocks, so memory stays
-    bounded by the block size, not by the table.
+    With `within`, only rows whose key lies in those intervals (joined to them, so each interval is an index
+    range scan on the key). COPY writes CSV to a temporary file (Lambda's /tmp), and Arrow parses it in blocks,
+    so memory stays bounded by the block size, not by the table. The settings are transaction-local: call it
+    inside `snapshot`.
     """
     names = [c.name for c in columns]
     if WATERMARK_COLUMN not in names:
         raise PipelineError(f"{table}: column {WATERMARK_COLUMN!r} is missing, so changes cannot be found")
-    select = f"SELECT {', '.join(identifier(n) for n in names)} FROM {identifier(table)}"
+    source = identifier(table)
+    select = f"SELECT {', '.join(f'{source}.{identifier(n)}' for n in names)} FROM {source}"
+    if within is not None:
+        for name, side in ((_LOW_SETTING, 0), (_HIGH_SETTING, 1)):
+            con.run("SELECT set_config(:name, :value, true)", name=name, value=within.bounds_text(side))
+        select += (
+            f" JOIN unnest(current_setting('{_LOW_SETTING}')::int8[], current_setting('{_HIGH_SETTING}')::int8[])"
+            f" AS totesys_etl_bounds(low, high)"
+            f" ON {source}.{identifier(within.key)} BETWEEN totesys_etl_bounds.low AND totesys_etl_bounds.high"
+        )
     if since is not None:
         con.run("SELECT set_config(:name, :value, true)", name=_SINCE_SETTING, value=since.isoformat(sep=" "))
-        select += f" WHERE {identifier(WATERMARK_COLUMN)} >= current_setting('{_SINCE_SETTING}')::timestamp"
+        select += f" WHERE {source}.{identifier(WATERMARK_COLUMN)} >= current_setting('{_SINCE_SETTING}')::timestamp"
     with tempfile.TemporaryFile() as spool:  # C-level buffered writes: COPY hands over one row per call
         con.run(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", stream=spool)
         spool.seek(0)

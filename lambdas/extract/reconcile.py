@@ -1,0 +1,410 @@
+"""Reconciliation: what the source holds now against what the lake has taken, range by range of the key.
+
+The incremental extract trusts `last_updated` and its own state; this module checks both without
+re-reading the source. Rows are grouped into key ranges (`key / range_size`, PostgreSQL's integer division,
+which truncates towards zero; Arrow's does the same). For each range both sides compute (row count,
+digest) and only ranges that disagree are read again, through the same COPY as the extract.
+
+The digest of a range is the exact sum, over its rows, of the first 60 bits (15 hex digits) of the MD5 of
+the row's canonical text. A sum does not depend on row order, so PostgreSQL can aggregate it in one pass
+(`sum(int8)` is numeric there, so it never overflows) and Arrow can aggregate it as two 30-bit halves in
+int64. MD5 is used as a checksum against accidents, not against an adversary who writes to the source.
+
+The canonical text of a row is one field per column, in catalogue order, each followed by `,`. Each
+column's field is a form both sides produce identically from what they hold:
+
+- integers, and booleans (`true`/`false`): their decimal text;
+- float4/float8: the IEEE 754 bit pattern read as a signed integer (`float8send` in SQL, a view in Arrow),
+  so no decimal formatting is involved; `-0` differs from `0`, and NaN is the one PostgreSQL produces;
+- date: days since 2000-01-01; timestamp: microseconds since 2000-01-01 00:00, which is PostgreSQL's own
+  binary form (`timestamp_send`), so neither DateStyle nor numeric arithmetic is involved;
+- everything else (numeric, text, varchar, timestamptz ...): PostgreSQL's own text output, which is what
+  the extract's COPY wrote into the lake as a string, as `<length>:<text>` (length in characters), or `-`
+  for NULL, so NULL, the empty string and texts holding `,` or `:` stay distinct. (timestamptz's text
+  follows the session's TimeZone, which the extract's and this session share: the server's default.)
+
+The numbers above are never empty and never hold `,`, so their NULL is the empty field. The text is hashed
+as UTF-8 on both sides (converted in SQL only when the source's encoding is another one).
+
+A lake that holds exactly the source therefore reconciles to no differing range; anything else (a lost or
+altered extract state, a change that did not move `last_updated`, an insert with an old `last_updated`, a
+row deleted upstream) shows up as a differing range, and `diff` says which rows.
+
+Call the source-side functions inside one `source.snapshot(con)`, so the digests and the rows re-read agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import pg8000.native
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lambdas.common.db import identifier
+from lambdas.common.errors import PipelineError
+from lambdas.extract.source import WATERMARK_COLUMN, Column, KeyIntervals, arrow_schema, changed_rows
+from lambdas.transform.columns import keep_last
+
+DEFAULT_RANGE_SIZE = 1000
+_INTEGER_KEYS = ("int2", "int4", "int8")
+_HASH_BITS = 60
+_HALF_BITS = 30  # each half summed in int64: exact for up to 2**33 rows per range
+_HALF_MASK = (1 << _HALF_BITS) - 1
+_DELETED_SAMPLE = 20  # deleted keys named in the JSON result; the full list stays in Drift
+
+
+_POSTGRES_EPOCH_DAYS = 10_957  # 2000-01-01 after 1970-01-01, Arrow's epoch
+_POSTGRES_EPOCH_MICROSECONDS = _POSTGRES_EPOCH_DAYS * 86_400_000_000
+
+
+def _text(values: pa.Array) -> pa.Array:
+    return pc.cast(values, pa.string())
+
+
+def _bits(width: pa.DataType) -> Callable[[pa.Array], pa.Array]:
+    return lambda values: _text(values.view(width))
+
+
+def _days(values: pa.Array) -> pa.Array:
+    return _text(pc.subtract(pc.cast(values, pa.int32()), _POSTGRES_EPOCH_DAYS))
+
+
+def _microseconds(values: pa.Array) -> pa.Array:
+    return _text(pc.subtract(pc.cast(values, pa.int64()), _POSTGRES_EPOCH_MICROSECONDS))
+
+
+def _sent(function: str, bits: int) -> str:
+    """SQL: a value's binary send form (big-endian) read back as a signed integer, as text."""
+    return f"('x' || encode({function}({{}}), 'hex'))::bit({bits})::int{bits // 8}::text"
+
+
+# pg_type -> (SQL expression of its field, with {} for the quoted column; the same field from Arrow).
+# A type missing here is a string in the lake (source._ARROW_TYPES) and is compared as PostgreSQL's text.
+_NUMBERS: dict[str, tuple[str, Callable[[pa.Array], pa.Array]]] = {
+    "int2": ("{}::text", _text),
+    "int4": ("{}::text", _text),
+    "int8": ("{}::text", _text),
+    "bool": ("{}::text", _text),
+    "float4": (_sent("float4send", 32), _bits(pa.int32())),
+    "float8": (_sent("float8send", 64), _bits(pa.int64())),
+    "date": ("({} - DATE '2000-01-01')::text", _days),
+    "timestamp": (_sent("timestamp_send", 64), _microseconds),
+}
+
+
+@dataclass(frozen=True)
+class RangeDigest:
+    """One key range on one side: how many rows, and the sum of their 60-bit row hashes."""
+
+    rows: int
+    digest: int
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What the lake lacks: source rows to write as a new ingestion batch, and keys deleted upstream."""
+
+    rows: pa.Table  # the source's current versions, schema as changed_rows produces
+    deleted_keys: pa.Array
+    changed: int  # in the lake with another value
+    missing: int  # not in the lake at all
+    # Changed rows whose last_updated equals the lake's version's: a version the warehouse already holds
+    # under the same (key, last_updated), so an insert-only fact table ignores it when loaded as new.
+    quiet_keys: pa.Array
+
+    @property
+    def deleted(self) -> int:
+        return len(self.deleted_keys)
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """What one table's reconciliation found, for the stage's JSON result, the run report and a metric."""
+
+    table: str
+    ranges_compared: int
+    ranges_differing: int
+    source_rows_read: int
+    rows_changed: int
+    rows_changed_quietly: int
+    rows_missing: int
+    rows_deleted: int
+    deleted_keys_sample: tuple[int, ...] = ()
+
+    @property
+    def drifted(self) -> bool:
+        return self.ranges_differing > 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "table": self.table,
+            "ranges_compared": self.ranges_compared,
+            "ranges_differing": self.ranges_differing,
+            "source_rows_read": self.source_rows_read,
+            "rows_changed": self.rows_changed,
+            "rows_changed_quietly": self.rows_changed_quietly,
+            "rows_missing": self.rows_missing,
+            "rows_deleted": self.rows_deleted,
+            "deleted_keys_sample": list(self.deleted_keys_sample),
+        }
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """The rows to feed through the stages, and the counts to report."""
+
+    drift: Drift
+    result: ReconcileResult
+
+
+# --- the source side ----------------------------------------------------------------------------------------
+
+
+def _key_column(table: str, columns: list[Column], primary_key: str) -> Column:
+    for column in columns:
+        if column.name == primary_key:
+            if column.pg_type not in _INTEGER_KEYS:
+                raise PipelineError(f"{table}: key {primary_key!r} is {column.pg_type}; ranges need an integer key")
+            return column
+    raise PipelineError(f"{table}: primary key column {primary_key!r} is missing from the source")
+
+
+def _check_range_size(range_size: int) -> None:
+    if range_size < 1:
+        raise ValueError(f"range_size must be a positive number of keys, not {range_size}")
+
+
+def row_text_sql(columns: list[Column]) -> str:
+    """The SQL expression of a row's canonical text (see the module docstring)."""
+    fields = []
+    for column in columns:
+        name = identifier(column.name)
+        if column.pg_type in _NUMBERS:
+            fields.append(f"coalesce({_NUMBERS[column.pg_type][0].format(name)}, '')")
+        else:
+            fields.append(f"coalesce(length({name}::text)::text || ':' || {name}::text, '-')")
+    return " || ',' || ".join(fields) + " || ','"
+
+
+def source_digests(
+    con: pg8000.native.Connection, table: str, columns: list[Column], primary_key: str, range_size: int
+) -> dict[int, RangeDigest]:
+    """Every key range's digest, computed inside the source in one read-only aggregate query."""
+    _key_column(table, columns, primary_key)
+    _check_range_size(range_size)
+    text = row_text_sql(columns)
+    [[encoding]] = con.run("SELECT current_setting('server_encoding')")
+    utf8 = text if encoding == "UTF8" else f"convert_to({text}, 'UTF8')"
+    row_hash = f"('x' || substr(md5({utf8}), 1, {_HASH_BITS // 4}))::bit({_HASH_BITS})::int8"
+    rows = con.run(
+        f"SELECT {identifier(primary_key)} / CAST(:range_size AS int8), count(*), sum({row_hash})::text "
+        f"FROM {identifier(table)} GROUP BY 1",
+        range_size=range_size,
+    )
+    return {int(key_range): RangeDigest(int(count), int(digest)) for key_range, count, digest in rows}
+
+
+def range_intervals(ranges: Iterable[int], range_size: int) -> tuple[tuple[int, int], ...]:
+    """The inclusive key intervals of these ranges, adjacent ones merged (ranges truncate towards zero)."""
+    _check_range_size(range_size)
+    intervals: list[tuple[int, int]] = []
+    for key_range in sorted(set(ranges)):
+        low = key_range * range_size if key_range > 0 else key_range * range_size - range_size + 1
+        high = key_range * range_size if key_range < 0 else key_range * range_size + range_size - 1
+        if intervals and intervals[-1][1] + 1 == low:
+            intervals[-1] = (intervals[-1][0], high)
+        else:
+            intervals.append((low, high))
+    return tuple(intervals)
+
+
+def source_rows(
+    con: pg8000.native.Connection,
+    table: str,
+    columns: list[Column],
+    primary_key: str,
+    ranges: Iterable[int],
+    range_size: int,
+) -> pa.Table:
+    """The source's current rows in these key ranges, typed exactly as the extract's batches are."""
+    _key_column(table, columns, primary_key)
+    intervals = range_intervals(ranges, range_size)
+    if not intervals:
+        return arrow_schema(columns).empty_table()
+    with changed_rows(con, table, columns, None, within=KeyIntervals(primary_key, intervals)) as batches:
+        return pa.Table.from_batches(list(batches), schema=arrow_schema(columns))
+
+
+# --- the lake side ------------------------------------------------------------------------------------------
+
+
+def _latest(rows: pa.Table, columns: list[Column], primary_key: str) -> pa.Table:
+    """The lake's last version of each key, in the source's columns; one version a key is the common case."""
+    if rows.num_rows == 0:  # an empty lake may not even have the columns
+        return arrow_schema(columns).empty_table()
+    if pc.count_distinct(rows[primary_key]).as_py() != rows.num_rows:
+        rows = keep_last(rows, primary_key)
+    return _conform(rows, columns)
+
+
+def _conform(rows: pa.Table, columns: list[Column]) -> pa.Table:
+    """The lake's rows in the source's column order and types; a column the lake never saw is all NULL."""
+    arrays = [
+        pc.cast(rows[c.name], c.arrow_type) if c.name in rows.column_names else pa.nulls(rows.num_rows, c.arrow_type)
+        for c in columns
+    ]
+    return pa.Table.from_arrays(arrays, schema=arrow_schema(columns))
+
+
+def _row_text(rows: pa.Table, columns: list[Column]) -> pa.Array:
+    fields = []
+    for column in columns:
+        values = rows[column.name].combine_chunks()
+        if column.pg_type in _NUMBERS:
+            fields.append(pc.fill_null(_NUMBERS[column.pg_type][1](values), ""))
+        else:
+            text = _text(values)
+            length = _text(pc.utf8_length(text))
+            fields.append(pc.fill_null(pc.binary_join_element_wise(length, text, ":"), "-"))
+    return pc.binary_join_element_wise(*fields, "", ",")
+
+
+def row_hashes(rows: pa.Table, columns: list[Column]) -> pa.Array:
+    """Each row's 60-bit hash (int64), the same number the source computes for the same row."""
+    if rows.num_rows == 0:
+        return pa.array([], pa.int64())
+    md5 = hashlib.md5
+    # The first 8 bytes of each digest, reversed, laid end to end: a little-endian uint64 buffer whose
+    # values are the digests' first 64 bits read big-endian, as SQL's ('x' || hex)::bit reads them.
+    texts = pc.cast(_row_text(rows, columns), pa.binary()).to_pylist()  # bytes: UTF-8, no decoding
+    heads = b"".join([md5(text).digest()[7::-1] for text in texts])
+    first64 = pa.Array.from_buffers(pa.uint64(), len(texts), [None, pa.py_buffer(heads)])
+    return pc.cast(pc.shift_right(first64, pa.scalar(64 - _HASH_BITS, pa.uint64())), pa.int64())
+
+
+def _ranges(keys: pa.Array | pa.ChunkedArray, range_size: int) -> pa.Array | pa.ChunkedArray:
+    return pc.divide(pc.cast(keys, pa.int64()), pa.scalar(range_size, pa.int64()))
+
+
+def lake_digests(
+    lake_rows: pa.Table, columns: list[Column], primary_key: str, range_size: int
+) -> dict[int, RangeDigest]:
+    """The same digests as `source_digests`, from the lake's rows (every version; the last one of a key counts)."""
+    _check_range_size(range_size)
+    latest = _latest(lake_rows, columns, primary_key)
+    if latest.num_rows == 0:
+        return {}
+    hashes = row_hashes(latest, columns)
+    grouped = (
+        pa.table(
+            {
+                "range": _ranges(latest[primary_key], range_size),
+                "high": pc.shift_right(hashes, _HALF_BITS),
+                "low": pc.bit_wise_and(hashes, _HALF_MASK),
+            }
+        )
+        .group_by("range", use_threads=False)
+        .aggregate([("high", "sum"), ("high", "count"), ("low", "sum")])
+    )
+    return {
+        key_range: RangeDigest(count, (high << _HALF_BITS) + low)
+        for key_range, count, high, low in zip(
+            grouped["range"].to_pylist(),
+            grouped["high_count"].to_pylist(),
+            grouped["high_sum"].to_pylist(),
+            grouped["low_sum"].to_pylist(),
+            strict=True,
+        )
+    }
+
+
+# --- comparing ----------------------------------------------------------------------------------------------
+
+
+def differing_ranges(source: Mapping[int, RangeDigest], lake: Mapping[int, RangeDigest]) -> list[int]:
+    """Ranges whose count or digest differ, including ranges that exist on one side only."""
+    return sorted(r for r in source.keys() | lake.keys() if source.get(r) != lake.get(r))
+
+
+def diff(
+    source: pa.Table,
+    lake_rows: pa.Table,
+    columns: list[Column],
+    primary_key: str,
+    ranges: Iterable[int],
+    range_size: int,
+) -> Drift:
+    """The source rows the lake lacks or holds otherwise, and the lake's keys the source no longer has.
+
+    `source` holds the source's rows in `ranges` (source_rows); the lake's rows outside those ranges are not
+    looked at, so keys the source never re-read are not mistaken for deleted ones.
+    """
+    if WATERMARK_COLUMN not in {c.name for c in columns}:
+        raise PipelineError(f"column {WATERMARK_COLUMN!r} is missing, so versions cannot be told apart")
+    wanted = pa.array(sorted(set(ranges)), pa.int64())
+    latest = _latest(lake_rows, columns, primary_key)
+    latest = latest.filter(pc.is_in(_ranges(latest[primary_key], range_size), value_set=wanted))
+    source = _conform(source, columns)
+    ours = _versions(source, columns, primary_key, "source")
+    theirs = _versions(latest, columns, primary_key, "lake")
+    ours = ours.append_column("row", pa.array(range(source.num_rows), pa.int64()))
+    joined = ours.join(theirs, "key", join_type="left outer", use_threads=False).sort_by("row")
+    absent = pc.is_null(joined["lake_hash"])
+    different = pc.fill_null(pc.not_equal(joined["source_hash"], joined["lake_hash"]), False)
+    quiet = pc.and_(different, pc.fill_null(pc.equal(joined["source_stamp"], joined["lake_stamp"]), False))
+    deleted = pc.filter(theirs["key"], pc.invert(pc.is_in(theirs["key"], value_set=ours["key"])))
+    return Drift(
+        rows=source.take(pc.filter(joined["row"], pc.or_(absent, different))),
+        deleted_keys=_sorted(deleted),
+        changed=pc.sum(different).as_py() or 0,
+        missing=pc.sum(absent).as_py() or 0,
+        quiet_keys=_sorted(pc.filter(joined["key"], quiet)),
+    )
+
+
+def _versions(rows: pa.Table, columns: list[Column], primary_key: str, side: str) -> pa.Table:
+    """Key, row hash and last_updated of each row, the latter two named for their side."""
+    return pa.table(
+        {
+            "key": pc.cast(rows[primary_key], pa.int64()),
+            f"{side}_hash": row_hashes(rows, columns),
+            f"{side}_stamp": rows[WATERMARK_COLUMN],
+        }
+    )
+
+
+def _sorted(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    return keys.take(pc.sort_indices(keys))
+
+
+def reconcile(
+    con: pg8000.native.Connection,
+    table: str,
+    columns: list[Column],
+    primary_key: str,
+    lake_rows: pa.Table,
+    *,
+    range_size: int = DEFAULT_RANGE_SIZE,
+) -> Reconciliation:
+    """One table end to end: digests on both sides, the differing ranges re-read, and what differs in them."""
+    source = source_digests(con, table, columns, primary_key, range_size)
+    lake = lake_digests(lake_rows, columns, primary_key, range_size)
+    ranges = differing_ranges(source, lake)
+    reread = source_rows(con, table, columns, primary_key, ranges, range_size)
+    drift = diff(reread, lake_rows, columns, primary_key, ranges, range_size)
+    result = ReconcileResult(
+        table=table,
+        ranges_compared=len(source.keys() | lake.keys()),
+        ranges_differing=len(ranges),
+        source_rows_read=reread.num_rows,
+        rows_changed=drift.changed,
+        rows_changed_quietly=len(drift.quiet_keys),
+        rows_missing=drift.missing,
+        rows_deleted=drift.deleted,
+        deleted_keys_sample=tuple(drift.deleted_keys[:_DELETED_SAMPLE].to_pylist()),
+    )
+    return Reconciliation(drift, result)
