@@ -10,6 +10,8 @@ from lambdas.common.errors import PipelineError
 from lambdas.common.tables import FACT_DIMENSIONS, TRANSFORM_INPUTS
 
 SUCCEEDED, SKIPPED, FAILED = "succeeded", "skipped", "failed"
+# The run modes an execution input may switch on, at most one at a time (docs/operations.md).
+MODES = ("full_refresh", "repair", "reconcile")
 
 
 def _results(event: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -24,6 +26,7 @@ class TableEvent:
     table: str
     full_refresh: bool = False
     repair: bool = False
+    reconcile: bool = False
     execution_id: str = ""
     upstream: list[dict[str, Any]] = field(default_factory=list)  # results of the previous stage in this run
     dimensions: list[dict[str, Any]] = field(default_factory=list)  # dimension loads of this run (for facts)
@@ -32,14 +35,17 @@ class TableEvent:
     def parse(event: Any) -> TableEvent:
         if not isinstance(event, dict) or not isinstance(event.get("table"), str):
             raise PipelineError(f"expected an event like {{'table': 'sales_order'}}, got {event!r:.200}")
-        flags = {name: event.get(name, False) for name in ("full_refresh", "repair")}
+        flags = {name: event.get(name, False) for name in MODES}
         for name, value in flags.items():
             if not isinstance(value, bool):
                 raise PipelineError(f"'{name}' must be true or false, got {value!r:.100}")
+        if sum(flags.values()) > 1:
+            raise PipelineError(f"choose one of {', '.join(MODES)}, not {' and '.join(n for n in MODES if flags[n])}")
         return TableEvent(
             event["table"],
             flags["full_refresh"],
             flags["repair"],
+            flags["reconcile"],
             str(event.get("execution_id", "")),
             _results(event, "upstream"),
             _results(event, "dimensions"),

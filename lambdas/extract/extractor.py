@@ -19,14 +19,17 @@ from typing import Any
 import pg8000.native
 import pyarrow as pa
 import pyarrow.compute as pc
+from botocore.exceptions import ClientError
 
 from lambdas.common.db import database_identity, describe_identity
-from lambdas.common.errors import PipelineError
+from lambdas.common.errors import PipelineError, StateError
 from lambdas.common.events import SUCCEEDED
-from lambdas.common.lake import BatchLog, Head
+from lambdas.common.lake import BatchLog, Head, ReaderState, Reading, concat, new_id
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
-from lambdas.extract.source import changed_rows, snapshot, source_clock, table_columns
+from lambdas.extract.reconcile import DEFAULT_RANGE_SIZE, reconcile
+from lambdas.extract.source import arrow_schema, changed_rows, snapshot, source_clock, table_columns
 from lambdas.extract.watermark import Watermark, advance, drop_seen, version_keys
+from lambdas.transform.columns import keep_last
 
 STAGE = "extract"
 
@@ -38,10 +41,12 @@ class ExtractResult:
     batch: int | None
     watermark: str | None
     repaired: bool = False
+    reconciled: dict[str, object] | None = None  # what a reconciliation found (reconcile.ReconcileResult)
 
     def as_dict(self) -> dict[str, object]:
         return {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "rows": self.rows, "batch": self.batch,
-                "watermark": self.watermark, **({"repaired": True} if self.repaired else {})}  # fmt: skip
+                "watermark": self.watermark, **({"repaired": True} if self.repaired else {}),
+                **({"reconciled": self.reconciled} if self.reconciled is not None else {})}  # fmt: skip
 
 
 def checked_head(log: BatchLog, identity: dict[str, Any]) -> tuple[Head, Watermark]:
@@ -142,3 +147,75 @@ def extract_table(
     log.commit(head, batch, state)
     return ExtractResult(table, batch.rows if batch else 0, batch.seq if batch else None,
                          watermark.to_state()["watermark"], repair)  # fmt: skip
+
+
+RECONCILE_STAGE = "reconcile"
+
+
+def _checkpoint(log: BatchLog) -> tuple[ReaderState, Reading, pa.Table | None]:
+    """What the last reconciliation of this table saw (latest version per key, deletions left out) and the
+    batches since. The checkpoint only saves reading the whole log: one that is missing, unreadable or from
+    an older epoch is ignored, and the log itself, checked from its base, is read instead."""
+    state = ReaderState(log.bucket, RECONCILE_STAGE, log.table)
+    saved = state.read() or {}
+    try:
+        reading = log.follow(saved.get("cursor"))
+    except StateError:
+        if saved.get("cursor") is None:
+            raise
+        saved, reading = {}, log.follow(None)
+    snapshot_key = saved.get("snapshot")
+    if reading.restarted or not isinstance(snapshot_key, str):
+        return state, (log.follow(None) if reading.restarted else reading), None
+    try:
+        return state, reading, log.bucket.get_parquet(snapshot_key)
+    except (ClientError, pa.ArrowException, OSError):
+        return state, log.follow(None), None
+
+
+def reconcile_table(
+    con: pg8000.native.Connection,
+    log: BatchLog,
+    *,
+    lookback: timedelta = timedelta(minutes=15),
+    range_size: int = DEFAULT_RANGE_SIZE,
+) -> ExtractResult:
+    """An incremental extract, then, in the same snapshot, the whole table compared with what the lake has taken.
+
+    The differing rows (changed without `last_updated` moving, missing, from lost state) are written with the
+    window's rows as one new batch, so they go through transform and load like any other version. Keys deleted
+    upstream are reported, and left out of the checkpoint so each is reported once.
+    """
+    table = require_source_table(log.table)
+    primary_key = PRIMARY_KEYS[table]
+    identity = database_identity(con)
+    head, previous = checked_head(log, identity)
+    log.check_not_behind(head)
+    checkpoint, reading, taken = _checkpoint(log)
+    lake = concat([t for t in (taken, *(p for b in reading.batches for p in log.read(b))) if t is not None])
+    since = previous.window_start(lookback)
+    with snapshot(con):
+        clock = source_clock(con)
+        check_watermark(log, previous, clock)
+        columns = table_columns(con, table)
+        with changed_rows(con, table, columns, since) as batches:
+            window = pa.Table.from_batches(list(batches), schema=arrow_schema(columns))
+        check_window(log, previous, pc.max(window["last_updated"]).as_py() if window.num_rows else None)
+        new = drop_seen(window, primary_key, previous.seen)
+        taken_now = concat([t for t in (lake, new) if t is not None]) or arrow_schema(columns).empty_table()
+        found = reconcile(con, table, columns, primary_key, taken_now, range_size=range_size)
+    rows = concat([new, found.drift.rows])
+    meta = {"since": since.isoformat() if since else None, RECONCILE_STAGE: found.result.as_dict()}
+    batch = log.write(head, [rows] if rows is not None else [], meta)
+    watermark = advance(previous, version_keys(window, primary_key), lookback, clock)
+    if batch is not None:
+        head = log.commit(head, batch, {"source": identity, **watermark.to_state(),
+                                        "lookback_seconds": lookback.total_seconds()})  # fmt: skip
+    latest = keep_last(concat([t for t in (taken_now, found.drift.rows) if t.num_rows]) or taken_now, primary_key)
+    deleted = pc.cast(found.drift.deleted_keys, latest.schema.field(primary_key).type)
+    latest = latest.filter(pc.invert(pc.is_in(latest[primary_key], value_set=deleted)))
+    key = f"_{RECONCILE_STAGE}/{table}/{head.seq:010d}-{new_id()}.parquet"
+    log.bucket.put_parquet(key, latest)
+    checkpoint.commit({"cursor": head.cursor(), "snapshot": key})
+    return ExtractResult(table, batch.rows if batch else 0, batch.seq if batch else None,
+                         watermark.to_state()["watermark"], reconciled=found.result.as_dict())  # fmt: skip

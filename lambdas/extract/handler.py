@@ -7,12 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.common.db import connect, database_errors, read_secret, statement_budget
 from lambdas.common.events import TableEvent, env
 from lambdas.common.lake import BatchLog, Bucket
-from lambdas.extract.extractor import STAGE, extract_table
+from lambdas.extract.extractor import STAGE, extract_table, reconcile_table
 
 logger = Logger()
 
@@ -28,10 +29,33 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         con = connect(read_secret(env("TOTESYS_SECRET_ID")), application_name="totesys-etl-extract",
                       statement_timeout=statement_budget(context))  # fmt: skip
         try:
-            result = extract_table(
-                con, log, full_refresh=request.full_refresh, repair=request.repair, lookback=lookback
-            )
+            if request.reconcile:
+                result = reconcile_table(con, log, lookback=lookback)
+            else:
+                result = extract_table(con, log, full_refresh=request.full_refresh, repair=request.repair,
+                                       lookback=lookback)  # fmt: skip
         finally:
             con.close()
+    if result.reconciled is not None:
+        for metric_set in drift_metrics(result.table, result.reconciled):
+            metric_set.flush_metrics()
+        if drifted(result.reconciled):
+            logger.warning("the source and the lake differed", extra={"reconciled": result.reconciled})
     logger.info("extracted", extra=result.as_dict())
     return result.as_dict()
+
+
+def drifted(found: dict[str, object]) -> bool:
+    return bool(found.get("ranges_differing"))
+
+
+def drift_metrics(table: str, found: dict[str, Any]) -> list[EphemeralMetrics]:
+    """`DriftRows`: rows the source and the lake disagreed on (changed, missing, deleted), per table and in all;
+    the alarm watches the total, so any drift anywhere tells someone."""
+    rows = sum(int(found.get(k, 0)) for k in ("rows_changed", "rows_missing", "rows_deleted"))
+    per_table = EphemeralMetrics()
+    per_table.add_dimension("table", table)
+    per_table.add_metric("DriftRows", MetricUnit.Count, rows)
+    total = EphemeralMetrics()
+    total.add_metric("DriftRows", MetricUnit.Count, rows)
+    return [per_table, total]
