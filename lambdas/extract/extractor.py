@@ -11,7 +11,7 @@ window finds. A repair ignores the head: it reads the whole table into a new epo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,8 +27,8 @@ from lambdas.common.events import SUCCEEDED
 from lambdas.common.lake import BatchLog, Head, ReaderState, Reading, concat, new_id
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
 from lambdas.extract.reconcile import DEFAULT_RANGE_SIZE, reconcile
-from lambdas.extract.source import arrow_schema, changed_rows, snapshot, source_clock, table_columns
-from lambdas.extract.watermark import Watermark, advance, drop_seen, version_keys
+from lambdas.extract.source import arrow_schema, changed_rows, count_keys, snapshot, source_clock, table_columns
+from lambdas.extract.watermark import TS, Watermark, advance, drop_seen, version_keys
 from lambdas.transform.columns import keep_last
 
 STAGE = "extract"
@@ -75,15 +75,23 @@ def check_watermark(log: BatchLog, watermark: Watermark, clock: datetime) -> Non
         )
 
 
-def check_window(log: BatchLog, watermark: Watermark, newest: datetime | None) -> None:
-    """The rows at the watermark are re-read by every window (they can only move later), so a window whose newest
-    row is older than the watermark means the watermark is not this table's."""
-    if watermark.value is not None and (newest is None or newest < watermark.value):
-        raise log.fail(
-            f"the watermark {watermark.value.isoformat()} in {log.head_uri} is later than the newest row of the "
-            f"source table ({newest.isoformat() if newest else 'none since the lookback'}): the state is not this "
-            "table's, or its newest rows were deleted upstream"
-        )
+def check_window(
+    log: BatchLog, watermark: Watermark, newest: datetime | None, still_there: Callable[[list[int]], int]
+) -> None:
+    """The rows at the watermark are re-read by every window (their last_updated can only move later), so a
+    window whose newest row is older than the watermark means the watermark is not this table's, unless every
+    row the head says is at the watermark was deleted upstream (asked by primary key, only in that case)."""
+    if watermark.value is None or (newest is not None and newest >= watermark.value):
+        return
+    at_top = watermark.seen.filter(pc.equal(watermark.seen["last_updated"], pa.scalar(watermark.value, TS)))
+    keys = at_top["key"].to_pylist()
+    if keys and still_there(keys) == 0:
+        return  # the newest rows were deleted upstream; reconciliation reports deletions
+    raise log.fail(
+        f"the watermark {watermark.value.isoformat()} in {log.head_uri} is later than the newest row of the "
+        f"source table ({newest.isoformat() if newest else 'none since the lookback'}), and the rows it was taken "
+        "from are not the ones at the watermark: the state is not this table's (edited, or copied from elsewhere)"
+    )
 
 
 def extract_table(
@@ -138,7 +146,8 @@ def extract_table(
 
     keys = pa.concat_tables(window_keys) if window_keys else None
     if not whole:
-        check_window(log, previous, pc.max(keys["last_updated"]).as_py() if keys is not None else None)
+        newest = pc.max(keys["last_updated"]).as_py() if keys is not None else None
+        check_window(log, previous, newest, lambda found: count_keys(con, table, primary_key, found))
     if batch is None and not repair:
         return ExtractResult(table, 0, None, head.state.get("watermark"))
     start = Watermark.empty() if whole else previous
@@ -200,7 +209,8 @@ def reconcile_table(
         columns = table_columns(con, table)
         with changed_rows(con, table, columns, since) as batches:
             window = pa.Table.from_batches(list(batches), schema=arrow_schema(columns))
-        check_window(log, previous, pc.max(window["last_updated"]).as_py() if window.num_rows else None)
+        newest = pc.max(window["last_updated"]).as_py() if window.num_rows else None
+        check_window(log, previous, newest, lambda found: count_keys(con, table, primary_key, found))
         new = drop_seen(window, primary_key, previous.seen)
         taken_now = concat([t for t in (lake, new) if t is not None]) or arrow_schema(columns).empty_table()
         found = reconcile(con, table, columns, primary_key, taken_now, range_size=range_size)

@@ -141,6 +141,12 @@ def changed_rows(
         yield iter(reader)
 
 
+def count_keys(con: pg8000.native.Connection, table: str, primary_key: str, keys: list[int]) -> int:
+    """How many of these primary keys the table still has (an index lookup each)."""
+    rows = con.run(f"SELECT count(*) FROM {identifier(table)} WHERE {identifier(primary_key)} = ANY(:keys)", keys=keys)
+    return int(rows[0][0])
+
+
 def source_clock(con: pg8000.native.Connection) -> datetime:
     """The source's own clock, as the start of the snapshot's transaction, in the type of last_updated."""
     return con.run("SELECT localtimestamp")[0][0]

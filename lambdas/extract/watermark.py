@@ -17,7 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_TS = pa.timestamp("us")
+TS = pa.timestamp("us")
+_TS = TS
 
 
 @dataclass(frozen=True)

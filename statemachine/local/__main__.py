@@ -22,6 +22,7 @@ RUN_COMMANDS = {
     "reconcile": "compare each chosen source table with what the pipeline has taken, per key range, and feed "
     "the differences through the normal stages (docs/operations.md)",
 }
+EXIT_DRIFT = 3  # reconcile: the run succeeded and the warehouse is right now, but the source and the lake differed
 EXIT_BUSY = 75  # EX_TEMPFAIL: nothing ran; try again when the other run has finished
 
 
@@ -128,12 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         if not outcome.succeeded:
             print(report.failure_summary(outcome, _passthrough(args)))
             print()
+        drift, drifted = report.drift_summary(outcome)
+        if drift:
+            print(drift)
+            print()
         print(f"Lake (buckets, state, logs): {lake_dir}")
         warehouse_dsn = args.warehouse_dsn or (server.dsn("warehouse") if server else "")
         print(f"Warehouse: {warehouse_dsn}")
         if server:
             print("  (the embedded server keeps running for queries; `python -m statemachine.local stop` stops it)")
-        return 0 if outcome.succeeded else 1
+        return (EXIT_DRIFT if drifted else 0) if outcome.succeeded else 1
     finally:
         if server is not None:
             server.release()

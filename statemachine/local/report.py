@@ -96,11 +96,40 @@ def failure_summary(outcome: RunOutcome, passthrough: list[str]) -> str:
         lines.append(f"  ✘ {failure['table']:<22} {failure['stage']:<9} {failure['status']:<8} "
                      f"{failure['error']}: {failure['message']}")  # fmt: skip
     tables = cause.get("rerun_input", {}).get("tables", [])
-    command = ["python", "-m", "statemachine.local", "run", *passthrough, "--tables", ",".join(tables)]
+    verb = "repair" if cause.get("rerun_input", {}).get("repair") else "run"
+    command = ["python", "-m", "statemachine.local", verb, *passthrough, "--tables", ",".join(tables)]
     if cause.get("rerun_input", {}).get("full_refresh"):
         command.append("--full-refresh")
     lines += ["", "Re-run only these tables with:", "  " + shlex.join(command)]
     return "\n".join(lines)
+
+
+def drift_summary(outcome: RunOutcome) -> tuple[str, bool]:
+    """What a reconciliation found, one line per table, and whether the source and the lake differed at all."""
+    found = [i.result["reconciled"] for i in outcome.invocations if i.ok and "reconciled" in i.result]
+    if not found:
+        return "", False
+    lines = ["Reconciliation (source against what the pipeline has taken):"]
+    drifted = False
+    for r in sorted(found, key=lambda r: r["table"]):
+        differs = bool(r["ranges_differing"])
+        drifted |= differs
+        detail = (
+            f"{r['ranges_differing']} of {r['ranges_compared']} key ranges differ: {r['rows_changed']} changed "
+            f"({r['rows_changed_quietly']} without a new last_updated), {r['rows_missing']} missing, "
+            f"{r['rows_deleted']} deleted upstream"
+            + (f" (keys {r['deleted_keys_sample']})" if r["rows_deleted"] else "")
+            if differs
+            else f"{r['ranges_compared']} key ranges agree"
+        )
+        lines.append(
+            f"  {'!' if differs else '✔'} {r['table']:<16} {detail}; {r['source_rows_read']} source rows re-read"
+        )
+    if drifted:
+        lines.append("The differing rows went through transform and load as new versions (a dimension takes a change")
+        lines.append("without a new last_updated; a fact keeps the first content it saw of a version). Something")
+        lines.append("upstream or in the lake's state changed unseen: docs/operations.md#reconciliation.")
+    return "\n".join(lines), drifted
 
 
 def _belongs(state_name: str, table: str) -> bool:
