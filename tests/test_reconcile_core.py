@@ -29,7 +29,7 @@ from lambdas.extract.reconcile import (
     reconcile,
     source_digests,
 )
-from lambdas.extract.source import Column, changed_rows, snapshot, table_columns
+from lambdas.extract.source import Column, arrow_schema, changed_rows, snapshot, table_columns
 from statemachine.local.postgres import READER_ROLE, grant_read_only
 from tests.conftest import Databases
 from tests.sources import T0, insert
@@ -58,13 +58,12 @@ def lake_of(databases: Databases, table: str) -> pa.Table:
     with reader(databases) as con:
         columns = table_columns(con, table)
         with changed_rows(con, table, columns, None) as batches:
-            return pa.Table.from_batches(list(batches), schema=pa.schema([(c.name, c.arrow_type) for c in columns]))
+            return pa.Table.from_batches(list(batches), schema=arrow_schema(columns))
 
 
-def reconciled(databases: Databases, table: str, lake: pa.Table, *, range_size: int = RANGE) -> Reconciliation:
+def reconciled(databases: Databases, table: str, lake: pa.Table) -> Reconciliation:
     with reader(databases) as con:
-        return reconcile(con, table, table_columns(con, table), PRIMARY_KEYS.get(table, "id"), lake,
-                         range_size=range_size)  # fmt: skip
+        return reconcile(con, table, table_columns(con, table), PRIMARY_KEYS.get(table, "id"), lake, range_size=RANGE)
 
 
 def digests(databases: Databases, table: str, lake: pa.Table, key: str) -> tuple[dict, dict]:
@@ -192,6 +191,26 @@ def test_a_lake_that_lost_its_state_gets_every_row_it_lacks_back_and_no_other(aw
 
     assert outcome.result.rows_missing == 5
     assert outcome.drift.rows["address_id"].to_pylist() == [4, 5, 6, 7, 8]
+
+
+def test_the_drift_written_as_the_next_batch_leaves_only_the_deletions_to_report(awkward: Databases) -> None:
+    lake = lake_of(awkward, "payment")
+    awkward.source_sql("UPDATE payment SET paid = NOT paid WHERE payment_id = 1")
+    awkward.source_sql("UPDATE payment SET payment_amount = 7, last_updated = now() WHERE payment_id = 2")
+    awkward.source_sql("DELETE FROM payment WHERE payment_id = 6")
+    awkward.source_sql(
+        "INSERT INTO payment SELECT 9, created_at, last_updated, transaction_id, counterparty_id, payment_amount, "
+        "currency_id, payment_type_id, paid, payment_date, company_ac_number, counterparty_ac_number "
+        "FROM payment WHERE payment_id = 3"
+    )
+    first = reconciled(awkward, "payment", lake)
+    assert (first.result.rows_changed, first.result.rows_changed_quietly) == (2, 1)
+    assert (first.result.rows_missing, first.result.rows_deleted) == (1, 1)
+
+    second = reconciled(awkward, "payment", pa.concat_tables([lake, first.drift.rows]))
+
+    assert second.drift.rows.num_rows == 0
+    assert second.drift.deleted_keys.to_pylist() == [6]  # the lake keeps what it took; the key is reported
 
 
 def test_an_empty_lake_gets_every_source_row_back_as_missing(awkward: Databases) -> None:
