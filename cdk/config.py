@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "totesys_secret_name": "totesys/source",
     "warehouse_secret_name": "totesys/warehouse",
     "schedule": "rate(5 minutes)",
+    # Nightly: the whole of every source table compared with the lake, per key range (docs/operations.md).
+    "reconcile_schedule": "cron(30 2 * * ? *)",
     "tables": None,
     "alert_emails": [],
     "log_retention_days": 30,
@@ -103,6 +105,7 @@ class PipelineConfig:
     totesys_secret_name: str
     warehouse_secret_name: str
     schedule: str
+    reconcile_schedule: str
     tables: tuple[str, ...] | None
     alert_emails: tuple[str, ...]
     log_retention_days: int
@@ -118,6 +121,11 @@ class PipelineConfig:
     def schedule_input(self) -> dict[str, Any]:
         """The execution input of the scheduled runs: ``{}`` runs every source table."""
         return {} if self.tables is None else {"tables": list(self.tables)}
+
+    @property
+    def reconcile_input(self) -> dict[str, Any]:
+        """The execution input of the scheduled reconciliations: the same tables, compared whole."""
+        return {**self.schedule_input, "reconcile": True}
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> PipelineConfig:
@@ -158,6 +166,7 @@ class PipelineConfig:
             for key in ("totesys_secret_name", "warehouse_secret_name")
         }
         schedule = _schedule(value("schedule"), errors)
+        reconcile_schedule = _schedule(value("reconcile_schedule"), errors, "reconcile_schedule")
         tables = _tables(value("tables"), errors)
         alert_emails = _emails(value("alert_emails"), errors)
         retention = _integer(value("log_retention_days"), "log_retention_days", errors)
@@ -187,6 +196,7 @@ class PipelineConfig:
             region=region,
             account=account,
             schedule=schedule,
+            reconcile_schedule=reconcile_schedule,
             tables=tables,
             alert_emails=alert_emails,
             log_retention_days=retention,
@@ -263,31 +273,31 @@ def _string_list(raw: Any, key: str, errors: list[str], *, what: str) -> list[An
     return list(raw)
 
 
-def _schedule(raw: Any, errors: list[str]) -> str:
+def _schedule(raw: Any, errors: list[str], key: str = "schedule") -> str:
     problem = "is not an EventBridge schedule expression: use 'rate(N minutes|hours|days)' or 'cron(6 fields)'"
     if not isinstance(raw, str):
-        errors.append(f"schedule {raw!r} {problem}")
+        errors.append(f"{key} {raw!r} {problem}")
         return ""
     rate = _RATE.match(raw)
     if rate:
         count, unit = int(rate.group(1)), rate.group(2)
         if count < 1:
-            errors.append(f"schedule {raw!r}: a rate must be at least 1")
+            errors.append(f"{key} {raw!r}: a rate must be at least 1")
         elif (count == 1) != (not unit.endswith("s")):
-            errors.append(f"schedule {raw!r}: write 'rate(1 {unit.rstrip('s')})' for 1 and the plural otherwise")
+            errors.append(f"{key} {raw!r}: write 'rate(1 {unit.rstrip('s')})' for 1 and the plural otherwise")
         return raw
     cron = _CRON.match(raw)
     if cron:
         fields = cron.group(1).split()
         if len(fields) != 6:
             errors.append(
-                f"schedule {raw!r}: a cron expression has 6 fields "
+                f"{key} {raw!r}: a cron expression has 6 fields "
                 f"(minutes hours day-of-month month day-of-week year), found {len(fields)}"
             )
         elif "?" not in (fields[2], fields[4]):
-            errors.append(f"schedule {raw!r}: one of day-of-month and day-of-week must be '?'")
+            errors.append(f"{key} {raw!r}: one of day-of-month and day-of-week must be '?'")
         return raw
-    errors.append(f"schedule {raw!r} {problem}")
+    errors.append(f"{key} {raw!r} {problem}")
     return ""
 
 

@@ -129,6 +129,21 @@ class Monitoring(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
         )
 
+        self.drift_rows = cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name="DriftRows",
+            dimensions_map={"service": service_name("extract")},
+            statistic=cloudwatch.Stats.SUM,
+            period=PERIOD,
+        )
+        self.drift_alarm = self._event_alarm(
+            "SourceDrift",
+            self.drift_rows,
+            "A reconciliation found rows where totesys and the lake differed (changed without a new last_updated, "
+            "missing, or deleted upstream). They were fed through the pipeline, but something upstream or in the "
+            "lake's state changed unseen: read the run's extract results (docs/operations.md#reconciliation).",
+        )
+
         self.dashboard = self._dashboard(workflow, functions, warehouse_tables, fact_tables)
 
     def _event_alarm(self, name: str, metric: cloudwatch.IMetric, description: str) -> Alarm:

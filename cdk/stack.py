@@ -20,6 +20,7 @@ from cdk.monitoring import AlertTopic, Monitoring
 from cdk.nag import acknowledge, acknowledge_warning
 from cdk.storage import Storage
 from cdk.workflow import MAX_EXECUTION_SECONDS, Workflow, asl_timeout_seconds, pipeline_state_machine_name
+from lambdas.common.lake import RECONCILE_STAGE
 from lambdas.common.tables import FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
 from lambdas.lease.lease import LEASE_KEY
 
@@ -142,6 +143,8 @@ class PipelineStack(Stack):
             },
             schedule_expression=config.schedule,
             schedule_input=config.schedule_input,
+            reconcile_schedule_expression=config.reconcile_schedule,
+            reconcile_input=config.reconcile_input,
             log_retention=log_retention,
             tracing=config.tracing,
         )
@@ -207,11 +210,23 @@ class PipelineStack(Stack):
 
         # extract: writes new batches of the source tables and moves its heads in the ingestion bucket; it
         # reads its own heads (watermarks) back. Reads the totesys secret.
+        # A reconciliation keeps a checkpoint per table (a head and the latest rows it compared).
         self._allow_objects(
             functions.extract,
             ingestion,
             READ_WRITE,
-            [*_batch_logs(SOURCE_TABLES), *_heads("extract", SOURCE_TABLES)],
+            [
+                *_batch_logs(SOURCE_TABLES),
+                *_heads("extract", SOURCE_TABLES),
+                *_heads(RECONCILE_STAGE, SOURCE_TABLES),
+                *(f"_{RECONCILE_STAGE}/{table}/*" for table in SOURCE_TABLES),
+            ],
+            reasons={
+                f"_{RECONCILE_STAGE}/{table}/*": "A reconciliation checkpoint is "
+                f"'_{RECONCILE_STAGE}/<table>/<seq>-<token>.parquet', a new key per reconciliation; the wildcard "
+                "stops at the one table prefix, and only s3:GetObject/s3:PutObject (no Delete) are granted on it."
+                for table in SOURCE_TABLES
+            },
         )
         self._allow_listing(functions.extract, ingestion)
         self._allow_secret(functions.extract, self.config.totesys_secret_name)

@@ -72,6 +72,8 @@ class Workflow(Construct):
         substitutions: Mapping[str, str],
         schedule_expression: str,
         schedule_input: Mapping[str, Any],
+        reconcile_schedule_expression: str,
+        reconcile_input: Mapping[str, Any],
         log_retention: logs.RetentionDays,
         tracing: bool,
     ) -> None:
@@ -127,14 +129,29 @@ class Workflow(Construct):
             acknowledge(self.state_machine, "AwsSolutions-SF2", reason=reason)
             acknowledge(self.state_machine, "Serverless-StepFunctionStateMachineXray", reason=reason)
 
-        self.schedule = scheduler.Schedule(
+        self.schedule = self._schedule(
+            "Schedule", "Starts the totesys ETL pipeline", schedule_expression, schedule_input
+        )
+        # A reconciliation is a run like any other (it takes the run lease, so it never overlaps one); a scheduled
+        # run that finds it holding the lease ends at once and the next one catches up.
+        self.reconcile_schedule = self._schedule(
+            "ReconcileSchedule",
+            "Reconciles every source table of the totesys ETL pipeline with the lake",
+            reconcile_schedule_expression,
+            reconcile_input,
+        )
+
+    def _schedule(
+        self, construct_id: str, description: str, expression: str, execution_input: Mapping[str, Any]
+    ) -> scheduler.Schedule:
+        return scheduler.Schedule(
             self,
-            "Schedule",
-            description="Starts the totesys ETL pipeline",
-            schedule=scheduler.ScheduleExpression.expression(schedule_expression),
+            construct_id,
+            description=description,
+            schedule=scheduler.ScheduleExpression.expression(expression),
             target=scheduler_targets.StepFunctionsStartExecution(
                 self.state_machine,
-                input=scheduler.ScheduleTargetInput.from_object(dict(schedule_input)),
+                input=scheduler.ScheduleTargetInput.from_object(dict(execution_input)),
                 retry_attempts=SCHEDULE_RETRY_ATTEMPTS,
                 max_event_age=SCHEDULE_MAX_EVENT_AGE,
             ),

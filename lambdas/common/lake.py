@@ -42,6 +42,12 @@ from botocore.exceptions import ClientError
 from lambdas.common.errors import StateError
 
 STATE_PREFIX = "_state"
+RECONCILE_STAGE = "reconcile"
+
+
+def reconcile_snapshot_key(table: str, seq: int) -> str:
+    """A reconciliation's checkpoint of the latest rows it compared, new per reconciliation (its head names it)."""
+    return f"_{RECONCILE_STAGE}/{table}/{seq:010d}-{new_id()}.parquet"
 
 
 def _is_missing(error: ClientError) -> bool:

@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from lambdas.common.db import database_identity, describe_identity
 from lambdas.common.errors import PipelineError, StateError
 from lambdas.common.events import SUCCEEDED
-from lambdas.common.lake import BatchLog, Head, ReaderState, Reading, concat, new_id
+from lambdas.common.lake import RECONCILE_STAGE, BatchLog, Head, ReaderState, Reading, concat, reconcile_snapshot_key
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
 from lambdas.extract.reconcile import DEFAULT_RANGE_SIZE, reconcile
 from lambdas.extract.source import arrow_schema, changed_rows, count_keys, snapshot, source_clock, table_columns
@@ -158,9 +158,6 @@ def extract_table(
                          watermark.to_state()["watermark"], repair)  # fmt: skip
 
 
-RECONCILE_STAGE = "reconcile"
-
-
 def _checkpoint(log: BatchLog) -> tuple[ReaderState, Reading, pa.Table | None]:
     """What the last reconciliation of this table saw (latest version per key, deletions left out) and the
     batches since. The checkpoint only saves reading the whole log: one that is missing, unreadable or from
@@ -224,7 +221,7 @@ def reconcile_table(
     latest = keep_last(concat([t for t in (taken_now, found.drift.rows) if t.num_rows]) or taken_now, primary_key)
     deleted = pc.cast(found.drift.deleted_keys, latest.schema.field(primary_key).type)
     latest = latest.filter(pc.invert(pc.is_in(latest[primary_key], value_set=deleted)))
-    key = f"_{RECONCILE_STAGE}/{table}/{head.seq:010d}-{new_id()}.parquet"
+    key = reconcile_snapshot_key(table, head.seq)
     log.bucket.put_parquet(key, latest)
     checkpoint.commit({"cursor": head.cursor(), "snapshot": key})
     return ExtractResult(table, batch.rows if batch else 0, batch.seq if batch else None,

@@ -30,6 +30,7 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "account": "123456789012",
     "alert_emails": ["ops@example.com", "data-team@example.org"],
     "schedule": "cron(0/10 * * * ? *)",
+    "reconcile_schedule": "cron(0 4 ? * SUN *)",
     "tables": "sales_order, staff",
     "vpc_id": "vpc-0123456789abcdef0",
     "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],

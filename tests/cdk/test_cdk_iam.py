@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from lambdas.common.lake import reconcile_snapshot_key
 from lambdas.common.tables import SOURCE_TABLES, WAREHOUSE_TABLES
 from lambdas.lease.lease import LEASE_KEY
 from tests.cdk.support import Synthesized, as_list, bucket_references, object_patterns, rendered
@@ -41,13 +42,16 @@ def test_s3_access_is_exactly_the_handlers_keys_and_actions(synthesized: Synthes
     statements = {stage: synthesized.function_statements(logical) for stage, logical in ids.items()}
 
     # Every role that reads a bucket may ListBucket on it, so that a missing key is a 404, not a 403.
-    # extract: its batches and heads in the ingestion bucket.
+    # extract: its batches and heads in the ingestion bucket, and the reconciliation checkpoints.
     assert bucket_references(statements["extract"]) == {ingestion}
     assert object_patterns(statements["extract"], ingestion) == {
         **LIST,
         **batches(SOURCE_TABLES, GET_PUT),
         **heads("extract", SOURCE_TABLES, GET_PUT),
+        **heads("reconcile", SOURCE_TABLES, GET_PUT),
+        **{f"_reconcile/{table}/*": GET_PUT for table in SOURCE_TABLES},
     }
+    assert reconcile_snapshot_key("staff", 7).startswith("_reconcile/staff/0000000007-")
     # transform: reads the extracts; writes its batches, _current/ snapshots and heads.
     assert bucket_references(statements["transform"]) == {ingestion, processed}
     assert object_patterns(statements["transform"], ingestion) == {

@@ -109,8 +109,9 @@ def test_freshness_alarm_fires_when_no_load_succeeded_for_30_minutes(synthesized
 def test_there_are_exactly_these_alarms(synthesized: Synthesized) -> None:
     stages = [stage.capitalize() for stage in synthesized.function_ids()]
     assert stages == ["Extract", "Transform", "Load", "Report", "Lease"]
-    assert len(alarms(synthesized)) == 15, "docs/deploy.md counts them"
+    assert len(alarms(synthesized)) == 16, "docs/deploy.md counts them"
     assert set(alarms(synthesized)) == {
+        "SourceDrift",
         "ExecutionsFailed",
         "ExecutionsTimedOut",
         "ExecutionsAborted",
@@ -156,3 +157,14 @@ def test_dashboard_shows_executions_durations_rows_errors_and_alarms(synthesized
     alarm_widget = widgets["Alarms"]
     assert len(alarm_widget["alarms"]) == len(synthesized.resources("AWS::CloudWatch::Alarm"))
     assert all(re.match(r"^<ref:Monitoring\w+Alarm\w+\.Arn>$", a) for a in alarm_widget["alarms"])
+
+
+def test_drift_found_by_a_reconciliation_alarms_on_the_extracts_total(synthesized: Synthesized) -> None:
+    alarm = alarms(synthesized)["SourceDrift"]
+    assert alarm["MetricName"] == "DriftRows"
+    assert alarm["Namespace"] == "TotesysEtl"
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "totesys-extract"}]
+    assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        "Sum", 1, "GreaterThanOrEqualToThreshold")  # fmt: skip
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert len(alarm["AlarmActions"]) == 1

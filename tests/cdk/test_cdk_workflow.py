@@ -111,8 +111,7 @@ def scheduler_role_statements(synthesized: Synthesized, schedule: dict[str, Any]
 def test_schedule_starts_the_state_machine_every_five_minutes_with_empty_input(synthesized: Synthesized) -> None:
     logical, _ = synthesized.state_machine()
     synthesized.template.resource_count_is("AWS::Events::Rule", 0)
-    ((_, schedule),) = synthesized.resources("AWS::Scheduler::Schedule").items()
-    properties = schedule["Properties"]
+    properties = schedules(synthesized)["{}"]
 
     assert properties["ScheduleExpression"] == "rate(5 minutes)"
     assert properties["State"] == "ENABLED"
@@ -128,11 +127,31 @@ def test_schedule_starts_the_state_machine_every_five_minutes_with_empty_input(s
     assert start == [{"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": logical}}]
 
 
-def test_schedule_expression_and_input_come_from_the_context(variant: Synthesized) -> None:
-    ((_, schedule),) = variant.resources("AWS::Scheduler::Schedule").items()
+def schedules(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
+    """The two schedules by their execution input: the pipeline's and the nightly reconciliation's."""
+    found = {s["Properties"]["Target"]["Input"]: s["Properties"] for s in synthesized.resources(
+        "AWS::Scheduler::Schedule").values()}  # fmt: skip
+    assert len(found) == 2
+    return found
 
-    assert schedule["Properties"]["ScheduleExpression"] == "cron(0/10 * * * ? *)"
-    assert json.loads(schedule["Properties"]["Target"]["Input"]) == {"tables": ["sales_order", "staff"]}
+
+def test_a_second_schedule_reconciles_every_night_with_the_same_target(synthesized: Synthesized) -> None:
+    logical, _ = synthesized.state_machine()
+    properties = schedules(synthesized)['{"reconcile":true}']
+
+    assert properties["ScheduleExpression"] == "cron(30 2 * * ? *)"
+    assert properties["Target"]["Arn"] == {"Ref": logical}
+    start = [s for s in scheduler_role_statements(synthesized, properties) if s["Effect"] == "Allow"]
+    assert start == [{"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": logical}}]
+
+
+def test_schedule_expression_and_input_come_from_the_context(variant: Synthesized) -> None:
+    found = schedules(variant)
+    schedule = found['{"tables":["sales_order","staff"]}']
+    reconcile = found['{"tables":["sales_order","staff"],"reconcile":true}']
+
+    assert schedule["ScheduleExpression"] == "cron(0/10 * * * ? *)"
+    assert reconcile["ScheduleExpression"] == "cron(0 4 ? * SUN *)"
 
 
 def test_fewer_source_connections_than_parallel_extracts_is_flagged(
