@@ -141,26 +141,29 @@ ORDER BY l.country, l.city, c.currency_code
             Column("sales_value", "DECIMAL"),
             Column("units_sold", "INTEGER"),
         ),
-        chart=Chart(x="country", y="units_sold", colour="city"),
+        chart=Chart(x="city", y="units_sold", colour="country", horizontal=True),
     ),
     DataSet(
         name="top_designs",
         title="Top designs",
-        description="The twenty designs with the most units sold, and their number of orders.",
+        description="The twenty designs with the most units sold (name #id), and their number of orders.",
         sql=f"""
-SELECT g.design_name, sum(s.units_sold)::bigint AS units_sold, count(*) AS orders
+SELECT g.design_id, g.design_name || ' #' || g.design_id AS design,
+       sum(s.units_sold)::bigint AS units_sold, count(*) AS orders
 FROM {_SALES} AS s
 JOIN dim_design AS g ON g.design_id = s.design_id
 GROUP BY g.design_id, g.design_name
-ORDER BY units_sold DESC, g.design_name
+ORDER BY units_sold DESC, g.design_id
 LIMIT 20
 """,
         columns=(
-            Column("design_name", "STRING"),
+            Column("design_id", "INTEGER"),
+            Column("design", "STRING"),
             Column("units_sold", "INTEGER"),
             Column("orders", "INTEGER"),
         ),
-        chart=Chart(x="design_name", y="units_sold", horizontal=True),
+        # Several designs share a name: the label carries the id so that they stay apart.
+        chart=Chart(x="design", y="units_sold", horizontal=True),
     ),
     DataSet(
         name="sales_by_staff",

@@ -1,8 +1,9 @@
 """A tiny warehouse written by hand, and the totals of every data set worked out by hand from it.
 
-Awkward on purpose: two currencies, locations and a counterparty with a NULL district, and orders and payments
-with several versions (one whose newer version has a later date but an earlier time of day). Only the latest
-version of each counts: the comments give the latest state that every expected total below is summed from.
+Awkward on purpose: two currencies, two designs sharing a name, locations and a counterparty with a NULL district,
+and orders and payments with several versions (one whose newer version has a later date but an earlier time of
+day). Only the latest version of each counts: the comments give the latest state that every expected total below
+is summed from.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ DIMENSIONS_SQL = (
        (3, '3 Rue', NULL, NULL, 'Paris', '75001', 'France', '0033')""",
     "INSERT INTO dim_currency VALUES (1, 'GBP', 'British pound'), (2, 'EUR', 'Euro')",
     """INSERT INTO dim_design VALUES
-       (1, 'Wooden', '/w', 'w.json'), (2, 'Steel', '/s', 's.json'), (3, 'Bronze', '/b', 'b.json')""",
+       (1, 'Wooden', '/w', 'w.json'), (2, 'Steel', '/s', 's.json'), (3, 'Wooden', '/w', 'w2.json')""",
     """INSERT INTO dim_counterparty VALUES
        (1, 'Acme Ltd', '1 High St', NULL, NULL, 'London', 'E1 1AA', 'United Kingdom', '0200'),
        (2, 'Globex', '3 Rue', NULL, NULL, 'Paris', '75001', 'France', '0033')""",
@@ -46,7 +47,7 @@ SALES = (
     (1, "2026-01-05", "2026-02-01", "09:00", 2, 4, "3.00", 1, 2, 3),
     # order 2: Ann, 5 x 10.00 EUR of Wooden to London, January
     (2, "2026-01-20", "2026-01-20", "12:00", 1, 5, "10.00", 2, 1, 1),
-    # order 3: Cy, 7 x 1.25 GBP of Bronze to Leeds (a district), February
+    # order 3: Cy, 7 x 1.25 GBP of the other Wooden (design 3, same name) to Leeds (a district), February
     (3, "2026-02-03", "2026-02-03", "08:00", 3, 7, "1.25", 1, 3, 2),
     # order 4 changed across midnight: latest = Ann, 1 x 100.00 GBP of Wooden to London, February
     (4, "2026-02-10", "2026-02-10", "23:00", 1, 100, "1.00", 1, 1, 1),
@@ -91,9 +92,9 @@ EXPECTED: dict[str, list[dict]] = {
          "units_sold": 1},
     ],
     "top_designs": [
-        {"design_name": "Bronze", "units_sold": 7, "orders": 1},
-        {"design_name": "Wooden", "units_sold": 6, "orders": 2},
-        {"design_name": "Steel", "units_sold": 4, "orders": 1},
+        {"design_id": 3, "design": "Wooden #3", "units_sold": 7, "orders": 1},
+        {"design_id": 1, "design": "Wooden #1", "units_sold": 6, "orders": 2},
+        {"design_id": 2, "design": "Steel #2", "units_sold": 4, "orders": 1},
     ],
     "sales_by_staff": [
         {"department_name": "Finance", "staff_name": "Cy Dee", "currency_code": "GBP", "sales_value": D("8.75"),

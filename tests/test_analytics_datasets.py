@@ -26,10 +26,11 @@ def test_each_data_set_equals_the_totals_worked_out_by_hand(warehouse, name):
 
 
 def test_a_changed_order_counts_once_at_its_latest_version(warehouse):
-    units = {row["design_name"]: row for row in fetch(warehouse, BY_NAME["top_designs"])}
+    units = {row["design"]: row for row in fetch(warehouse, BY_NAME["top_designs"])}
     # Order 4 was 100 units of Wooden before it changed to 1 unit; order 1 moved from Wooden to Steel.
-    assert units["Wooden"]["units_sold"] == 6
-    assert units["Wooden"]["orders"] == 2
+    assert units["Wooden #1"]["units_sold"] == 6
+    assert units["Wooden #1"]["orders"] == 2
+    assert units["Wooden #3"]["units_sold"] == 7, "two designs sharing a name are not added together"
     total_units = sum(row["units_sold"] for row in fetch(warehouse, BY_NAME["sales_by_month"]))
     assert total_units == 4 + 5 + 7 + 1
 
