@@ -4,7 +4,6 @@ shows the numbers the SQL gives."""
 from __future__ import annotations
 
 import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -15,22 +14,14 @@ from analytics import dashboard_hint, dashboard_path
 from analytics.dashboard import display
 from analytics.dashboard import main as dashboard_main
 from analytics.datasets import DATA_SETS, fetch
+from analytics.screenshot import CHROMIUM_ARGS, chromium_executable
 from statemachine.local import postgres
 from tests import analytics_warehouse
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 def chromium() -> str:
     """The distribution's Chromium; CI (CI=true) must have it (`make test` installs it), elsewhere skip."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    found = chromium_executable()
     if found:
         return found
     reason = "no Chromium on this machine: `apt-get install -y chromium` (as root; `make test` does it)"
@@ -72,7 +63,7 @@ def open_page(page_file: Path):
 
     executable = chromium()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             errors: list[str] = []
