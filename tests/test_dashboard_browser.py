@@ -138,3 +138,13 @@ def test_a_local_run_names_the_command_that_draws_its_dashboard_and_where(tmp_pa
     hint = dashboard_hint(other, "postgresql://u@db:5432/warehouse")
     assert f"make dashboard ARGS=\"--warehouse-dsn 'postgresql://u@db:5432/warehouse' --lake-dir {other}\"" in hint
     assert hint.endswith(dashboard_path(other).as_uri())
+
+
+def test_without_chromium_the_browser_test_fails_under_ci_and_is_skipped_elsewhere(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH on which no Chromium can be found
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no Chromium"):
+        chromium()
