@@ -4,6 +4,10 @@ shows the numbers the SQL gives."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -17,6 +21,8 @@ from analytics.datasets import DATA_SETS, fetch
 from analytics.screenshot import CHROMIUM_ARGS, chromium_executable
 from statemachine.local import postgres
 from tests import analytics_warehouse
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def chromium() -> str:
@@ -148,3 +154,24 @@ def test_without_chromium_the_browser_test_fails_under_ci_and_is_skipped_elsewhe
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="no Chromium"):
         chromium()
+
+
+def test_the_dashboard_command_serves_the_page_it_wrote(built, databases, tmp_path):
+    page_file, _ = built
+    process = subprocess.Popen(
+        [sys.executable, "-m", "analytics.dashboard", "--warehouse-dsn", dsn(databases.warehouse),
+         "--lake-dir", str(page_file.parent), "--serve", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("Dashboard: file://")
+        serving = process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/dashboard\.html", serving)
+        assert url, serving
+        with urllib.request.urlopen(url.group(0), timeout=10) as response:
+            served = response.read().decode("utf-8")
+        assert served == page_file.read_text(encoding="utf-8")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
