@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format synth stop benchmark clean
+.PHONY: install run dashboard browser test lint format synth stop benchmark clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,21 @@ install: $(STAMP)
 run: install
 	$(PY) -m statemachine.local run $(ARGS)
 
+## The dashboard of the local warehouse (after `make run`): a self-contained page in .local/, path printed
+dashboard: install
+	$(PY) -m analytics.dashboard $(ARGS)
+
+## The headless Chromium of the dashboard's browser test, from the distribution, when missing and we are root
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Chromium (apt-get) for the dashboard's browser test …"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "Could not install Chromium; the browser test will say so."; \
+	else echo "No Chromium and not root: the dashboard's browser test will be skipped (it fails under CI=true)."; fi
+
 ## Lint, then every test (real PostgreSQL, moto for AWS)
-test: install
+test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

@@ -46,6 +46,12 @@ _STACK_NAME = re.compile(rf"^[A-Za-z][A-Za-z0-9-]{{0,{MAX_STACK_NAME_LENGTH - 1}
 _VPC_ID = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _SUBNET_ID = re.compile(r"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _SECURITY_GROUP_ID = re.compile(r"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+# A QuickSight user or group in any namespace; its region is QuickSight's identity region, not the stack's.
+_QUICKSIGHT_PRINCIPAL = re.compile(r"^arn:aws:quicksight:[a-z]{2}-[a-z]+-\d:(\d{12}):(?:user|group)/[\w.@+=,/-]+$")
+# A complete secret ARN: QuickSight wants the suffix Secrets Manager adds to the name.
+_SECRET_ARN = re.compile(r"^arn:aws:secretsmanager:([a-z]{2}-[a-z]+-\d):(\d{12}):secret:(.+)-[A-Za-z0-9]{6}$")
+# A QuickSight VPC connection needs subnets in at least two availability zones.
+MIN_QUICKSIGHT_SUBNETS = 2
 
 DEFAULTS: dict[str, Any] = {
     "stack_name": "TotesysEtl",
@@ -71,6 +77,8 @@ DEFAULTS: dict[str, Any] = {
     "data_transition_days": 90,
     "data_expiration_days": None,
     "access_log_retention_days": 365,
+    "quicksight_principal_arn": None,
+    "quicksight_warehouse_secret_arn": None,
 }
 
 
@@ -98,6 +106,14 @@ class LakeRetention:
 
 
 @dataclass(frozen=True, kw_only=True)
+class QuickSightSharing:
+    """QuickSight over the warehouse (needs a subscription): who sees the dashboard, and the secret's full ARN."""
+
+    principal_arn: str
+    warehouse_secret_arn: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
     stack_name: str
     region: str
@@ -116,6 +132,7 @@ class PipelineConfig:
     tracing: bool
     network: DatabaseNetwork | None
     retention: LakeRetention
+    quicksight: QuickSightSharing | None = None
 
     @property
     def schedule_input(self) -> dict[str, Any]:
@@ -188,6 +205,15 @@ class PipelineConfig:
         tracing = _boolean(value("tracing"), "tracing", errors)
         network = _network(value("vpc_id"), value("subnet_ids"), value("security_group_ids"), errors)
         lake = _lake_retention(value, errors)
+        quicksight = _quicksight(
+            value("quicksight_principal_arn"),
+            value("quicksight_warehouse_secret_arn"),
+            region=region,
+            account=account,
+            warehouse_secret_name=secrets["warehouse_secret_name"],
+            network=network,
+            errors=errors,
+        )
 
         if errors:
             raise ConfigError("Invalid CDK context:\n  - " + "\n  - ".join(errors))
@@ -205,6 +231,7 @@ class PipelineConfig:
             tracing=tracing,
             network=network,
             retention=lake,
+            quicksight=quicksight,
             **secrets,
             **layer_versions,
         )
@@ -392,3 +419,54 @@ def _lake_retention(value: Callable[[str], Any], errors: list[str]) -> LakeReten
         data_expiration_days=expiration,
         access_log_retention_days=access_logs or 0,
     )
+
+
+def _quicksight(
+    principal: Any,
+    secret_arn: Any,
+    *,
+    region: str,
+    account: str | None,
+    warehouse_secret_name: str,
+    network: DatabaseNetwork | None,
+    errors: list[str],
+) -> QuickSightSharing | None:
+    """Both QuickSight keys, or neither (QuickSight off); the secret must be the warehouse secret of this stack."""
+    if principal in (None, "") and secret_arn in (None, ""):
+        return None
+    before = len(errors)
+    if principal in (None, "") or secret_arn in (None, ""):
+        errors.append(
+            "quicksight_principal_arn and quicksight_warehouse_secret_arn turn QuickSight on together: "
+            "give both, or neither"
+        )
+        return None
+    principal_match = _QUICKSIGHT_PRINCIPAL.match(principal) if isinstance(principal, str) else None
+    if principal_match is None:
+        errors.append(
+            f"quicksight_principal_arn {principal!r} is not a QuickSight user or group ARN such as "
+            "'arn:aws:quicksight:eu-west-2:123456789012:group/default/analysts'"
+        )
+    elif account is not None and principal_match.group(1) != account:
+        errors.append(f"quicksight_principal_arn {principal!r} is not in account {account}")
+    secret_match = _SECRET_ARN.match(secret_arn) if isinstance(secret_arn, str) else None
+    if secret_match is None:
+        errors.append(
+            f"quicksight_warehouse_secret_arn {secret_arn!r} is not a complete Secrets Manager secret ARN "
+            "(with the 6-character suffix), as `aws secretsmanager describe-secret` prints it"
+        )
+    else:
+        secret_region, secret_account, name = secret_match.groups()
+        if name != warehouse_secret_name or secret_region != region or account not in (None, secret_account):
+            errors.append(
+                f"quicksight_warehouse_secret_arn {secret_arn!r} is not the warehouse secret of this stack "
+                f"('{warehouse_secret_name}' in {region}{f' of account {account}' if account else ''})"
+            )
+    if network is not None and len(network.subnet_ids) < MIN_QUICKSIGHT_SUBNETS:
+        errors.append(
+            f"QuickSight reaches the warehouse through a VPC connection, which needs subnet_ids in at least "
+            f"{MIN_QUICKSIGHT_SUBNETS} availability zones; {len(network.subnet_ids)} given"
+        )
+    if len(errors) > before:
+        return None
+    return QuickSightSharing(principal_arn=principal, warehouse_secret_arn=secret_arn)

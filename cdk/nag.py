@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, App, Validations
+from aws_cdk import Acknowledgment, App, Stack, Validations
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 from constructs import IConstruct
 
@@ -37,3 +37,19 @@ def acknowledge_warning(construct: IConstruct, warning_id: str, *, reason: str) 
     if len(reason.strip()) < 20:
         raise ValueError("an acknowledgement needs a real reason")
     Validations.of(construct).acknowledge(Acknowledgment(id=f"Annotation::{warning_id}", reason=reason))
+
+
+def as_nag_prints(stack: Stack, value: str) -> str:
+    """A string with pseudo-parameter tokens as cdk-nag prints it in a finding id, e.g. an ARN pattern
+    'arn:aws:states:eu-west-2:<AWS::AccountId>:execution:TotesysEtl-pipeline:*'."""
+    resolved = stack.resolve(value)
+    parts = resolved["Fn::Join"][1] if isinstance(resolved, dict) else [resolved]
+    texts = []
+    for part in parts:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict) and set(part) == {"Ref"}:
+            texts.append(f"<{part['Ref']}>")
+        else:
+            raise ValueError(f"cannot render {part!r} as cdk-nag does")
+    return "".join(texts)

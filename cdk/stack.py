@@ -14,10 +14,12 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from analytics.datasets import DATA_SETS
 from cdk.config import DatabaseNetwork, PipelineConfig
 from cdk.functions import FunctionNetwork, PipelineFunctions
 from cdk.monitoring import AlertTopic, Monitoring
-from cdk.nag import acknowledge, acknowledge_warning
+from cdk.nag import acknowledge, acknowledge_warning, as_nag_prints
+from cdk.quicksight import WarehouseDashboard
 from cdk.storage import Storage
 from cdk.workflow import MAX_EXECUTION_SECONDS, Workflow, asl_timeout_seconds, pipeline_state_machine_name
 from lambdas.common.lake import RECONCILE_STAGE
@@ -157,6 +159,20 @@ class PipelineStack(Stack):
             warehouse_tables=WAREHOUSE_TABLES,
             fact_tables=FACTS,
         )
+        # QuickSight over the warehouse, only with a principal to share it with (it needs a subscription).
+        self.quicksight = (
+            WarehouseDashboard(
+                self,
+                "QuickSight",
+                name_prefix=config.stack_name,
+                data_sets=DATA_SETS,
+                warehouse_secret_arn=config.quicksight.warehouse_secret_arn,
+                principal_arn=config.quicksight.principal_arn,
+                network=config.network,
+            )
+            if config.quicksight
+            else None
+        )
         self.operators_policy = iam.ManagedPolicy(
             self,
             "OperatorsPolicy",
@@ -276,7 +292,7 @@ class PipelineStack(Stack):
         )
         acknowledge(
             functions.lease.role,
-            f"AwsSolutions-IAM5[Resource::{self._as_nag_prints(self.execution_arns)}]",
+            f"AwsSolutions-IAM5[Resource::{as_nag_prints(self, self.execution_arns)}]",
             reason=EXECUTIONS_REASON + " The lease function only calls states:DescribeExecution on them, to "
             "tell whether the run holding the lease is still running.",
         )
@@ -308,7 +324,7 @@ class PipelineStack(Stack):
         )
         acknowledge(
             policy,
-            f"AwsSolutions-IAM5[Resource::{self._as_nag_prints(self.execution_arns)}]",
+            f"AwsSolutions-IAM5[Resource::{as_nag_prints(self, self.execution_arns)}]",
             reason=EXECUTIONS_REASON,
         )
 
@@ -361,21 +377,6 @@ class PipelineStack(Stack):
         logical_id = self.resolve(self.get_logical_id(bucket.node.default_child))
         return f"<{logical_id}.Arn>/{key_pattern}"
 
-    def _as_nag_prints(self, value: str) -> str:
-        """A string with pseudo-parameter tokens as cdk-nag prints it in a finding id, e.g. an ARN pattern
-        'arn:aws:states:eu-west-2:<AWS::AccountId>:execution:TotesysEtl-pipeline:*'."""
-        resolved = self.resolve(value)
-        parts = resolved["Fn::Join"][1] if isinstance(resolved, dict) else [resolved]
-        texts = []
-        for part in parts:
-            if isinstance(part, str):
-                texts.append(part)
-            elif isinstance(part, dict) and set(part) == {"Ref"}:
-                texts.append(f"<{part['Ref']}>")
-            else:
-                raise ValueError(f"cannot render {part!r} as cdk-nag does")
-        return "".join(texts)
-
     def _check_source_connections(self) -> None:
         """Warn when the extract Map runs more tables at once than extract may run: the rest wait on throttles."""
         definition = json.loads(DEFINITION_FILE.read_text(encoding="utf-8"))
@@ -400,6 +401,8 @@ class PipelineStack(Stack):
             "OperatorsPolicyArn": self.operators_policy.managed_policy_arn,
             "DashboardName": self.monitoring.dashboard.dashboard_name,
         }
+        if self.quicksight:
+            outputs["QuickSightDashboardId"] = self.quicksight.dashboard.dashboard_id
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from analytics import dashboard_hint
 from lambdas.common.db import credentials_from_dsn
 from lambdas.common.tables import SOURCE_TABLES
 
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Lake (buckets, state, logs): {lake_dir}")
         warehouse_dsn = args.warehouse_dsn or (server.dsn("warehouse") if server else "")
         print(f"Warehouse: {warehouse_dsn}")
+        print(dashboard_hint(lake_dir, args.warehouse_dsn))
         if server:
             print("  (the embedded server keeps running for queries; `python -m statemachine.local stop` stops it)")
         return (EXIT_DRIFT if drifted else 0) if outcome.succeeded else 1

@@ -25,6 +25,9 @@ HANDLERS = {
     "lease": "lambdas.lease.handler.handler",
 }
 
+QUICKSIGHT_PRINCIPAL = "arn:aws:quicksight:us-east-1:123456789012:group/default/analysts"
+QUICKSIGHT_SECRET_ARN = "arn:aws:secretsmanager:eu-west-2:123456789012:secret:totesys/warehouse-AbC123"
+
 # A second deployment shape, exercising every optional setting at once.
 VARIANT_CONTEXT: dict[str, Any] = {
     "account": "123456789012",
@@ -43,6 +46,8 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "data_transition_days": 60,
     "data_expiration_days": 730,
     "access_log_retention_days": 180,
+    "quicksight_principal_arn": QUICKSIGHT_PRINCIPAL,
+    "quicksight_warehouse_secret_arn": QUICKSIGHT_SECRET_ARN,
 }
 
 

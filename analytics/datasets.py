@@ -1,0 +1,257 @@
+"""What people look at: the data sets over the star schema, defined once for QuickSight and the local dashboard.
+
+Each data set is one read-only SQL query over the tables of ``warehouse.sql``, with the columns it returns typed
+as QuickSight types, and the one chart that shows it. ``cdk/quicksight.py`` turns them into QuickSight data sets
+and dashboard visuals; ``analytics/dashboard.py`` runs them on a warehouse and draws them with plotly.
+
+Facts keep every observed version of an order or payment (``UNIQUE (id, last_updated_date,
+last_updated_time)``), so every query over a fact reads only the latest version of each id: a changed order counts
+once, at its latest state. Money is never added across currencies: every monetary total is per currency.
+The queries use no bind parameters (QuickSight runs them as given) and name tables only through ``identifier``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pg8000.native
+
+from lambdas.common.db import identifier
+from lambdas.common.tables import FACTS
+
+# The column types of QuickSight's custom SQL (InputColumn.Type) that these queries produce.
+ColumnType = Literal["STRING", "INTEGER", "DECIMAL", "DATETIME"]
+
+# The business key of each fact: the rows of one key are the versions of one order or payment.
+FACT_KEYS: dict[str, str] = {
+    "fact_sales_order": "sales_order_id",
+    "fact_purchase_order": "purchase_order_id",
+    "fact_payment": "payment_id",
+}
+assert set(FACT_KEYS) == set(FACTS), "every fact of the contract has a business key here"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: ColumnType
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One bar chart: ``x`` along the axis, ``y`` summed as the bar, ``colour`` (if any) splitting bars."""
+
+    x: str
+    y: str
+    colour: str | None = None
+    horizontal: bool = False
+
+
+@dataclass(frozen=True)
+class DataSet:
+    name: str
+    title: str
+    description: str
+    sql: str
+    columns: tuple[Column, ...]
+    chart: Chart
+
+    def __post_init__(self) -> None:
+        names = {column.name for column in self.columns}
+        used = {self.chart.x, self.chart.y} | ({self.chart.colour} if self.chart.colour else set())
+        if not used <= names:
+            raise ValueError(f"{self.name}: the chart uses {sorted(used - names)}, which the query does not return")
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+
+def latest_versions(fact: str) -> str:
+    """A subquery holding the latest observed version of each order/payment of ``fact`` (no history)."""
+    key = identifier(FACT_KEYS[fact])
+    return (
+        f"(SELECT DISTINCT ON ({key}) * FROM {identifier(fact)} "
+        f"ORDER BY {key}, last_updated_date DESC, last_updated_time DESC)"
+    )
+
+
+def _freshness_sql() -> str:
+    """Newest version time of each fact and its age now, in hours; the label is the table's own name."""
+    per_fact = "\n    UNION ALL\n    ".join(
+        f"SELECT tableoid::regclass::text AS fact_table, max(last_updated_date + last_updated_time) AS newest_update "
+        f"FROM {identifier(fact)} GROUP BY tableoid"
+        for fact in FACTS
+    )
+    return f"""
+SELECT fact_table, newest_update,
+       round(EXTRACT(EPOCH FROM (now() AT TIME ZONE 'UTC') - newest_update) / 3600, 2) AS age_hours
+FROM (
+    {per_fact}
+) AS newest
+ORDER BY fact_table
+"""
+
+
+_SALES = latest_versions("fact_sales_order")
+_PURCHASES = latest_versions("fact_purchase_order")
+_PAYMENTS = latest_versions("fact_payment")
+_SALES_VALUE = "sum(s.units_sold * s.unit_price)"
+
+DATA_SETS: tuple[DataSet, ...] = (
+    DataSet(
+        name="sales_by_month",
+        title="Sales by month",
+        description="Value (per currency) and units of the sales orders created each month.",
+        sql=f"""
+SELECT make_date(d.year, d.month, 1)::timestamp AS month, c.currency_code,
+       {_SALES_VALUE} AS sales_value, sum(s.units_sold)::bigint AS units_sold
+FROM {_SALES} AS s
+JOIN dim_date AS d ON d.date_id = s.created_date
+JOIN dim_currency AS c ON c.currency_id = s.currency_id
+GROUP BY d.year, d.month, c.currency_code
+ORDER BY month, c.currency_code
+""",
+        columns=(
+            Column("month", "DATETIME"),
+            Column("currency_code", "STRING"),
+            Column("sales_value", "DECIMAL"),
+            Column("units_sold", "INTEGER"),
+        ),
+        chart=Chart(x="month", y="sales_value", colour="currency_code"),
+    ),
+    DataSet(
+        name="sales_by_delivery_city",
+        title="Sales by country and city of delivery",
+        description="Value (per currency) and units of the sales orders, by where they are delivered.",
+        sql=f"""
+SELECT l.country, l.city, c.currency_code,
+       {_SALES_VALUE} AS sales_value, sum(s.units_sold)::bigint AS units_sold
+FROM {_SALES} AS s
+JOIN dim_location AS l ON l.location_id = s.agreed_delivery_location_id
+JOIN dim_currency AS c ON c.currency_id = s.currency_id
+GROUP BY l.country, l.city, c.currency_code
+ORDER BY l.country, l.city, c.currency_code
+""",
+        columns=(
+            Column("country", "STRING"),
+            Column("city", "STRING"),
+            Column("currency_code", "STRING"),
+            Column("sales_value", "DECIMAL"),
+            Column("units_sold", "INTEGER"),
+        ),
+        chart=Chart(x="city", y="units_sold", colour="country", horizontal=True),
+    ),
+    DataSet(
+        name="top_designs",
+        title="Top designs",
+        description="The twenty designs with the most units sold (name #id), and their number of orders.",
+        sql=f"""
+SELECT g.design_id, g.design_name || ' #' || g.design_id AS design,
+       sum(s.units_sold)::bigint AS units_sold, count(*) AS orders
+FROM {_SALES} AS s
+JOIN dim_design AS g ON g.design_id = s.design_id
+GROUP BY g.design_id, g.design_name
+ORDER BY units_sold DESC, g.design_id
+LIMIT 20
+""",
+        columns=(
+            Column("design_id", "INTEGER"),
+            Column("design", "STRING"),
+            Column("units_sold", "INTEGER"),
+            Column("orders", "INTEGER"),
+        ),
+        # Several designs share a name: the label carries the id so that they stay apart.
+        chart=Chart(x="design", y="units_sold", horizontal=True),
+    ),
+    DataSet(
+        name="sales_by_staff",
+        title="Sales by staff and department",
+        description="Value (per currency) and units of the sales orders each member of staff made.",
+        sql=f"""
+SELECT st.department_name, st.first_name || ' ' || st.last_name AS staff_name, c.currency_code,
+       {_SALES_VALUE} AS sales_value, sum(s.units_sold)::bigint AS units_sold
+FROM {_SALES} AS s
+JOIN dim_staff AS st ON st.staff_id = s.sales_staff_id
+JOIN dim_currency AS c ON c.currency_id = s.currency_id
+GROUP BY st.staff_id, st.department_name, st.first_name, st.last_name, c.currency_code
+ORDER BY st.department_name, staff_name, c.currency_code
+""",
+        columns=(
+            Column("department_name", "STRING"),
+            Column("staff_name", "STRING"),
+            Column("currency_code", "STRING"),
+            Column("sales_value", "DECIMAL"),
+            Column("units_sold", "INTEGER"),
+        ),
+        chart=Chart(x="staff_name", y="units_sold", colour="department_name"),
+    ),
+    DataSet(
+        name="purchases_by_supplier",
+        title="Purchases by supplier",
+        description="Value (per currency) and number of purchase orders placed with each counterparty.",
+        sql=f"""
+SELECT cp.counterparty_legal_name AS supplier, c.currency_code,
+       sum(p.item_quantity * p.item_unit_price) AS purchase_value, count(*) AS purchase_orders
+FROM {_PURCHASES} AS p
+JOIN dim_counterparty AS cp ON cp.counterparty_id = p.counterparty_id
+JOIN dim_currency AS c ON c.currency_id = p.currency_id
+GROUP BY cp.counterparty_id, cp.counterparty_legal_name, c.currency_code
+ORDER BY supplier, c.currency_code
+""",
+        columns=(
+            Column("supplier", "STRING"),
+            Column("currency_code", "STRING"),
+            Column("purchase_value", "DECIMAL"),
+            Column("purchase_orders", "INTEGER"),
+        ),
+        chart=Chart(x="supplier", y="purchase_value", colour="currency_code", horizontal=True),
+    ),
+    DataSet(
+        name="payments_by_type",
+        title="Payments by payment type and currency",
+        description="Number and amount of payments per payment type and currency, and the amount already paid.",
+        sql=f"""
+SELECT t.payment_type_name, c.currency_code, count(*) AS payments,
+       sum(p.payment_amount) AS payment_amount,
+       coalesce(sum(p.payment_amount) FILTER (WHERE p.paid), 0) AS paid_amount
+FROM {_PAYMENTS} AS p
+JOIN dim_payment_type AS t ON t.payment_type_id = p.payment_type_id
+JOIN dim_currency AS c ON c.currency_id = p.currency_id
+GROUP BY t.payment_type_name, c.currency_code
+ORDER BY t.payment_type_name, c.currency_code
+""",
+        columns=(
+            Column("payment_type_name", "STRING"),
+            Column("currency_code", "STRING"),
+            Column("payments", "INTEGER"),
+            Column("payment_amount", "DECIMAL"),
+            Column("paid_amount", "DECIMAL"),
+        ),
+        chart=Chart(x="payment_type_name", y="payment_amount", colour="currency_code"),
+    ),
+    DataSet(
+        name="freshness",
+        title="Age of the newest data",
+        description="The newest version of each fact table (UTC) and how many hours old it is.",
+        sql=_freshness_sql(),
+        columns=(
+            Column("fact_table", "STRING"),
+            Column("newest_update", "DATETIME"),
+            Column("age_hours", "DECIMAL"),
+        ),
+        chart=Chart(x="fact_table", y="age_hours"),
+    ),
+)
+
+BY_NAME: dict[str, DataSet] = {data_set.name: data_set for data_set in DATA_SETS}
+
+
+def fetch(con: pg8000.native.Connection, data_set: DataSet) -> list[dict[str, Any]]:
+    """The rows of one data set, as column -> value; fails if the query's columns drift from the declared ones."""
+    rows = con.run(data_set.sql)
+    returned = tuple(column["name"] for column in con.columns or ())
+    if returned != data_set.column_names:
+        raise ValueError(f"{data_set.name} returns {returned}, but declares {data_set.column_names}")
+    return [dict(zip(data_set.column_names, row, strict=True)) for row in rows]
