@@ -235,7 +235,22 @@ class Results:
             Verdict("incremental (1%) ≤ 10% of the full load", None, 0.10, share, self.missing("full", "incremental")),
             Verdict("no-change run ≤ 2 s Lambda work", None, 2.0, seconds, self.missing("no-change")),
             Verdict("peak memory per invocation ≤ 1 GiB", None, 1.0, gib, "not measured"),
+            Verdict(
+                "reconciliation, nothing drifted, ≤ 25% of the full load",
+                None,
+                0.25,
+                share,
+                self.missing("full", "reconcile"),
+            ),
         ]
+        reconciled = self.run("reconcile")
+        if full and reconciled:
+            verdicts[4].value = reconciled.pipeline / full.pipeline
+            verdicts[4].detail = (
+                f"pipeline {reconciled.pipeline:.1f} s / {full.pipeline:.1f} s; source rows re-read "
+                f"{self.config.get('reconcile_source_rows_read', 0):,}, "
+                f"drifted rows {self.config.get('reconcile_drift', 0):,}"
+            )
         if full:
             verdicts[0].value = full.pipeline / floor
             verdicts[

@@ -11,7 +11,8 @@ In one process, on one machine and one copy of the data, it measures:
    into a fresh warehouse and a fresh lake;
 3. an incremental run after 1% of the sales orders changed;
 4. a run in which nothing changed;
-5. the memory of every Lambda invocation (see benchmarks/instrument.py for the method).
+5. a reconciliation (`{"reconcile": true}`): every source table compared with the lake per key range;
+6. the memory of every Lambda invocation (see benchmarks/instrument.py for the method).
 
 The totesys is generated once per size with `statemachine.local.sample_data` in an embedded PostgreSQL under
 benchmarks/.data/ and kept there with --keep, so the next run at that size skips the seeding; every run works
@@ -54,7 +55,9 @@ CHANGE_1_PERCENT = (
     "UPDATE sales_order SET units_sold = units_sold + 1, last_updated = now() WHERE sales_order_id % 100 = 0"
 )
 STAGES = ("extract", "transform", "load")
-RUNS = (("full", "full load"), ("incremental", "incremental 1%"), ("no-change", "no change"))
+RUNS = (("full", "full load"), ("incremental", "incremental 1%"), ("no-change", "no change"),
+        ("reconcile", "reconciliation"))  # fmt: skip
+RUN_INPUTS: dict[str, dict[str, Any]] = {"reconcile": {"reconcile": True}}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -246,6 +249,9 @@ def _failure(outcome: runner.RunOutcome) -> str:
         return " ".join(f"{outcome.error}: {outcome.cause}".split())[:300]
 
 
+reconciled: dict[str, int] = {}  # what the reconciliation run found, for the report
+
+
 def _pipeline_run(
     key: str, label: str, serial: bool, server: postgres.EmbeddedServer, lake: Path, instruments: Instruments
 ) -> report.RunFigures:
@@ -255,11 +261,22 @@ def _pipeline_run(
         source=server.credentials(SOURCE_DB, postgres.READER_ROLE),
         warehouse=server.credentials(WAREHOUSE_DB),
         lake_dir=lake,
-        execution_input={},
+        execution_input=RUN_INPUTS.get(key, {}),
         on_invocation=_progress,
         handlers=instruments.handlers(),
     )
     wall = time.monotonic() - started
+    found = [i.result["reconciled"] for i in outcome.invocations if i.ok and "reconciled" in i.result]
+    if found:
+        reconciled.update(
+            reconcile_source_rows_read=sum(r["source_rows_read"] for r in found),
+            reconcile_drift=sum(r["rows_changed"] + r["rows_missing"] + r["rows_deleted"] for r in found),
+            reconcile_ranges=sum(r["ranges_compared"] for r in found),
+        )
+        _say(
+            f"  reconciled {reconciled['reconcile_ranges']:,} key ranges; re-read "
+            f"{reconciled['reconcile_source_rows_read']:,} source rows; {reconciled['reconcile_drift']:,} drifted"
+        )
     error = "" if outcome.succeeded else _failure(outcome)
     figures = report.RunFigures.of(key, label, serial, wall, instruments.windows, outcome.status, error)
     _say(f"  {outcome.status} in {wall:.1f} s, Lambda work {figures.work:.1f} s")
@@ -342,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tracemalloc": args.tracemalloc,
                 "profile": ", ".join(args.profile),
                 "changed_rows": changed,
+                **reconciled,
             },
             machine=_machine(server),
             source_rows=source_rows,
