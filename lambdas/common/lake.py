@@ -159,7 +159,7 @@ class Reading:
     """What a reader has not taken yet, and the cursor to remember once it has."""
 
     batches: list[Batch]
-    cursor: dict[str, Any]
+    cursor: dict[str, Any] | None
     restarted: bool  # the log was rebuilt: the batches start at the new epoch's base, which holds the whole table
 
 
@@ -322,7 +322,8 @@ class BatchLog:
         if expected != head.last:
             raise self.fail(f"the head {self.head_uri} names batch {head.last} as batch {head.seq}, but the reader "
                             f"took {expected}: batch {head.seq} was replaced")  # fmt: skip
-        return Reading(batches, head.cursor(), restarted)
+        # a log not written yet has no id to follow: the reader stays new until it is
+        return Reading(batches, head.cursor() if head.stored else None, restarted)
 
     def read(self, batch: Batch) -> Iterator[pa.Table]:
         """The parts of a batch, each checked against the row count its manifest promised."""
