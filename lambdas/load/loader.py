@@ -1,20 +1,22 @@
 """One load: every processed batch of a table that the warehouse has not taken yet, in one transaction.
 
-The load cursor is written to S3 only after the warehouse transaction commits. If the cursor write is
-lost, the same batches are merged again, which changes nothing: facts ignore versions they hold,
+The load cursor is written to S3 only after the warehouse transaction commits; for a fact it also names
+the rows held back for a missing dimension row (lambdas/load/held.py), which every load stages again.
+If the cursor write is lost, the same batches are merged again, which changes nothing: facts ignore versions they hold,
 dimensions are rewritten with the same values. So the warehouse takes each batch exactly once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pg8000.native
 
 from lambdas.common.events import SUCCEEDED
 from lambdas.common.lake import BatchLog, Bucket
-from lambdas.common.tables import require_warehouse_table
+from lambdas.common.tables import FACTS, require_warehouse_table
+from lambdas.load import held
 from lambdas.load.schema import ensure_schema
 from lambdas.load.warehouse import MergeCounts, merge_batch
 
@@ -29,30 +31,52 @@ class LoadResult:
     staged: int
     written: int
     newest_change: datetime | None = None
+    kept: held.Settled = field(default_factory=lambda: held.Settled(None, 0, 0))  # a fact's held rows
 
     def as_dict(self) -> dict[str, object]:
-        return {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "batches": self.batches,
-                "rows_staged": self.staged, "rows_written": self.written}  # fmt: skip
+        result: dict[str, object] = {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "batches": self.batches,
+                                     "rows_staged": self.staged, "rows_written": self.written}  # fmt: skip
+        if self.table in FACTS:
+            result |= {"rows_held": self.kept.rows, "rows_released": self.kept.released,
+                       "rows_stuck": self.kept.stuck, "held_sample": self.kept.sample,
+                       "stuck_sample": self.kept.stuck_sample}  # fmt: skip
+        return result
 
 
-def load_table(con: pg8000.native.Connection, processed: Bucket, table: str) -> LoadResult:
-    """Merge the table's new processed batches into the warehouse and move its load cursor."""
+def load_table(
+    con: pg8000.native.Connection, processed: Bucket, table: str, *, now: datetime | None = None
+) -> LoadResult:
+    """Merge the table's new processed batches (and a fact's held rows) into the warehouse; move its cursor."""
     table = require_warehouse_table(table)
     ensure_schema(con)
     source = BatchLog(processed, TRANSFORM_STAGE, table)
     cursor = BatchLog(processed, STAGE, table)
-    done = int(cursor.head()["seq"])
+    head = cursor.head()
+    done = int(head["seq"])
     batches = list(source.batches(done, int(source.head()["seq"])))
-    if not batches:
+    previous = held.read(processed, head)
+    if not batches and previous is None:
         return LoadResult(table, 0, 0, 0)
+    holding = held.Holding(table) if table in FACTS else None
     counts = MergeCounts()
     con.run("START TRANSACTION")
     try:
+        if previous is not None:
+            counts += merge_batch(con, table, [held.as_staged(previous)], hold=holding)
         for batch in batches:
-            counts += merge_batch(con, table, source.read(batch))
+            counts += merge_batch(con, table, source.read(batch), hold=holding)
+        still_held = holding.collect(con) if holding is not None else None
+        key = held.version_key(con, table) if holding is not None else []
         con.run("COMMIT")
     except BaseException:
         con.run("ROLLBACK")
         raise
-    cursor.commit({"seq": batches[-1].seq})
-    return LoadResult(table, len(batches), counts.staged, counts.written, counts.newest_change)
+    settled = held.settle(still_held, previous, key, now=now or datetime.now(UTC), stuck_after=held.stuck_after())
+    if batches or settled.released:  # held rows that merely stay held change nothing: no new objects
+        seq = batches[-1].seq if batches else done
+        entry = held.write(processed, table, seq, settled)
+        new_head: dict[str, object] = {"seq": seq}
+        if entry:
+            new_head["held"] = entry
+        cursor.commit(new_head)
+    return LoadResult(table, len(batches), counts.staged, counts.written, counts.newest_change, settled)
