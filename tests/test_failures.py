@@ -3,47 +3,11 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 
-import pg8000.native
 import pytest
 
-from statemachine.local import postgres
-from tests.conftest import Databases
+from tests.conftest import Databases, as_admin
 from tests.expected import SOURCE, WAREHOUSE
-
-
-@pytest.fixture
-def reader(databases: Databases) -> Iterator[Databases]:
-    """Sample data read through a role that may only SELECT, as in production."""
-    role = f"reader_{uuid.uuid4().hex[:8]}"
-    con = databases.seed(scale=0.05).source_con()
-    try:
-        postgres.grant_read_only(con, role)
-    finally:
-        con.close()
-    databases.source = {**databases.source, "username": role}
-    yield databases
-    admin = pg8000.native.Connection(
-        databases.admin["username"], unix_sock=f"{databases.admin['host']}/.s.PGSQL.{databases.admin['port']}",
-        database=databases.source["dbname"],
-    )  # fmt: skip
-    try:
-        admin.run(f"DROP OWNED BY {pg8000.native.identifier(role)}")
-        admin.run(f"DROP ROLE {pg8000.native.identifier(role)}")
-    finally:
-        admin.close()
-
-
-def as_admin(db: Databases, statement: str) -> None:
-    con = pg8000.native.Connection(
-        db.admin["username"], unix_sock=f"{db.admin['host']}/.s.PGSQL.{db.admin['port']}", database=db.source["dbname"]
-    )
-    try:
-        con.run(statement)
-    finally:
-        con.close()
 
 
 def matches_source(db: Databases, table: str) -> bool:

@@ -1,0 +1,185 @@
+"""A broken reference table delays only the fact rows that truly need it: the rest loads in the same run.
+
+A fact row whose dimension row is not in the warehouse is held back (durably, with the reason), shown in
+the run's report and the local output, and loads by itself in the first later run in which the dimension
+row exists. Rows held for too long are reported as stuck, never dropped. Crashes lose and duplicate nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from lambdas.common import lake
+from lambdas.load import held, loader, warehouse
+from statemachine.local import report, runner
+from tests.conftest import Databases, as_admin
+from tests.test_incremental_safety import crash_once
+
+NEW_ORDERS_WITH_KNOWN_DESIGNS, NEW_ORDERS_WITH_A_NEW_DESIGN = 3, 2
+
+
+def sales_with_a_new_design(db: Databases) -> tuple[int, list[int]]:
+    """A new design, new sales orders that use it, and new ones that use designs the warehouse has."""
+    design = as_admin(db, "INSERT INTO design (design_name, file_location, file_name) "
+                          "VALUES ('Held back', '/designs', 'held.json') RETURNING design_id")[0][0]  # fmt: skip
+    total = NEW_ORDERS_WITH_KNOWN_DESIGNS + NEW_ORDERS_WITH_A_NEW_DESIGN
+    rows = as_admin(
+        db,
+        "INSERT INTO sales_order (design_id, staff_id, counterparty_id, units_sold, unit_price, currency_id, "
+        "agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id) "
+        "SELECT CASE WHEN n > :known THEN :design ELSE design_id END, staff_id, counterparty_id, 7, 9.99, "
+        "currency_id, agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id "
+        "FROM (SELECT *, row_number() OVER (ORDER BY sales_order_id) AS n FROM sales_order) s WHERE n <= :total "
+        "RETURNING sales_order_id, design_id",
+        known=NEW_ORDERS_WITH_KNOWN_DESIGNS,
+        design=design,
+        total=total,
+    )
+    return design, sorted(order for order, used in rows if used == design)
+
+
+def differences(db: Databases) -> dict[str, Any]:
+    """The warehouse against the source, read as its owner (the pipeline's role may be locked out of a table)."""
+    return dataclasses.replace(db, source={**db.admin, "dbname": db.source["dbname"]}).differences()
+
+
+def fact_rows(db: Databases) -> int:
+    return db.warehouse_sql("SELECT count(*) FROM fact_sales_order")[0][0]
+
+
+def load_result(outcome: runner.RunOutcome, table: str = "fact_sales_order") -> dict[str, Any]:
+    return next(i.result for i in outcome.invocations if i.stage == "load" and i.table == table and i.ok)
+
+
+def load_head(db: Databases) -> dict[str, Any]:
+    return json.loads((db.lake / runner.PROCESSED_BUCKET / lake.head_key("load", "fact_sales_order")).read_text())
+
+
+def revoke(db: Databases, table: str) -> None:
+    as_admin(db, f"REVOKE SELECT ON {table} FROM {db.source['username']}")
+
+
+def grant(db: Databases, table: str) -> None:
+    as_admin(db, f"GRANT SELECT ON {table} TO {db.source['username']}")
+
+
+def test_with_a_dimension_source_unreadable_every_fact_loads_every_row_whose_references_exist(
+    reader: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(warehouse, "BULK_ROWS", 1)  # also through the path that drops and re-adds the constraints
+    assert reader.run().succeeded
+    before = fact_rows(reader)
+    design, waiting = sales_with_a_new_design(reader)
+    revoke(reader, "design")
+
+    failed = reader.run()
+
+    assert failed.status == "FAILED"
+    assert fact_rows(reader) == before + NEW_ORDERS_WITH_KNOWN_DESIGNS
+    assert all(i.ok and i.result["status"] == "succeeded" for i in failed.invocations
+               if i.stage == "load" and i.table.startswith("fact_"))  # fmt: skip
+    different = differences(reader)
+    assert set(different) == {"dim_design", "fact_sales_order"}
+    assert [row[0] for row in different["fact_sales_order"]["missing"]] == waiting
+    result = load_result(failed)
+    assert (result["rows_held"], result["rows_stuck"]) == (NEW_ORDERS_WITH_A_NEW_DESIGN, 0)
+    assert [s["key"]["sales_order_id"] for s in result["held_sample"]] == [str(o) for o in waiting]
+    assert {s["reason"] for s in result["held_sample"]} == {f"design_id={design} not in dim_design"}
+    cause = json.loads(failed.cause)
+    assert cause["held_facts"]["fact_sales_order"]["rows_held"] == NEW_ORDERS_WITH_A_NEW_DESIGN
+    assert cause["rerun_input"] == {"tables": ["design"]}
+    _, body = failed.alerts[0]
+    assert f"sales_order_id={waiting[0]}, last_updated_date=" in body
+    assert f"design_id={design} not in dim_design" in body
+    assert f"2 held (e.g. design_id={design} not in dim_design)" in report.execution_graph(failed)
+    assert "⏸ fact_sales_order" in report.failure_summary(failed, [])
+    entry = load_head(reader)["held"]
+    assert entry["rows"] == NEW_ORDERS_WITH_A_NEW_DESIGN and entry["key"].startswith(f"{held.HELD_PREFIX}/")
+    kept = pq.read_table(reader.lake / runner.PROCESSED_BUCKET / entry["key"])
+    assert kept["sales_order_id"].to_pylist() == waiting
+    assert set(kept[held.REASON].to_pylist()) == {f"design_id={design} not in dim_design"}
+    assert kept[held.SINCE].null_count == 0
+
+    grant(reader, "design")
+    fixed = reader.run(**cause["rerun_input"])
+
+    assert fixed.succeeded, fixed.cause
+    assert differences(reader) == {}
+    assert fact_rows(reader) == before + NEW_ORDERS_WITH_KNOWN_DESIGNS + NEW_ORDERS_WITH_A_NEW_DESIGN
+    assert (load_result(fixed)["rows_released"], load_result(fixed)["rows_held"]) == (2, 0)
+    assert "held" not in load_head(reader)
+
+
+def test_a_row_held_past_the_configured_age_is_reported_stuck_with_its_keys_and_is_never_discarded(
+    reader: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(held.STUCK_AFTER_ENV, "0")
+    assert reader.run().succeeded
+    _, waiting = sales_with_a_new_design(reader)
+    revoke(reader, "design")
+
+    first = reader.run()
+    head = load_head(reader)
+    again = reader.run()
+
+    for outcome in (first, again):
+        result = load_result(outcome)
+        assert (result["rows_held"], result["rows_stuck"]) == (2, 2)
+        assert [s["key"]["sales_order_id"] for s in result["stuck_sample"]] == [str(o) for o in waiting]
+    assert load_result(again)["stuck_sample"] == load_result(first)["stuck_sample"], "held_since is kept"
+    assert load_head(reader) == head, "rows that stay held write nothing new"
+    assert "2 held, 2 stuck" in report.execution_graph(again)
+    assert "2 rows held, 2 of them stuck" in again.alerts[0][1]
+
+    grant(reader, "design")
+    assert reader.run(tables=["design"]).succeeded
+    assert differences(reader) == {}
+
+
+CRASH_POINTS = {
+    "holding: held set written, load head not": (
+        lake.BatchLog, "commit", lambda log, *_: log.stage == "load" and log.table == "fact_sales_order", False),
+    "holding: held set half-written": (
+        lake.Bucket, "put_parquet", lambda b, key, *_: key.startswith(f"{held.HELD_PREFIX}/"), False),
+    "releasing: held rows merged, warehouse transaction not committed": (
+        loader, "merge_batch", lambda con, table, *_, **__: table == "fact_sales_order", True),
+    "releasing: warehouse committed, load head not": (
+        lake.BatchLog, "commit", lambda log, *_: log.stage == "load" and log.table == "fact_sales_order", False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("point", list(CRASH_POINTS))
+def test_a_crash_while_rows_are_held_loses_and_duplicates_nothing(
+    reader: Databases, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    assert reader.run().succeeded
+    before = fact_rows(reader)
+    sales_with_a_new_design(reader)
+    revoke(reader, "design")
+    owner, name, when, after = CRASH_POINTS[point]
+
+    def maybe_crashing(phase: str, **execution_input: Any) -> runner.RunOutcome:
+        if not point.startswith(phase):
+            return reader.run(**execution_input)
+        with monkeypatch.context() as patch:
+            crash_once(patch, owner, name, when, after=after)
+            crashed = reader.run(**execution_input)
+        assert any(not i.ok for i in crashed.invocations if i.table == "fact_sales_order"), "the crash happened"
+        return reader.run(**execution_input)
+
+    holding = maybe_crashing("holding")
+    assert load_result(holding)["rows_held"] == NEW_ORDERS_WITH_A_NEW_DESIGN
+    assert fact_rows(reader) == before + NEW_ORDERS_WITH_KNOWN_DESIGNS
+
+    grant(reader, "design")
+    released = maybe_crashing("releasing", tables=["design"])
+
+    assert released.succeeded, released.cause
+    assert fact_rows(reader) == before + NEW_ORDERS_WITH_KNOWN_DESIGNS + NEW_ORDERS_WITH_A_NEW_DESIGN
+    assert differences(reader) == {}
+    assert "held" not in load_head(reader)
