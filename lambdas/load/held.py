@@ -38,9 +38,14 @@ HELD_ROWS_METRIC, STUCK_ROWS_METRIC = "HeldRows", "StuckHeldRows"  # the load's 
 SAMPLE_SIZE = 5  # keys named in a result: Step Functions payloads stay small, the held object has them all
 
 
+def held_prefix(table: str) -> str:
+    """Where a fact's held sets live (outside the table's batch log, so lifecycle rules never expire them)."""
+    return f"{HELD_PREFIX}/{table}/"
+
+
 def held_key(table: str, seq: int) -> str:
     """A new, never-overwritten name: a redone load writes another object, the head says which one counts."""
-    return f"{HELD_PREFIX}/{table}/{seq:010d}-{uuid.uuid4().hex[:12]}.parquet"
+    return f"{held_prefix(table)}{seq:010d}-{uuid.uuid4().hex[:12]}.parquet"
 
 
 def stuck_after() -> timedelta:
