@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from lambdas.common import lake
+from lambdas.common.errors import PipelineError
 from lambdas.load import held, loader, warehouse
 from statemachine.local import report, runner
 from tests.conftest import Databases, as_admin
@@ -183,3 +186,30 @@ def test_a_crash_while_rows_are_held_loses_and_duplicates_nothing(
     assert fact_rows(reader) == before + NEW_ORDERS_WITH_KNOWN_DESIGNS + NEW_ORDERS_WITH_A_NEW_DESIGN
     assert differences(reader) == {}
     assert "held" not in load_head(reader)
+
+
+def held_rows(ids: list[int]) -> pa.Table:
+    return pa.table(
+        {"payment_id": pa.array(ids, pa.int32()), held.REASON: ["currency_id=9 not in dim_currency"] * len(ids)}
+    )
+
+
+def test_a_row_keeps_the_time_it_was_first_held_and_is_stuck_only_past_the_configured_age() -> None:
+    first, later = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, 1, tzinfo=UTC)
+    earlier = held.settle(held_rows([1, 2]), None, ["payment_id"], now=first, stuck_after=timedelta(days=1))
+    assert (earlier.rows, earlier.released, earlier.stuck) == (2, 0, 0)
+
+    now = held.settle(held_rows([2, 3]), earlier.held, ["payment_id"], now=later, stuck_after=timedelta(days=1))
+
+    assert (now.rows, now.released, now.stuck) == (2, 1, 1), "1 loaded; 2 held since the first load; 3 is new"
+    assert now.held[held.SINCE].to_pylist() == [first, later]
+    assert [s["key"] for s in now.stuck_sample] == [{"payment_id": "2"}]
+    assert held.settle(None, now.held, ["payment_id"], now=later, stuck_after=timedelta(0)).released == 2
+
+
+def test_held_rows_keep_the_warehouse_types_of_their_columns() -> None:
+    assert held.arrow_type("numeric(10,2)") == pa.decimal128(10, 2)
+    assert held.arrow_type("time without time zone") == pa.time64("us")
+    assert held.arrow_type("character varying") == pa.string()
+    with pytest.raises(PipelineError, match="no Arrow type for warehouse type 'jsonb'"):
+        held.arrow_type("jsonb")

@@ -92,7 +92,7 @@ class Holding:
 
     table: str
     rows: int = 0
-    _references: list[tuple[str, str, str]] | None = None
+    _references: list[tuple[str, str, str]] | None = field(default=None, init=False, repr=False)
 
     @property
     def _held(self) -> str:
@@ -140,8 +140,9 @@ class Holding:
         key = ", ".join(identifier(c) for c in version_key(con, self.table))
         types = con.run(
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute "
-            "WHERE attrelid = to_regclass(:t) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            t=f"pg_temp.held_{self.table}",
+            "WHERE attrelid = to_regclass('pg_temp.' || quote_ident(:t)) AND attnum > 0 AND NOT attisdropped "
+            "ORDER BY attnum",
+            t=f"held_{self.table}",
         )
         schema = pa.schema([(name, arrow_type(sql_type)) for name, sql_type in types])
         sink = io.BytesIO()
