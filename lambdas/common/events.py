@@ -25,7 +25,9 @@ class TableEvent:
     full_refresh: bool = False
     execution_id: str = ""
     upstream: list[dict[str, Any]] = field(default_factory=list)  # results of the previous stage in this run
-    dimensions: list[dict[str, Any]] = field(default_factory=list)  # dimension loads of this run (for facts)
+    # Dimension loads of this run, passed to fact loads; informational: a fact never waits for them (it holds
+    # the rows whose dimension row is missing, see lambdas/load/held.py).
+    dimensions: list[dict[str, Any]] = field(default_factory=list)
 
     @staticmethod
     def parse(event: Any) -> TableEvent:
