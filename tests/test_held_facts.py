@@ -213,3 +213,41 @@ def test_held_rows_keep_the_warehouse_types_of_their_columns() -> None:
     assert held.arrow_type("character varying") == pa.string()
     with pytest.raises(PipelineError, match="no Arrow type for warehouse type 'jsonb'"):
         held.arrow_type("jsonb")
+
+
+def test_with_counterparty_unreadable_all_three_facts_load_and_hold_only_the_rows_of_the_new_counterparty(
+    reader: Databases,
+) -> None:
+    """The issue's own case: every fact references counterparty, and the sales numbers must not freeze."""
+    assert reader.run().succeeded
+    facts = {"sales_order": "fact_sales_order", "purchase_order": "fact_purchase_order", "payment": "fact_payment"}
+    before = {fact: reader.warehouse_sql(f"SELECT count(*) FROM {fact}")[0][0] for fact in facts.values()}
+    new_counterparty = (
+        "INSERT INTO counterparty (counterparty_legal_name, legal_address_id) "
+        "SELECT 'New & Held Ltd', min(address_id) FROM address RETURNING counterparty_id"
+    )
+    counterparty = as_admin(reader, new_counterparty)[0][0]
+    for source in facts:
+        key = f"{source}_id"
+        as_admin(reader, f"UPDATE {source} SET counterparty_id = :c, last_updated = now() WHERE {key} <= 2",
+                 c=counterparty)  # fmt: skip
+        as_admin(reader, f"UPDATE {source} SET last_updated = now() WHERE {key} BETWEEN 3 AND 5")
+    revoke(reader, "counterparty")
+
+    failed = reader.run()
+
+    assert failed.status == "FAILED"
+    for source, fact in facts.items():
+        result = load_result(failed, fact)
+        assert (result["rows_written"], result["rows_held"]) == (3, 2), fact
+        assert reader.warehouse_sql(f"SELECT count(*) FROM {fact}")[0][0] == before[fact] + 3
+        assert [s["key"][f"{source}_id"] for s in result["held_sample"]] == ["1", "2"]
+        assert {s["reason"] for s in result["held_sample"]} == {
+            f"counterparty_id={counterparty} not in dim_counterparty"
+        }
+
+    grant(reader, "counterparty")
+    assert reader.run(**json.loads(failed.cause)["rerun_input"]).succeeded
+    assert differences(reader) == {}
+    for fact in facts.values():
+        assert reader.warehouse_sql(f"SELECT count(*) FROM {fact}")[0][0] == before[fact] + 5
