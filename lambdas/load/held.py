@@ -152,6 +152,7 @@ class Holding:
         return pcsv.read_csv(
             io.BytesIO(sink.getvalue()),
             read_options=pcsv.ReadOptions(column_names=schema.names),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),  # a quoted text may span lines
             convert_options=pcsv.ConvertOptions(column_types=schema, strings_can_be_null=True,
                                                 quoted_strings_can_be_null=False, true_values=["t"],
                                                 false_values=["f"]),
