@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -19,6 +20,7 @@ import pytest
 from lambdas.common import lake
 from lambdas.common.errors import PipelineError
 from lambdas.load import held, loader, warehouse
+from lambdas.load.schema import ensure_schema
 from statemachine.local import report, runner
 from tests.conftest import Databases, as_admin
 from tests.test_incremental_safety import crash_once
@@ -251,3 +253,45 @@ def test_with_counterparty_unreadable_all_three_facts_load_and_hold_only_the_row
     assert differences(reader) == {}
     for fact in facts.values():
         assert reader.warehouse_sql(f"SELECT count(*) FROM {fact}")[0][0] == before[fact] + 5
+
+
+def test_held_rows_come_back_from_the_warehouse_exactly_as_staged_awkward_text_included(
+    databases: Databases,
+) -> None:
+    staged = pa.table(
+        {
+            "purchase_order_id": pa.array([1, 2], pa.int32()),
+            "created_date": pa.array([date(2023, 3, 1)] * 2),
+            "created_time": pa.array([time(9, 30, 0, 123456)] * 2, pa.time64("us")),
+            "last_updated_date": pa.array([date(2023, 3, 1)] * 2),
+            "last_updated_time": pa.array([time(10, 30)] * 2, pa.time64("us")),
+            "staff_id": pa.array([7, 8], pa.int32()),
+            "counterparty_id": pa.array([1, 1], pa.int32()),
+            "item_code": ['multi\nline, "quoted"', ""],
+            "item_quantity": pa.array([3, 4], pa.int32()),
+            "item_unit_price": pa.array([Decimal("12.34"), Decimal("0.01")], pa.decimal128(10, 2)),
+            "currency_id": pa.array([1, 1], pa.int32()),
+            "agreed_delivery_date": pa.array([date(2023, 3, 5)] * 2),
+            "agreed_payment_date": pa.array([date(2023, 3, 10)] * 2),
+            "agreed_delivery_location_id": pa.array([1, 1], pa.int32()),
+        }
+    )
+    con = databases.warehouse_con()
+    try:
+        ensure_schema(con)
+        holding = held.Holding("fact_purchase_order")
+        con.run("START TRANSACTION")
+        counts = warehouse.merge_batch(con, "fact_purchase_order", [staged], hold=holding)
+        kept = holding.collect(con)
+        con.run("ROLLBACK")
+    finally:
+        con.close()
+
+    assert (counts.written, holding.rows) == (0, 2), "the warehouse is empty: no reference resolves"
+    assert kept is not None and kept.drop_columns([held.REASON]).equals(staged)
+    assert kept[held.REASON][0].as_py() == (
+        "agreed_delivery_date=2023-03-05 not in dim_date; agreed_delivery_location_id=1 not in dim_location; "
+        "agreed_payment_date=2023-03-10 not in dim_date; counterparty_id=1 not in dim_counterparty; "
+        "created_date=2023-03-01 not in dim_date; currency_id=1 not in dim_currency; "
+        "last_updated_date=2023-03-01 not in dim_date; staff_id=7 not in dim_staff"
+    )
