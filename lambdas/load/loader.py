@@ -48,6 +48,7 @@ def load_table(
 ) -> LoadResult:
     """Merge the table's new processed batches (and a fact's held rows) into the warehouse; move its cursor."""
     table = require_warehouse_table(table)
+    stuck_after = held.stuck_after()  # a bad setting fails before any work, not between commit and head
     ensure_schema(con)
     source = BatchLog(processed, TRANSFORM_STAGE, table)
     cursor = BatchLog(processed, STAGE, table)
@@ -71,7 +72,7 @@ def load_table(
     except BaseException:
         con.run("ROLLBACK")
         raise
-    settled = held.settle(still_held, previous, key, now=now or datetime.now(UTC), stuck_after=held.stuck_after())
+    settled = held.settle(still_held, previous, key, now=now or datetime.now(UTC), stuck_after=stuck_after)
     if batches or settled.released:  # held rows that merely stay held change nothing: no new objects
         seq = batches[-1].seq if batches else done
         entry = held.write(processed, table, seq, settled)
