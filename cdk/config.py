@@ -15,6 +15,7 @@ from typing import Any
 
 from cdk.workflow import STATE_MACHINE_NAME_MAX_LENGTH, STATE_MACHINE_NAME_SUFFIX
 from lambdas.common.tables import SOURCE_TABLES
+from lambdas.load.held import DEFAULT_STUCK_AFTER_SECONDS
 
 # Retention periods that CloudWatch Logs accepts (days).
 LOG_RETENTION_DAYS = frozenset(
@@ -69,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "pandas_layer_version": 6,
     "max_source_connections": 4,
     "extract_lookback_seconds": 900,
+    "held_stuck_after_seconds": DEFAULT_STUCK_AFTER_SECONDS,
     "tracing": True,
     "vpc_id": None,
     "subnet_ids": [],
@@ -129,6 +131,7 @@ class PipelineConfig:
     pandas_layer_version: int
     max_source_connections: int
     extract_lookback_seconds: int
+    held_stuck_after_seconds: int
     tracing: bool
     network: DatabaseNetwork | None
     retention: LakeRetention
@@ -202,6 +205,10 @@ class PipelineConfig:
         lookback = _integer(
             value("extract_lookback_seconds"), "extract_lookback_seconds", errors, minimum=0, maximum=86_400
         )
+        # At least one scheduled run's worth, at most 30 days: a held fact row is reported stuck after this.
+        stuck_after = _integer(
+            value("held_stuck_after_seconds"), "held_stuck_after_seconds", errors, minimum=300, maximum=2_592_000
+        )
         tracing = _boolean(value("tracing"), "tracing", errors)
         network = _network(value("vpc_id"), value("subnet_ids"), value("security_group_ids"), errors)
         lake = _lake_retention(value, errors)
@@ -228,6 +235,7 @@ class PipelineConfig:
             log_retention_days=retention,
             max_source_connections=max_source_connections,
             extract_lookback_seconds=lookback,
+            held_stuck_after_seconds=stuck_after,
             tracing=tracing,
             network=network,
             retention=lake,

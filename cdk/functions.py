@@ -15,6 +15,7 @@ from constructs import Construct
 
 from cdk.bundling import LocalPythonBundler
 from cdk.nag import acknowledge
+from lambdas.load.held import STUCK_AFTER_ENV
 
 # The newest Python runtime that this CDK release knows and both managed layers are published for.
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -124,6 +125,7 @@ class PipelineFunctions(Construct):
         pandas_layer_version: int,
         max_source_connections: int,
         extract_lookback_seconds: int,
+        held_stuck_after_seconds: int,
         lease_ttl_seconds: int,
         tracing: bool,
         database_network: FunctionNetwork | None = None,
@@ -199,6 +201,7 @@ class PipelineFunctions(Construct):
                 **buckets,
                 "WAREHOUSE_SECRET_ID": warehouse_secret_name,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                STUCK_AFTER_ENV: str(held_stuck_after_seconds),
             },
             network=database_network,
         )

@@ -14,6 +14,7 @@ from constructs import Construct
 from cdk.functions import METRICS_NAMESPACE, PipelineFunctions, service_name
 from cdk.nag import acknowledge
 from cdk.workflow import Workflow
+from lambdas.load.held import HELD_ROWS_METRIC, STUCK_ROWS_METRIC
 
 PERIOD = Duration.minutes(5)
 # The freshness alarm fires when no load succeeded for this long (six scheduled runs at the default rate).
@@ -142,6 +143,26 @@ class Monitoring(Construct):
             "A reconciliation found rows where totesys and the lake differed (changed without a new last_updated, "
             "missing, or deleted upstream). They were fed through the pipeline, but something upstream or in the "
             "lake's state changed unseen: read the run's extract results (docs/operations.md#reconciliation).",
+        )
+
+        self.stuck_held_rows = cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name=STUCK_ROWS_METRIC,
+            dimensions_map={"service": service_name("load")},
+            statistic=cloudwatch.Stats.MAXIMUM,
+            period=PERIOD,
+        )
+        self.stuck_held_rows_alarm = self._condition_alarm(
+            "HeldFactRowsStuck",
+            self.stuck_held_rows,
+            "Fact rows have been held back for longer than held_stuck_after_seconds: the dimension rows they "
+            "point at never reached the warehouse (a reference table still failing, or rows deleted upstream). "
+            "The load's 'fact rows held for too long' log line and the run's loaded_facts results name their "
+            "keys; they are kept, never dropped, and load as soon as their references exist.",
+            threshold=1,
+            comparison=GE,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
         self.dashboard = self._dashboard(workflow, functions, warehouse_tables, fact_tables)
@@ -278,6 +299,24 @@ class Monitoring(Construct):
                 title="Source lag of the loaded facts (seconds, maximum)",
                 left=[source_lag(table) for table in fact_tables],
                 width=12,
+            ),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Fact rows held back for a missing dimension row (maximum)",
+                left=[
+                    cloudwatch.Metric(
+                        namespace=METRICS_NAMESPACE,
+                        metric_name=HELD_ROWS_METRIC,
+                        dimensions_map={"service": load_service, "table": table},
+                        label=table,
+                        period=PERIOD,
+                        statistic=cloudwatch.Stats.MAXIMUM,
+                    )
+                    for table in fact_tables
+                ],
+                right=[self.stuck_held_rows.with_(label="stuck (alarm at 1)")],
+                width=24,
             ),
         )
         dashboard.add_widgets(cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24))

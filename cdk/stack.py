@@ -25,6 +25,7 @@ from cdk.workflow import MAX_EXECUTION_SECONDS, Workflow, asl_timeout_seconds, p
 from lambdas.common.lake import RECONCILE_STAGE
 from lambdas.common.tables import FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
 from lambdas.lease.lease import LEASE_KEY
+from lambdas.load.held import held_prefix
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_PACKAGE_DIR = REPO_ROOT / "lambdas"
@@ -130,6 +131,7 @@ class PipelineStack(Stack):
             pandas_layer_version=config.pandas_layer_version,
             max_source_connections=config.max_source_connections,
             extract_lookback_seconds=config.extract_lookback_seconds,
+            held_stuck_after_seconds=config.held_stuck_after_seconds,
             # The Workflow reads the same TimeoutSeconds, but it is built after the functions it invokes.
             lease_ttl_seconds=lease_ttl_seconds(asl_timeout_seconds(DEFINITION_FILE)),
             tracing=config.tracing,
@@ -276,6 +278,19 @@ class PipelineStack(Stack):
             [*_batch_logs(WAREHOUSE_TABLES), *_heads("transform", WAREHOUSE_TABLES)],
         )
         self._allow_objects(functions.load, processed, READ_WRITE, _heads("load", WAREHOUSE_TABLES))
+        # ... and the facts' held rows: new immutable objects named by the load heads, read back by later loads.
+        held_sets = [f"{held_prefix(fact)}*" for fact in FACTS]
+        self._allow_objects(
+            functions.load,
+            processed,
+            READ_WRITE,
+            held_sets,
+            reasons={
+                key: "A fact load stores the rows it holds back for a missing dimension row as a new object "
+                "'_held/<fact>/<seq>-<token>.parquet' per load; only s3:GetObject/s3:PutObject are granted."
+                for key in held_sets
+            },
+        )
         self._allow_listing(functions.load, processed)
         self._allow_secret(functions.load, self.config.warehouse_secret_name)
 

@@ -120,3 +120,36 @@ def awkward(databases: Databases) -> Databases:
     finally:
         con.close()
     return databases
+
+
+@pytest.fixture
+def reader(databases: Databases) -> Iterator[Databases]:
+    """Sample data read through a role that may only SELECT, as in production."""
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    con = databases.seed(scale=0.05).source_con()
+    try:
+        postgres.grant_read_only(con, role)
+    finally:
+        con.close()
+    databases.source = {**databases.source, "username": role}
+    yield databases
+    admin = pg8000.native.Connection(
+        databases.admin["username"], unix_sock=f"{databases.admin['host']}/.s.PGSQL.{databases.admin['port']}",
+        database=databases.source["dbname"],
+    )  # fmt: skip
+    try:
+        admin.run(f"DROP OWNED BY {pg8000.native.identifier(role)}")
+        admin.run(f"DROP ROLE {pg8000.native.identifier(role)}")
+    finally:
+        admin.close()
+
+
+def as_admin(db: Databases, statement: str, **params: Any) -> list:
+    """A statement on the source as its owner (the pipeline's own role may only read)."""
+    con = pg8000.native.Connection(
+        db.admin["username"], unix_sock=f"{db.admin['host']}/.s.PGSQL.{db.admin['port']}", database=db.source["dbname"]
+    )
+    try:
+        return con.run(statement, **params)
+    finally:
+        con.close()

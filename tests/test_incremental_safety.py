@@ -93,7 +93,7 @@ CRASH_POINTS = {
     "transform: joined dimension's current state written, cursor not": (
         lake.BatchLog, "commit", lambda log, *_: log.stage == "transform" and log.table == "dim_staff", False),
     "load: merged, warehouse transaction not committed": (
-        loader, "merge_batch", lambda con, table, *_: table == "fact_sales_order", True),
+        loader, "merge_batch", lambda con, table, *_, **__: table == "fact_sales_order", True),
     "load: warehouse committed, load cursor not": (
         lake.ReaderState, "commit", lambda state, *_: state.table == "fact_sales_order", False),
     "load: dimension committed, its cursor not": (

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from lambdas.load import held
 from lambdas.load.handler import metrics_for
 from lambdas.load.loader import LoadResult
 
@@ -40,3 +41,19 @@ def test_metric_sets_of_concurrent_invocations_are_independent() -> None:
     second, _ = metrics_for(LoadResult("dim_design", 1, 5, 5), now=datetime.now(UTC))
     assert first.serialize_metric_set()["table"] == "dim_staff"
     assert second.serialize_metric_set()["RowsLoaded"] == [5.0]
+
+
+def test_a_fact_load_publishes_its_held_and_stuck_rows_per_table_and_stuck_rows_per_service() -> None:
+    kept = held.Settled(held=None, released=0, stuck=2)
+    result = LoadResult("fact_payment", 1, 5, 3, kept=kept)
+
+    per_table, service = (m.serialize_metric_set() for m in metrics_for(result, now=datetime.now(UTC)))
+
+    assert per_table["HeldRows"] == [0.0] and per_table["StuckHeldRows"] == [2.0]
+    assert service["StuckHeldRows"] == [2.0] and service["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+
+
+def test_a_dimension_load_publishes_no_held_rows() -> None:
+    per_table, service = (m.serialize_metric_set() for m in metrics_for(LoadResult("dim_staff", 1, 3, 3),
+                                                                         now=datetime.now(UTC)))  # fmt: skip
+    assert "HeldRows" not in per_table and "StuckHeldRows" not in service

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lambdas.common.errors import PipelineError
-from lambdas.common.tables import FACT_DIMENSIONS, TRANSFORM_INPUTS
+from lambdas.common.tables import TRANSFORM_INPUTS
 
 SUCCEEDED, SKIPPED, FAILED = "succeeded", "skipped", "failed"
 # The run modes an execution input may switch on, at most one at a time (docs/operations.md).
@@ -29,7 +29,9 @@ class TableEvent:
     reconcile: bool = False
     execution_id: str = ""
     upstream: list[dict[str, Any]] = field(default_factory=list)  # results of the previous stage in this run
-    dimensions: list[dict[str, Any]] = field(default_factory=list)  # dimension loads of this run (for facts)
+    # Dimension loads of this run, passed to fact loads; informational: a fact never waits for them (it holds
+    # the rows whose dimension row is missing, see lambdas/load/held.py).
+    dimensions: list[dict[str, Any]] = field(default_factory=list)
 
     @staticmethod
     def parse(event: Any) -> TableEvent:
@@ -54,14 +56,15 @@ class TableEvent:
     def blocked_by(self) -> list[str]:
         """Why this table must not be processed in this run: the work it depends on did not succeed.
 
-        A transform waits for its sources' extracts; a load for its own transform; a fact also for the
-        dimensions its foreign keys point at. Skipping keeps the cursors where they are, so the next run
-        does the work once its inputs are there: nothing is half-loaded.
+        Only the table's lineage counts: a transform waits for the extracts of the source tables it is built
+        from, a load for its own transform. A fact does not wait for its dimensions: a row whose dimension row
+        is missing is held back by the load (lambdas/load/held.py) and the rest goes in. Skipping keeps the
+        cursors where they are, so the next run does the work once its inputs are there.
         """
-        needs = set(TRANSFORM_INPUTS.get(self.table, ())) | {self.table} | set(FACT_DIMENSIONS.get(self.table, ()))
+        needs = set(TRANSFORM_INPUTS.get(self.table, ())) | {self.table}
         return [
             f"{r.get('stage')} of {r.get('table')} {r.get('status')}"
-            for r in [*self.upstream, *self.dimensions]
+            for r in self.upstream
             if r.get("table") in needs and r.get("status") in (FAILED, SKIPPED)
         ]
 

@@ -55,13 +55,6 @@ TRANSFORM_INPUTS: dict[str, tuple[str, ...]] = {
     "fact_payment": ("payment",),
 }
 
-# The dimensions each fact's foreign keys point at (warehouse.sql): a fact is not loaded while one failed.
-FACT_DIMENSIONS: dict[str, tuple[str, ...]] = {
-    "fact_sales_order": ("dim_date", "dim_staff", "dim_counterparty", "dim_currency", "dim_design", "dim_location"),
-    "fact_purchase_order": ("dim_date", "dim_staff", "dim_counterparty", "dim_currency", "dim_location"),
-    "fact_payment": ("dim_date", "dim_transaction", "dim_counterparty", "dim_currency", "dim_payment_type"),
-}
-
 
 def require_source_table(table: str) -> str:
     """Refuse any name that is not one of the eleven business tables, before it gets near SQL."""

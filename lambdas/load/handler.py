@@ -12,6 +12,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.common.db import connect, database_errors, read_secret, statement_budget
 from lambdas.common.events import TableEvent, env
 from lambdas.common.lake import Bucket
+from lambdas.common.tables import FACTS
+from lambdas.load.held import HELD_ROWS_METRIC, STUCK_ROWS_METRIC
 from lambdas.load.loader import STAGE, LoadResult, load_table
 
 logger = Logger()
@@ -33,6 +35,13 @@ def metrics_for(result: LoadResult, *, now: datetime) -> list[EphemeralMetrics]:
         per_table.add_metric("SourceLagSeconds", MetricUnit.Seconds, max(lag, 0.0))
     succeeded = EphemeralMetrics()
     succeeded.add_metric("LoadsSucceeded", MetricUnit.Count, 1)
+    if result.table not in FACTS:
+        return [per_table, succeeded]
+    # Held rows: how many wait for a dimension row, and how many have waited too long (the alarm's metric,
+    # also without the table dimension so that one alarm covers every fact).
+    per_table.add_metric(HELD_ROWS_METRIC, MetricUnit.Count, result.kept.rows)
+    per_table.add_metric(STUCK_ROWS_METRIC, MetricUnit.Count, result.kept.stuck)
+    succeeded.add_metric(STUCK_ROWS_METRIC, MetricUnit.Count, result.kept.stuck)
     return [per_table, succeeded]
 
 
@@ -53,4 +62,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     for metric_set in metrics_for(result, now=datetime.now(UTC)):
         metric_set.flush_metrics()
     logger.info("loaded", extra=result.as_dict())
+    if result.kept.stuck:
+        logger.error("fact rows held for too long: their dimension rows never arrived",
+                     extra={"rows_stuck": result.kept.stuck, "stuck_sample": result.kept.stuck_sample})  # fmt: skip
     return result.as_dict()

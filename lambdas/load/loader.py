@@ -1,8 +1,9 @@
 """One load: every processed batch of a table that the warehouse has not taken yet, in one transaction.
 
-The load cursor is written to S3 only after the warehouse transaction commits. If the cursor write is
-lost, the same batches are merged again, which changes nothing: facts ignore versions they hold,
-dimensions are rewritten with the same values. So the warehouse takes each batch exactly once.
+The load cursor is written to S3 only after the warehouse transaction commits; for a fact it also names
+the rows held back for a missing dimension row (lambdas/load/held.py), which every load stages again.
+If the cursor write is lost, the same batches are merged again, which changes nothing: facts ignore
+versions they hold, dimensions are rewritten with the same values. So the warehouse takes each batch exactly once.
 
 The cursor names the warehouse it describes: pointed at another warehouse, a load refuses, because the
 batches the cursor says were taken are not in it; a repair loads the current epoch into it from the start.
@@ -10,15 +11,19 @@ batches the cursor says were taken are not in it; a repair loads the current epo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pg8000.native
+import pyarrow as pa
+from botocore.exceptions import ClientError
 
 from lambdas.common.db import database_identity, describe_identity
+from lambdas.common.errors import PipelineError
 from lambdas.common.events import SUCCEEDED
 from lambdas.common.lake import BatchLog, Bucket, ReaderState
-from lambdas.common.tables import TRANSFORM_INPUTS, require_warehouse_table
+from lambdas.common.tables import FACTS, TRANSFORM_INPUTS, require_warehouse_table
+from lambdas.load import held
 from lambdas.load.schema import ensure_schema
 from lambdas.load.warehouse import MergeCounts, merge_batch
 
@@ -33,15 +38,29 @@ class LoadResult:
     staged: int
     written: int
     newest_change: datetime | None = None
+    kept: held.Settled = field(default_factory=lambda: held.Settled(None, 0, 0))  # a fact's held rows
 
     def as_dict(self) -> dict[str, object]:
-        return {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "batches": self.batches,
-                "rows_staged": self.staged, "rows_written": self.written}  # fmt: skip
+        result: dict[str, object] = {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "batches": self.batches,
+                                     "rows_staged": self.staged, "rows_written": self.written}  # fmt: skip
+        if self.table in FACTS:
+            result |= {"rows_held": self.kept.rows, "rows_released": self.kept.released,
+                       "rows_stuck": self.kept.stuck, "held_sample": self.kept.sample,
+                       "stuck_sample": self.kept.stuck_sample}  # fmt: skip
+        return result
 
 
-def load_table(con: pg8000.native.Connection, processed: Bucket, table: str, *, repair: bool = False) -> LoadResult:
-    """Merge the table's new processed batches into the warehouse and move its load cursor."""
+def load_table(
+    con: pg8000.native.Connection,
+    processed: Bucket,
+    table: str,
+    *,
+    repair: bool = False,
+    now: datetime | None = None,
+) -> LoadResult:
+    """Merge the table's new processed batches (and a fact's held rows) into the warehouse; move its cursor."""
     table = require_warehouse_table(table)
+    stuck_after = held.stuck_after()  # a bad setting fails before any work, not between commit and head
     lineage = TRANSFORM_INPUTS[table]
     source = BatchLog(processed, TRANSFORM_STAGE, table, lineage=lineage)
     taken = ReaderState(processed, STAGE, table, lineage=lineage)
@@ -58,18 +77,35 @@ def load_table(con: pg8000.native.Connection, processed: Bucket, table: str, *, 
         cursor = None  # a repair: this warehouse takes the current epoch from its start
     ensure_schema(con)
     reading = source.follow(cursor)
-    if not reading.batches:
+    try:
+        previous = held.read(processed, saved or {})
+    except (PipelineError, ClientError, pa.ArrowException, OSError) as error:
+        raise source.fail(f"the held rows named by {processed.uri(taken.key)} cannot be read ({error})") from error
+    batches = reading.batches
+    if not batches and previous is None:
         if saved is not None and saved.get("cursor") != reading.cursor:
             taken.commit({"cursor": reading.cursor, "warehouse": identity})  # an empty new epoch was followed
         return LoadResult(table, 0, 0, 0)
+    holding = held.Holding(table) if table in FACTS else None
     counts = MergeCounts()
     con.run("START TRANSACTION")
     try:
-        for batch in reading.batches:
-            counts += merge_batch(con, table, source.read(batch))
+        if previous is not None:
+            counts += merge_batch(con, table, [held.as_staged(previous)], hold=holding)
+        for batch in batches:
+            counts += merge_batch(con, table, source.read(batch), hold=holding)
+        still_held = holding.collect(con) if holding is not None else None
+        key = held.version_key(con, table) if holding is not None else []
         con.run("COMMIT")
     except BaseException:
         con.run("ROLLBACK")
         raise
-    taken.commit({"cursor": reading.cursor, "warehouse": identity})
-    return LoadResult(table, len(reading.batches), counts.staged, counts.written, counts.newest_change)
+    settled = held.settle(still_held, previous, key, now=now or datetime.now(UTC), stuck_after=stuck_after)
+    if batches or settled.released or (saved or {}).get("cursor") != reading.cursor:
+        seq = batches[-1].seq if batches else reading.cursor["seq"] if reading.cursor else 0
+        entry = held.write(processed, table, seq, settled)  # held rows that merely stay held write nothing new
+        state: dict[str, object] = {"cursor": reading.cursor, "warehouse": identity}
+        if entry:
+            state["held"] = entry
+        taken.commit(state)
+    return LoadResult(table, len(batches), counts.staged, counts.written, counts.newest_change, settled)

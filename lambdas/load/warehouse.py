@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -114,10 +114,23 @@ def foreign_keys_checked_once(con: pg8000.native.Connection, table: str) -> Iter
         con.run(f"ALTER TABLE {target} ADD CONSTRAINT {identifier(name)} {definition}")
 
 
+# Called after staging, before the insert, with the staging table's identifier: may take rows out of it.
+StagedHook = Callable[[pg8000.native.Connection, str], int]
+
+
 def merge_batch(
-    con: pg8000.native.Connection, table: str, parts: Iterable[pa.Table], *, bulk_rows: int | None = None
+    con: pg8000.native.Connection,
+    table: str,
+    parts: Iterable[pa.Table],
+    *,
+    bulk_rows: int | None = None,
+    hold: StagedHook | None = None,
 ) -> MergeCounts:
-    """Stage the parts of one batch and merge them; the caller owns the transaction."""
+    """Stage the parts of one batch and merge them; the caller owns the transaction.
+
+    `hold` (for facts) moves staged rows whose references are not in the warehouse yet out of staging, so
+    that they neither fail the insert nor are lost (see lambdas/load/held.py).
+    """
     target_columns = table_columns(con, table)
     stage = identifier(f"stage_{table}")
     counts = MergeCounts()
@@ -140,6 +153,8 @@ def merge_batch(
         counts.staged += part.num_rows
     if columns is None:
         return counts
+    if hold is not None:
+        hold(con, stage)
     target = identifier(table)
     if table in INSERT_ONLY:
         insert = f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {stage} ON CONFLICT DO NOTHING"

@@ -48,6 +48,33 @@ def failures(run: dict[str, Any]) -> list[Failure]:
     return found
 
 
+def held_facts(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per fact table, the rows its load held back for a missing dimension row: counts and a few keys."""
+    found = {}
+    for result in run.get("loaded_facts") or []:
+        if result.get("rows_held"):
+            found[str(result.get("table"))] = {
+                "rows_held": result["rows_held"],
+                "rows_stuck": result.get("rows_stuck", 0),
+                "sample": result.get("held_sample") or [],
+                "stuck_sample": result.get("stuck_sample") or [],
+            }
+    return found
+
+
+def _held_lines(held: dict[str, dict[str, Any]]) -> list[str]:
+    if not held:
+        return []
+    lines = ["", "Fact rows held back (the rest of each fact loaded; these load by themselves in the first run in "
+             "which their dimension rows exist):"]  # fmt: skip
+    for table, entry in held.items():
+        lines.append(f"  - {table}: {entry['rows_held']} rows held, {entry['rows_stuck']} of them stuck")
+        for row in entry["stuck_sample"] or entry["sample"]:
+            keys = ", ".join(f"{k}={v}" for k, v in row["key"].items())
+            lines.append(f"      {keys}: {row['reason']} (held since {row['held_since']})")
+    return lines
+
+
 def rerun_input(found: list[Failure], options: dict[str, Any]) -> dict[str, Any]:
     """The execution input that re-runs only what failed.
 
@@ -78,10 +105,15 @@ def local_command(rerun: dict[str, Any]) -> str:
     return command + (" --full-refresh" if rerun.get("full_refresh") else "")
 
 
-def cause(found: list[Failure], rerun: dict[str, Any]) -> str:
+def cause(found: list[Failure], rerun: dict[str, Any], held: dict[str, dict[str, Any]] | None = None) -> str:
     """The execution's failure cause: JSON a program can parse and a person can read."""
     return json.dumps(
-        {"failed_tables": [asdict(f) for f in found], "rerun_input": rerun, "local_rerun": local_command(rerun)},
+        {
+            "failed_tables": [asdict(f) for f in found],
+            "held_facts": held or {},
+            "rerun_input": rerun,
+            "local_rerun": local_command(rerun),
+        },
         indent=1,
         ensure_ascii=False,
     )
@@ -98,7 +130,9 @@ def state_machine_arn(execution_arn: str) -> str:
     return ":".join([*parts[:5], "stateMachine", parts[6]])
 
 
-def alert(execution_arn: str, found: list[Failure], rerun: dict[str, Any]) -> tuple[str, str]:
+def alert(
+    execution_arn: str, found: list[Failure], rerun: dict[str, Any], held: dict[str, dict[str, Any]] | None = None
+) -> tuple[str, str]:
     """(subject, body) of the e-mail sent once per failed run."""
     names = sorted({f.table for f in found if f.status == FAILED})
     subject = f"Totesys ETL failed: {', '.join(names)}"
@@ -106,6 +140,7 @@ def alert(execution_arn: str, found: list[Failure], rerun: dict[str, Any]) -> tu
         subject = f"Totesys ETL failed: {len(names)} tables"
     lines = [f"The pipeline run {execution_arn.rsplit(':', 1)[-1]} ended FAILED.", "", "Failed tables:"]
     lines += [f"  - {f.table} ({f.stage}, {f.status}): {f.error}: {f.message}" for f in found]
+    lines += _held_lines(held or {})
     lines += [
         "",
         f"Execution: {execution_arn}",

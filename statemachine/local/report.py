@@ -19,9 +19,22 @@ def _rows(result: dict[str, Any]) -> str:
     return ""
 
 
+def _held(result: dict[str, Any]) -> str:
+    """A fact's rows held back for a missing dimension row, with the first reason."""
+    if not result.get("rows_held"):
+        return ""
+    sample = (result.get("stuck_sample") or result.get("held_sample") or [{}])[0]
+    stuck = f", {result['rows_stuck']:,} stuck" if result.get("rows_stuck") else ""
+    return f", {result['rows_held']:,} held{stuck} (e.g. {sample.get('reason', '?')})"
+
+
 def progress_line(invocation: Invocation) -> str:
     mark = "✔" if invocation.ok else "✘"
-    detail = _rows(invocation.result) if invocation.ok else invocation.result.get("errorType", "error")
+    detail = (
+        _rows(invocation.result) + _held(invocation.result)
+        if invocation.ok
+        else invocation.result.get("errorType", "error")
+    )
     return f"  {mark} {invocation.stage:<9} {invocation.table:<20} {invocation.seconds:6.2f}s  {detail}"
 
 
@@ -75,7 +88,7 @@ def execution_graph(outcome: RunOutcome) -> str:
             elif last.result.get("status") == "skipped":
                 state, detail = "SKIPPED", f"needs {last.result.get('reason')}"
             else:
-                state, detail = "SUCCEEDED", _rows(last.result)
+                state, detail = "SUCCEEDED", _rows(last.result) + _held(last.result)
             retry_text = f"  {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
             seconds = sum(c.seconds for c in calls)
             lines.append(f"      {_MARK[state]} {table:<22} {state:<10} {seconds:7.2f}s  {detail}{retry_text}")
@@ -95,6 +108,12 @@ def failure_summary(outcome: RunOutcome, passthrough: list[str]) -> str:
     for failure in cause.get("failed_tables", []):
         lines.append(f"  ✘ {failure['table']:<22} {failure['stage']:<9} {failure['status']:<8} "
                      f"{failure['error']}: {failure['message']}")  # fmt: skip
+    for table, held in cause.get("held_facts", {}).items():
+        lines.append(f"  ⏸ {table:<22} {held['rows_held']:,} rows held back, {held['rows_stuck']:,} stuck; "
+                     "they load by themselves once their dimension rows exist")  # fmt: skip
+        for row in held["stuck_sample"] or held["sample"]:
+            keys = ", ".join(f"{k}={v}" for k, v in row["key"].items())
+            lines.append(f"      {keys}: {row['reason']} (held since {row['held_since']})")
     tables = cause.get("rerun_input", {}).get("tables", [])
     verb = "repair" if cause.get("rerun_input", {}).get("repair") else "run"
     command = ["python", "-m", "statemachine.local", verb, *passthrough, "--tables", ",".join(tables)]

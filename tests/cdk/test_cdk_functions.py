@@ -8,6 +8,7 @@ import aws_cdk as cdk
 
 from cdk.functions import STAGES, VPC_ACCESS_ACTIONS, pandas_layer_arn, powertools_layer_arn
 from cdk.stack import DEFINITION_FILE, lease_ttl_seconds
+from lambdas.load.held import STUCK_AFTER_ENV
 from tests.cdk.support import HANDLERS, Synthesized, as_list
 
 POWERTOOLS_LAYER = "arn:aws:lambda:eu-west-2:017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-x86_64:27"
@@ -90,6 +91,7 @@ def test_function_environment_variables(synthesized: Synthesized) -> None:
             "POWERTOOLS_SERVICE_NAME": "totesys-load",
             "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
             "WAREHOUSE_SECRET_ID": "totesys/warehouse",
+            "HELD_STUCK_AFTER_SECONDS": "86400",
         },
         "report": {
             "ALERT_TOPIC_ARN": {"Ref": synthesized.topic_id()},
@@ -120,6 +122,11 @@ def test_lease_outlives_the_longest_execution_by_five_minutes(synthesized: Synth
 def test_extract_lookback_comes_from_the_context(variant: Synthesized) -> None:
     variables = variant.properties(variant.function_ids()["extract"])["Environment"]["Variables"]
     assert variables["EXTRACT_LOOKBACK_SECONDS"] == "600"
+
+
+def test_the_age_at_which_held_fact_rows_are_stuck_comes_from_the_context(variant: Synthesized) -> None:
+    variables = variant.properties(variant.function_ids()["load"])["Environment"]["Variables"]
+    assert variables[STUCK_AFTER_ENV] == "7200"
 
 
 def test_function_log_groups_keep_logs_for_the_configured_retention(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from lambdas.common.lake import reconcile_snapshot_key
-from lambdas.common.tables import SOURCE_TABLES, WAREHOUSE_TABLES
+from lambdas.common.tables import FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
 from lambdas.lease.lease import LEASE_KEY
 from tests.cdk.support import Synthesized, as_list, bucket_references, object_patterns, rendered
 
@@ -72,11 +72,12 @@ def test_s3_access_is_exactly_the_handlers_keys_and_actions(synthesized: Synthes
         **batches(WAREHOUSE_TABLES, GET),
         **heads("transform", WAREHOUSE_TABLES, GET),
         **heads("load", WAREHOUSE_TABLES, GET_PUT),
+        **{f"_held/{fact}/*": GET_PUT for fact in FACTS},
     }
     writes = {
         key for key, actions in object_patterns(statements["load"], processed).items() if "s3:PutObject" in actions
     }
-    assert all(key.startswith("_state/load/") for key in writes)
+    assert all(key.startswith(("_state/load/", "_held/fact_")) for key in writes)
     # report: no data access at all.
     assert bucket_references(statements["report"]) == set()
     # lease: its one object in the ingestion bucket, nothing else.

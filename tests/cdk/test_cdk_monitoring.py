@@ -9,6 +9,7 @@ from typing import Any
 from aws_cdk.assertions import Match
 
 from lambdas.common.tables import FACTS, WAREHOUSE_TABLES
+from lambdas.load.held import HELD_ROWS_METRIC, STUCK_ROWS_METRIC
 from tests.cdk.support import Synthesized, rendered
 
 
@@ -106,6 +107,20 @@ def test_freshness_alarm_fires_when_no_load_succeeded_for_30_minutes(synthesized
     assert alarm["OKActions"] == [{"Ref": topic}], "operators learn when the warehouse is fresh again"
 
 
+def test_a_fact_row_held_past_its_configured_age_fires_an_alarm_until_it_loads(synthesized: Synthesized) -> None:
+    topic = synthesized.topic_id()
+    alarm = alarms(synthesized)["HeldFactRowsStuck"]
+
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("TotesysEtl", STUCK_ROWS_METRIC)
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "totesys-load"}], "one alarm for every fact"
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Maximum", 300, 1)
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert alarm["AlarmActions"] == [{"Ref": topic}]
+    assert alarm["OKActions"] == [{"Ref": topic}], "operators learn when the stuck rows have loaded"
+    assert "never dropped" in alarm["AlarmDescription"]
+
+
 def test_there_are_exactly_these_alarms(synthesized: Synthesized) -> None:
     stages = [stage.capitalize() for stage in synthesized.function_ids()]
     assert stages == ["Extract", "Transform", "Load", "Report", "Lease"]
@@ -117,6 +132,7 @@ def test_there_are_exactly_these_alarms(synthesized: Synthesized) -> None:
         "ExecutionsAborted",
         "ExecutionsThrottled",
         "WarehouseStale",
+        "HeldFactRowsStuck",
         *(f"{stage}Errors" for stage in stages),
         *(f"{stage}Throttles" for stage in stages),
     }
@@ -153,6 +169,11 @@ def test_dashboard_shows_executions_durations_rows_errors_and_alarms(synthesized
     assert rows == [["TotesysEtl", "RowsLoaded", "service", "totesys-load", "table", t] for t in WAREHOUSE_TABLES]
     lag = metric_rows(widgets["Source lag of the loaded facts (seconds, maximum)"])
     assert lag == [["TotesysEtl", "SourceLagSeconds", "service", "totesys-load", "table", t] for t in FACTS]
+    held = metric_rows(widgets["Fact rows held back for a missing dimension row (maximum)"])
+    assert held == [
+        *(["TotesysEtl", HELD_ROWS_METRIC, "service", "totesys-load", "table", t] for t in FACTS),
+        ["TotesysEtl", STUCK_ROWS_METRIC, "service", "totesys-load"],
+    ]
 
     alarm_widget = widgets["Alarms"]
     assert len(alarm_widget["alarms"]) == len(synthesized.resources("AWS::CloudWatch::Alarm"))
