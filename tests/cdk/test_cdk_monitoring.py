@@ -124,7 +124,7 @@ def test_a_fact_row_held_past_its_configured_age_fires_an_alarm_until_it_loads(s
 def test_there_are_exactly_these_alarms(synthesized: Synthesized) -> None:
     stages = [stage.capitalize() for stage in synthesized.function_ids()]
     assert stages == ["Extract", "Transform", "Load", "Report", "Lease"]
-    assert len(alarms(synthesized)) == 16, "docs/deploy.md counts them"
+    assert len(alarms(synthesized)) == 17, "docs/deploy.md counts them"
     assert set(alarms(synthesized)) == {
         "SourceDrift",
         "ExecutionsFailed",
