@@ -16,3 +16,13 @@ class PipelineError(Exception):
 
 class UnknownTableError(PipelineError):
     """A table name that is not part of the contract or not present in the database catalogue."""
+
+
+UNTRUSTED_LIMIT = 500
+
+
+def truncated(text: str, limit: int = UNTRUSTED_LIMIT) -> str:
+    """An untrusted string as an error or a log line may show it: a 5 MB table name must not make 15 MB of logs."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
