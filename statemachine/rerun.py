@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 
+from lambdas.common.errors import truncated
 from lambdas.report.summary import Failure, rerun_input, state_machine_arn
 
 
@@ -68,20 +71,39 @@ def plan(sfn: Any, execution_arn: str) -> dict[str, Any]:
     return rerun_input(found, json.loads(described.get("input") or "{}"))
 
 
-def main(argv: list[str] | None = None, *, client: Any | None = None) -> int:
+EXIT_USAGE, EXIT_UNAVAILABLE = 2, 69
+_EXECUTION_ARN = re.compile(r"arn:aws[\w-]*:states:[\w-]+:\d{12}:execution:[^:\s]+:[^:\s]+")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m statemachine.rerun", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit codes: 0 started (or printed), 1 nothing to re-run, "
+                                            "2 not an execution ARN, 69 AWS cannot be reached or refused")  # fmt: skip
     parser.add_argument("execution_arn")
     parser.add_argument("--dry-run", action="store_true", help="print the input instead of starting the run")
-    args = parser.parse_args(argv)
-    sfn = client or boto3.client("stepfunctions", region_name=args.execution_arn.split(":")[3])
-    execution_input = plan(sfn, args.execution_arn)
-    if args.dry_run:
-        print(json.dumps(execution_input))
-        return 0
-    name = f"rerun-{datetime.now(UTC):%Y%m%dT%H%M%S}-{args.execution_arn.rsplit(':', 1)[-1]}"[:80]
-    started = sfn.start_execution(stateMachineArn=state_machine_arn(args.execution_arn), name=name,
-                                  input=json.dumps(execution_input))  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, *, client: Any | None = None) -> int:
+    args = _parse(argv)
+    if not _EXECUTION_ARN.fullmatch(args.execution_arn):
+        print(f"error: {truncated(args.execution_arn, 100)!r} is not a Step Functions execution ARN "
+              "(arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME); a local run prints its own re-run command",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    try:
+        sfn = client or boto3.client("stepfunctions", region_name=args.execution_arn.split(":")[3])
+        execution_input = plan(sfn, args.execution_arn)
+        if args.dry_run:
+            print(json.dumps(execution_input))
+            return 0
+        name = f"rerun-{datetime.now(UTC):%Y%m%dT%H%M%S}-{args.execution_arn.rsplit(':', 1)[-1]}"[:80]
+        started = sfn.start_execution(stateMachineArn=state_machine_arn(args.execution_arn), name=name,
+                                      input=json.dumps(execution_input))  # fmt: skip
+    except (BotoCoreError, ClientError) as exc:
+        print(f"error: AWS Step Functions: {truncated(str(exc), 300)}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     print(f"started {started['executionArn']} with {json.dumps(execution_input)}")
     return 0
 

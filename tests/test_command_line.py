@@ -275,3 +275,16 @@ def test_a_failed_run_never_writes_a_password_and_its_pasted_rerun_completes(
     extracted = {i["table"] for i in report["invocations"] if i["stage"] == "extract"}
     assert extracted == {"design", "sales_order"}
     assert PASSWORD not in pasted.stdout + pasted.stderr
+
+
+def test_rerun_given_a_local_execution_id_or_no_aws_credentials_says_so_in_one_line(tmp_path: Path) -> None:
+    no_aws = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    no_aws |= {"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+               "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    arn = "arn:aws:states:eu-west-2:123456789012:execution:totesys-etl:local-1"
+    for argument, code, text in (("local-20261127T124244-582ebd", 2, "is not a Step Functions execution ARN"),
+                                 (arn, 69, "Unable to locate credentials")):  # fmt: skip
+        result = subprocess.run([sys.executable, "-m", "statemachine.rerun", argument], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60, env=no_aws)  # fmt: skip
+        assert result.returncode == code
+        assert text in one_line_error(result)
