@@ -22,6 +22,7 @@ import pytest
 from lambdas.common.db import connect, credentials_from_dsn, redact_dsn
 from lambdas.common.errors import PipelineError, TransientError
 from statemachine.local import postgres, sample_data
+from tests.conftest import Databases
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "Sw0rdf1sh-" + uuid.uuid4().hex[:8]  # the secret the tests look for in every output
@@ -288,3 +289,22 @@ def test_rerun_given_a_local_execution_id_or_no_aws_credentials_says_so_in_one_l
                                 text=True, timeout=60, env=no_aws)  # fmt: skip
         assert result.returncode == code
         assert text in one_line_error(result)
+
+
+# --- 6. database errors name the offending keys -------------------------------------------------------------------
+
+
+def test_a_database_error_names_the_offending_key(databases: Databases) -> None:
+    from lambdas.common.db import database_errors
+
+    con = databases.warehouse_con()
+    try:
+        con.run("CREATE TABLE parent (id int PRIMARY KEY)")
+        con.run("CREATE TABLE child (parent_id int REFERENCES parent (id))")
+        with pytest.raises(PipelineError) as refused, database_errors("warehouse"):
+            con.run("INSERT INTO child VALUES (42)")
+    finally:
+        con.close()
+    assert 'violates foreign key constraint "child_parent_id_fkey"' in str(refused.value)
+    assert "Key (parent_id)=(42) is not present in table" in str(refused.value)
+    assert str(refused.value).endswith("(SQLSTATE 23503)")

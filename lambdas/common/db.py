@@ -116,7 +116,8 @@ def _sqlstate(exc: BaseException) -> tuple[str, str] | None:
     while seen is not None:
         if isinstance(seen, pg8000.native.DatabaseError):
             details = seen.args[0] if seen.args and isinstance(seen.args[0], dict) else {}
-            return str(details.get("C", "")), str(details.get("M", seen))
+            detail = f": {details['D']}" if details.get("D") else ""  # e.g. which key broke a foreign key
+            return str(details.get("C", "")), str(details.get("M", seen)) + detail
         seen = seen.__cause__ or seen.__context__
     return None
 
