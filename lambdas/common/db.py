@@ -60,7 +60,7 @@ def read_secret(secret_id: str) -> dict[str, Any]:
         raise PipelineError(f"secret {secret_id!r} is not JSON with host, port, username, password, dbname") from exc
 
 
-PASSWORD_ENV = "PGPASSWORD"  # libpq's: the password when the DSN carries none
+PASSWORD_ENV = "PGPASSWORD"  # libpq's: the password when the DSN carries none  # noqa: S105 - the variable's name, not a password
 
 
 def redact_dsn(dsn: str) -> str:

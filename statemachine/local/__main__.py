@@ -241,24 +241,22 @@ def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
     started = time.monotonic()
     server = None
     try:
-        if request.source is None or request.warehouse is None:
+        for name, given in (("source", request.source), ("warehouse", request.warehouse)):
+            if given is not None:  # before anything starts: a wrong address costs seconds
+                preflight(name, given)
+        source, warehouse = request.source, request.warehouse
+        if source is None or warehouse is None:
             inform(f"Starting embedded PostgreSQL in {lake_dir / 'postgres'} …")
             server = postgres.start(lake_dir / "postgres")
-        source, warehouse = request.source, request.warehouse
-        for name, given in (("source", source), ("warehouse", warehouse)):
-            if given is not None:
-                preflight(name, given)
-        if source is None:
-            assert server is not None
-            postgres.ensure_database(server.admin, "totesys")
-            seeded = postgres.seed_totesys(server.credentials("totesys"))
-            if seeded:
-                inform(f"Seeded sample totesys: {sum(seeded.values()):,} rows in {len(seeded)} tables")
-            source = server.credentials("totesys", postgres.READER_ROLE)
-        if warehouse is None:
-            assert server is not None
-            postgres.ensure_database(server.admin, "warehouse")
-            warehouse = server.credentials("warehouse")
+            if source is None:
+                postgres.ensure_database(server.admin, "totesys")
+                seeded = postgres.seed_totesys(server.credentials("totesys"))
+                if seeded:
+                    inform(f"Seeded sample totesys: {sum(seeded.values()):,} rows in {len(seeded)} tables")
+                source = server.credentials("totesys", postgres.READER_ROLE)
+            if warehouse is None:
+                postgres.ensure_database(server.admin, "warehouse")
+                warehouse = server.credentials("warehouse")
 
         inform("Running statemachine/pipeline.asl.json …")
         progress = report.Progress(_say if text else lambda _: None)
