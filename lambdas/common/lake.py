@@ -31,6 +31,7 @@ from botocore.exceptions import ClientError
 from lambdas.common.errors import PipelineError
 
 STATE_PREFIX = "_state"
+CURRENT_PREFIX = "_current"  # the transform's snapshots of what each warehouse table currently holds
 
 
 def _is_missing(error: ClientError) -> bool:
