@@ -16,7 +16,7 @@ install: $(STAMP)
 
 ## Run the pipeline once on the embedded PostgreSQL (seeded on first use); state persists in .local/
 run: install
-	TOTESYS_VIA_MAKE=1 $(PY) -m statemachine.local run $(ARGS)
+	@TOTESYS_VIA_MAKE=1 $(PY) -m statemachine.local run $(ARGS)
 
 ## Lint, then every test (real PostgreSQL, moto for AWS)
 test: install
