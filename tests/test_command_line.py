@@ -308,3 +308,19 @@ def test_a_database_error_names_the_offending_key(databases: Databases) -> None:
     assert 'violates foreign key constraint "child_parent_id_fkey"' in str(refused.value)
     assert "Key (parent_id)=(42) is not present in table" in str(refused.value)
     assert str(refused.value).endswith("(SQLSTATE 23503)")
+
+
+def test_the_lambdas_logs_in_the_lake_never_hold_a_database_password(databases: Databases) -> None:
+    from statemachine.local.runner import run
+
+    source = {**databases.source, "password": PASSWORD}
+
+    def careless_extract(event: dict[str, Any], context: Any) -> Any:
+        raise PipelineError(f"could not connect with {source!r}")  # what a careless error message could do
+
+    run(source=source, warehouse=databases.warehouse, lake_dir=databases.lake, execution_input={"tables": ["staff"]},
+        handlers={"totesys-extract": careless_extract})  # fmt: skip
+
+    logs = "".join(p.read_text() for p in (databases.lake / "logs").glob("*"))
+    assert "could not connect with" in logs and "'password': '***'" in logs  # the report logs each failure
+    assert PASSWORD not in logs

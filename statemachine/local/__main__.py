@@ -13,15 +13,14 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from lambdas.common.db import PASSWORD_ENV, connect, credentials_from_dsn, redact_dsn
 from lambdas.common.errors import PipelineError, TransientError, truncated
 from lambdas.common.tables import SOURCE_TABLES
+from statemachine.local.redact import redacted_output
 
 DEFAULT_LAKE = Path(".local")
 SOURCE_DSN_ENV = "TOTESYS_SOURCE_DSN"
@@ -178,35 +177,6 @@ def command_line(request: RunRequest, extra: list[str]) -> str:
     if os.environ.get(VIA_MAKE_ENV):
         return f"make run ARGS={shlex.quote(shlex.join([*options, *extra]))}"
     return shlex.join([_python(), "-m", "statemachine.local", "run", *options, *extra])
-
-
-class _Redacting:
-    """A text stream that never lets the given secrets through."""
-
-    def __init__(self, stream: TextIO, secrets: list[str]) -> None:
-        self._stream, self._secrets = stream, sorted(set(secrets), key=len, reverse=True)
-
-    def write(self, text: str) -> int:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return self._stream.write(text)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-@contextmanager
-def redacted_output(secrets: list[str]) -> Iterator[None]:
-    """Everything this process prints passes through here, whichever code prints it."""
-    if not secrets:
-        yield
-        return
-    stdout, stderr = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Redacting(stdout, secrets), _Redacting(stderr, secrets)  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr = stdout, stderr
 
 
 def _say(line: str) -> None:

@@ -30,6 +30,7 @@ from lambdas.common.db import forget_secrets
 from lambdas.common.lake import s3_client
 from statemachine import definition
 from statemachine.local.lake import LakeMirror
+from statemachine.local.redact import Redacting
 from statemachine.rerun import history
 
 REGION = "eu-west-2"
@@ -226,7 +227,8 @@ def local_pipeline(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     mirror = LakeMirror(lake_dir, [INGESTION_BUCKET, PROCESSED_BUCKET])
     with ExitStack() as stack:
-        log_stream = stack.enter_context(log_path.open("a", encoding="utf-8"))
+        passwords = [str(c["password"]) for c in (source, warehouse) if c.get("password")]
+        log_stream = Redacting(stack.enter_context(log_path.open("a", encoding="utf-8")), passwords)
         stack.enter_context(mock.patch.dict(os.environ, _environment(log_path)))
         stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
         stack.enter_context(_quiet_moto())
