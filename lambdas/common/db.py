@@ -1,7 +1,9 @@
 """Connections to PostgreSQL (totesys and the warehouse) from Secrets Manager-style credentials.
 
 One secret format serves AWS and the local runner: the RDS JSON shape {host, port, username, password,
-dbname}, plus an optional sslmode. A host that starts with "/" is a unix-socket directory, as in libpq.
+dbname}, plus an optional sslmode and sslrootcert. A host that starts with "/" is a unix-socket directory,
+as in libpq. Over TCP, a secret without sslmode gets `verify-full`: encrypted, and the server proven by its
+certificate against the CA bundle the deployment provides (PGSSLROOTCERT, as in libpq, else the system's).
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ def read_secret(secret_id: str) -> dict[str, Any]:
         raise PipelineError(f"secret {secret_id!r} is not JSON with host, port, username, password, dbname") from exc
 
 
-PASSWORD_ENV = "PGPASSWORD"  # libpq's: the password when the DSN carries none  # noqa: S105 - the variable's name, not a password
+PASSWORD_ENV = "PGPASSWORD"  # noqa: S105 - libpq's variable for the password when the DSN carries none
+CA_BUNDLE_ENV = "PGSSLROOTCERT"  # libpq's: the CA certificates (PEM) that verify-ca and verify-full trust
+DEFAULT_SSLMODE = "verify-full"  # a secret without sslmode; "require" (encrypted, unverified) is the opt-out
 
 
 def redact_dsn(dsn: str) -> str:
@@ -91,6 +95,7 @@ def credentials_from_dsn(dsn: str, *, environ: Mapping[str, str] = os.environ) -
         "password": unquote(url.password or query.get("password") or environ.get(PASSWORD_ENV, "")),
         "dbname": unquote(url.path.lstrip("/") or query.get("dbname") or "postgres"),
         "sslmode": query.get("sslmode", "disable" if host.startswith("/") else "prefer"),
+        **({"sslrootcert": query["sslrootcert"]} if query.get("sslrootcert") else {}),
     }
 
 
@@ -193,11 +198,15 @@ def connect(
         options["unix_sock"] = f"{host}/.s.PGSQL.{port}"
     else:
         options["host"], options["port"] = host, port
-        options["ssl_context"] = _tls(str(credentials.get("sslmode", "require")))
+        rootcert = credentials.get("sslrootcert") or os.environ.get(CA_BUNDLE_ENV) or None
+        options["ssl_context"] = _tls(str(credentials.get("sslmode") or DEFAULT_SSLMODE), rootcert)
     try:
         con = pg8000.native.Connection(**options)
     except (pg8000.native.DatabaseError, pg8000.native.InterfaceError, OSError) as exc:
         server = _sqlstate(exc)
+        untrusted = _certificate_problem(exc)
+        if untrusted:  # not transient: the same certificate will be refused again
+            raise PipelineError(f"cannot connect to {where(credentials)}: {untrusted}") from exc
         if server is None:
             cause = _network_cause(exc, connect_timeout)
             raise TransientError(f"cannot connect to {where(credentials)}: {cause}") from exc
@@ -213,20 +222,33 @@ def statement_budget(context: Any) -> float:
     return max(30.0, context.get_remaining_time_in_millis() / 1000 - 30)
 
 
-def _tls(sslmode: str) -> ssl.SSLContext | bool | None:
-    """libpq's sslmode in pg8000's terms. Production secrets carry none and get TLS ("require")."""
+def _certificate_problem(exc: BaseException) -> str | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"the server's certificate is not trusted ({seen.verify_message}); see sslmode and {CA_BUNDLE_ENV}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _tls(sslmode: str, rootcert: str | None = None) -> ssl.SSLContext | bool | None:
+    """libpq's sslmode in pg8000's terms."""
     if sslmode == "disable":
         return False
     if sslmode in ("allow", "prefer"):
         return None  # pg8000: TLS if the server offers it, unverified
-    return _tls_context(verify=sslmode in ("verify-ca", "verify-full"))
+    if sslmode not in ("require", "verify-ca", "verify-full"):
+        raise PipelineError(f"sslmode {truncated(sslmode, 40)!r} is not one of libpq's")
+    return _tls_context(sslmode, rootcert)
 
 
-@lru_cache(maxsize=2)
-def _tls_context(*, verify: bool) -> ssl.SSLContext:
+@lru_cache(maxsize=4)
+def _tls_context(sslmode: str, rootcert: str | None) -> ssl.SSLContext:
     """Built once per container: loading the CA store costs ~0.1 s."""
-    context = ssl.create_default_context()
-    if not verify:  # libpq's "require": encrypted, certificate not checked
+    context = ssl.create_default_context(cafile=rootcert)
+    if sslmode == "require":  # encrypted, certificate not checked: the documented opt-out
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    elif sslmode == "verify-ca":  # the certificate is checked, the host name is not
+        context.check_hostname = False
     return context
