@@ -42,6 +42,7 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "data_transition_days": 60,
     "data_expiration_days": 730,
     "access_log_retention_days": 180,
+    "database_ca_bundle": str(REPO_ROOT / "tests" / "cdk" / "test-database-ca.pem"),  # a certificate, no key
 }
 
 
