@@ -259,6 +259,11 @@ def test_a_failed_run_never_writes_a_password_and_its_pasted_rerun_completes(
     last = failed.stdout.strip().splitlines()[-1]
     assert last.startswith("FAILED: 11 tables, ") and " 1 failed, " in last and last.endswith(" s"), last
     rerun_line = failed.stdout.split("Re-run only these tables with:")[1].strip().splitlines()[0]
+    execution = failed.stdout.split("Execution ")[1].split(":")[0]
+    kept = subprocess.run([sys.executable, "-m", "statemachine.rerun", execution, "--lake-dir", str(lake), "--dry-run"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert json.loads(kept.stdout) == {"tables": ["design", "sales_order"]}, kept.stderr  # the local history, kept
+    assert f"-m statemachine.rerun {execution} --lake-dir {lake}" in failed.stdout
     because = failed.stdout.split("because:")[1]
     assert "design           its extract failed" in because
     assert "sales_order      a source of fact_sales_order (load skipped)" in because
@@ -283,7 +288,7 @@ def test_rerun_given_a_local_execution_id_or_no_aws_credentials_says_so_in_one_l
     no_aws |= {"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
                "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
     arn = "arn:aws:states:eu-west-2:123456789012:execution:totesys-etl:local-1"
-    for argument, code, text in (("local-20261127T124244-582ebd", 2, "is not a Step Functions execution ARN"),
+    for argument, code, text in (("local-20261127T124244-582ebd", 2, "nor a local execution kept in"),
                                  (arn, 69, "Unable to locate credentials")):  # fmt: skip
         result = subprocess.run([sys.executable, "-m", "statemachine.rerun", argument], cwd=ROOT, capture_output=True,
                                 text=True, timeout=60, env=no_aws)  # fmt: skip

@@ -167,6 +167,14 @@ def _python() -> str:
 
 def command_line(request: RunRequest, extra: list[str]) -> str:
     """The command that runs this again with `extra` options, as it can be pasted; never with a password."""
+    options = repeated_options(request)
+    if os.environ.get(VIA_MAKE_ENV):
+        return f"make run ARGS={shlex.quote(shlex.join([*options, *extra]))}"
+    return shlex.join([_python(), "-m", "statemachine.local", "run", *options, *extra])
+
+
+def repeated_options(request: RunRequest) -> list[str]:
+    """The options a re-run must repeat (where to read, write and keep state), without any password."""
     options = []
     for flag, dsn, env in (("--source-dsn", request.source_dsn, SOURCE_DSN_ENV),
                            ("--warehouse-dsn", request.warehouse_dsn, WAREHOUSE_DSN_ENV)):  # fmt: skip
@@ -174,9 +182,7 @@ def command_line(request: RunRequest, extra: list[str]) -> str:
             options += [flag, redact_dsn(dsn).replace(":***@", "@")]
     if request.lake_dir != DEFAULT_LAKE:
         options += ["--lake-dir", str(request.lake_dir)]
-    if os.environ.get(VIA_MAKE_ENV):
-        return f"make run ARGS={shlex.quote(shlex.join([*options, *extra]))}"
-    return shlex.join([_python(), "-m", "statemachine.local", "run", *options, *extra])
+    return options
 
 
 def _say(line: str) -> None:
@@ -197,7 +203,7 @@ def _lake(lake_dir: Path) -> Path:
 
 def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
     """Start the state machine once for `request` and report on it; the exit code says how it went."""
-    from statemachine.local import postgres, report, runner
+    from statemachine.local import history, postgres, report, runner
 
     text = output == "text"
     inform = (lambda line: print(line, flush=True)) if text else (lambda line: print(line, file=sys.stderr))
@@ -233,6 +239,7 @@ def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
         outcome = runner.run(source=source, warehouse=warehouse, lake_dir=lake_dir,
                              execution_input=request.execution_input, on_invocation=progress)  # fmt: skip
         seconds = time.monotonic() - started
+        history.save(lake_dir, outcome, request.execution_input, repeated_options(request))
         warehouse_dsn = redact_dsn(request.warehouse_dsn) if request.warehouse_dsn else server.dsn("warehouse")
         rerun = report.rerun(outcome)
         rerun_command = command_line(request, rerun.options) if rerun else None
@@ -245,6 +252,8 @@ def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
         print()
         if not outcome.succeeded:
             print(report.failure_summary(outcome, rerun, rerun_command))
+            if rerun:
+                print(f"or: {rerun_of(request, outcome.execution_arn.rsplit(':', 1)[-1])}")
             print()
         print(f"Lake (buckets, state, logs): {lake_dir}")
         print(f"Warehouse: {warehouse_dsn}")
@@ -255,6 +264,12 @@ def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
     finally:
         if server is not None:
             server.release()
+
+
+def rerun_of(request: RunRequest, execution: str) -> str:
+    """The same re-run, by the execution's name: what statemachine.rerun does for AWS executions too."""
+    lake = [] if request.lake_dir == DEFAULT_LAKE else ["--lake-dir", str(request.lake_dir)]
+    return shlex.join([_python(), "-m", "statemachine.rerun", execution, *lake])
 
 
 def stop_command(request: RunRequest) -> str:
