@@ -323,9 +323,11 @@ def test_the_lambdas_logs_in_the_lake_never_hold_a_database_password(databases: 
     def careless_extract(event: dict[str, Any], context: Any) -> Any:
         raise PipelineError(f"could not connect with {source!r}")  # what a careless error message could do
 
-    run(source=source, warehouse=databases.warehouse, lake_dir=databases.lake, execution_input={"tables": ["staff"]},
-        handlers={"totesys-extract": careless_extract})  # fmt: skip
+    outcome = run(source=source, warehouse=databases.warehouse, lake_dir=databases.lake,
+                  execution_input={"tables": ["staff"]}, handlers={"totesys-extract": careless_extract})  # fmt: skip
 
-    logs = "".join(p.read_text() for p in (databases.lake / "logs").glob("*"))
+    files = list((databases.lake / "logs").glob("*"))
+    assert [p.name for p in files] == [f"{outcome.execution_arn.rsplit(':', 1)[-1]}.jsonl"]  # named after the run
+    logs = "".join(p.read_text() for p in files)
     assert "could not connect with" in logs and "'password': '***'" in logs  # the report logs each failure
     assert PASSWORD not in logs
