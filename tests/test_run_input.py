@@ -91,6 +91,7 @@ def test_a_report_that_crashes_still_releases_the_lease_and_fails_the_run(databa
     assert outcome.status == "FAILED", outcome
     assert "The run report failed" in (outcome.cause or "") and "the report broke" in (outcome.cause or "")
     assert not held
+    assert not (databases.lake / INGESTION_BUCKET / LEASE_KEY).exists()  # the local lake forgets it too
     extracts = [i.table for i in outcome.invocations if i.stage == "extract"]
     assert sorted(extracts) == ["department", "staff"]  # named twice, extracted once
     assert json.loads(json.dumps(outcome.history, default=str))  # the history is complete and serialisable

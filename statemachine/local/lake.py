@@ -1,9 +1,10 @@
 """The local stand-in for S3 persistence: moto's buckets mirrored to a directory a person can open.
 
 moto keeps objects in memory, so the runner loads `<lake>/<bucket>/<key>` into moto before a run and
-writes new or changed objects back after every Lambda invocation. State objects (`_state/...`) are
-written after data objects, and each file is written to a temporary name and renamed, so a run killed
-mid-flush leaves the lake as consistent as S3 would be: a head never points at data that is not there.
+writes new or changed objects back after every Lambda invocation, and removes the files of deleted ones.
+State objects (`_state/...`) are written after data objects, and each file is written to a temporary name
+and renamed, so a run killed mid-flush leaves the lake as consistent as S3 would be: a head never points at
+data that is not there.
 """
 
 from __future__ import annotations
@@ -60,4 +61,8 @@ class LakeMirror:
                 tmp.write_bytes(obj.value)
                 os.replace(tmp, path)
                 self._written[(bucket, key)] = obj.etag
-            return len(pending)
+            gone = [(b, k) for b, k in self._written if k not in self._objects(b)]  # e.g. a released lease
+            for bucket, key in gone:
+                (self.root / bucket / key).unlink(missing_ok=True)
+                del self._written[(bucket, key)]
+            return len(pending) + len(gone)
