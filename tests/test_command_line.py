@@ -331,3 +331,31 @@ def test_the_lambdas_logs_in_the_lake_never_hold_a_database_password(databases: 
     logs = "".join(p.read_text() for p in files)
     assert "could not connect with" in logs and "'password': '***'" in logs  # the report logs each failure
     assert PASSWORD not in logs
+
+
+def test_progress_shows_a_skip_with_its_reason_and_collapses_retries() -> None:
+    from statemachine.local.report import Progress
+    from statemachine.local.runner import Invocation
+
+    def attempt(table: str, ok: bool, result: dict[str, Any]) -> Invocation:
+        return Invocation("arn:x", "extract", table, 0.0, 0.5, ok, result)
+
+    lines: list[str] = []
+    progress = Progress(lines.append)
+    transient = {"errorType": "TransientError", "errorMessage": "totesys: connection lost: network error"}
+    for invocation in (
+        attempt("staff", False, transient),
+        attempt("staff", False, transient),
+        attempt("staff", True, {"status": "succeeded", "rows": 20}),
+        attempt("design", True, {"status": "skipped", "reason": "extract of design failed"}),
+        attempt("payment", False, {"errorType": "PipelineError", "errorMessage": "x" * 100_000}),
+    ):
+        progress(invocation)
+
+    staff = [line for line in lines if " staff " in line]
+    assert len(staff) == 2, lines  # the first failure says it will be retried; the outcome counts the retries
+    assert staff[0].endswith("(retrying)") and "connection lost" in staff[0]
+    assert staff[1].endswith("20 rows  after 2 retries")
+    assert next(line for line in lines if " design " in line).split("0.50s")[1].strip() == \
+           "skipped: needs extract of design failed"  # fmt: skip
+    assert len(next(line for line in lines if " payment " in line)) < 400  # an untrusted message is cut short
