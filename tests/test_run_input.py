@@ -95,3 +95,13 @@ def test_a_report_that_crashes_still_releases_the_lease_and_fails_the_run(databa
     extracts = [i.table for i in outcome.invocations if i.stage == "extract"]
     assert sorted(extracts) == ["department", "staff"]  # named twice, extracted once
     assert json.loads(json.dumps(outcome.history, default=str))  # the history is complete and serialisable
+
+
+def test_a_huge_table_name_reaching_a_stage_is_cut_short_in_its_error() -> None:
+    from lambdas.common.errors import UnknownTableError
+    from lambdas.common.tables import require_source_table, require_warehouse_table
+
+    for require in (require_source_table, require_warehouse_table):
+        with pytest.raises(UnknownTableError) as refused:
+            require("t" * 5_000_000)
+        assert len(str(refused.value)) < 1000
