@@ -42,6 +42,13 @@ EXIT_CODES = {
 }
 
 
+# The commands that start the state machine: their help, and what they add to the execution input. They share
+# every option (add_run_options) and how options become credentials and input (run_request).
+RUN_LIKE: dict[str, tuple[str, dict[str, Any]]] = {
+    "run": ("execute pipeline.asl.json once, locally", {}),
+}
+
+
 class UserError(Exception):
     """A mistake the person running the command can fix: shown as one line with its exit code, no traceback."""
 
@@ -88,9 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m statemachine.local", description=__doc__, epilog=_epilog(),
                                      formatter_class=formatter)  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="execute pipeline.asl.json once, locally", epilog=_epilog(),
-                              formatter_class=formatter)  # fmt: skip
-    add_run_options(run)
+    for name, (help_text, _) in RUN_LIKE.items():
+        add_run_options(commands.add_parser(name, help=help_text, epilog=_epilog(), formatter_class=formatter))
     stop = commands.add_parser("stop", help="stop the embedded PostgreSQL a run left running")
     stop.add_argument("--lake-dir", type=Path, default=DEFAULT_LAKE)
     return parser
@@ -288,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         print("stopped the embedded PostgreSQL" if stopped else "no embedded PostgreSQL was running")
         return EXIT_OK
     try:
-        request = run_request(args)
+        request = run_request(args, **RUN_LIKE[args.command][1])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
