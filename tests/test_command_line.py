@@ -264,6 +264,7 @@ def test_a_failed_run_never_writes_a_password_and_its_pasted_rerun_completes(
                           cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert json.loads(kept.stdout) == {"tables": ["design", "sales_order"]}, kept.stderr  # the local history, kept
     assert f"-m statemachine.rerun {execution} --lake-dir {lake}" in failed.stdout
+    assert "passwords are never printed: give them with PGPASSWORD" in failed.stdout
     because = failed.stdout.split("because:")[1]
     assert "design           its extract failed" in because
     assert "sales_order      a source of fact_sales_order (load skipped)" in because

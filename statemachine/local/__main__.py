@@ -257,7 +257,7 @@ def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
             print(report.execution_graph(outcome))
         print()
         if not outcome.succeeded:
-            print(report.failure_summary(outcome, rerun, rerun_command))
+            print(report.failure_summary(outcome, rerun, rerun_command, passwords_left_out=bool(request.passwords)))
             if rerun:
                 print(f"or: {rerun_of(request, outcome.execution_arn.rsplit(':', 1)[-1])}")
             print()

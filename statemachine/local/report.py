@@ -161,7 +161,9 @@ def rerun(outcome: RunOutcome) -> Rerun | None:
     return Rerun(tables, bool(rerun_input.get("full_refresh")), why)
 
 
-def failure_summary(outcome: RunOutcome, plan: Rerun | None, command: str | None) -> str:
+def failure_summary(
+    outcome: RunOutcome, plan: Rerun | None, command: str | None, *, passwords_left_out: bool = False
+) -> str:
     """For a failed run: each failed table with its stage and error, and the command that re-runs them."""
     if outcome.succeeded:
         return ""
@@ -175,7 +177,7 @@ def failure_summary(outcome: RunOutcome, plan: Rerun | None, command: str | None
     if plan and command:
         lines += ["", "Re-run only these tables with:", "  " + command, "because:"]
         lines += [f"  {table:<16} {reason}" for table, reason in plan.reasons.items()]
-        if "***" in command or "PGPASSWORD" in command:
+        if passwords_left_out:
             lines.append("(passwords are never printed: give them with PGPASSWORD or the TOTESYS_*_DSN variables)")
     return "\n".join(lines)
 
