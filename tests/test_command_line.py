@@ -370,3 +370,20 @@ def test_progress_shows_a_skip_with_its_reason_and_collapses_retries() -> None:
     assert next(line for line in lines if " design " in line).split("0.50s")[1].strip() == \
            "skipped: needs extract of design failed"  # fmt: skip
     assert len(next(line for line in lines if " payment " in line)) < 400  # an untrusted message is cut short
+
+
+def test_a_successful_run_ends_with_its_summary_and_shows_the_graph_only_when_asked(databases: Databases) -> None:
+    databases.seed(scale=0.02)
+    options = ["--source-dsn", dsn(databases.source, databases.source["dbname"]),
+               "--warehouse-dsn", dsn(databases.warehouse, databases.warehouse["dbname"]),
+               "--lake-dir", str(databases.lake), "--tables", "staff,department"]  # fmt: skip
+
+    quiet = cli("run", *options, timeout=300)
+    verbose = cli("run", *options, "--verbose", timeout=300)
+
+    for result in (quiet, verbose):
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.strip().splitlines()[-1].startswith("SUCCEEDED: 2 tables, ")
+    assert "Execution local-" not in quiet.stdout and "Extract source tables" not in quiet.stdout
+    assert "Execution local-" in verbose.stdout and "Extract source tables" in verbose.stdout
+    assert " 0 rows extracted, 0 rows loaded, 0 failed" in verbose.stdout  # the second run finds nothing new
