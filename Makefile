@@ -16,7 +16,7 @@ install: $(STAMP)
 
 ## Run the pipeline once on the embedded PostgreSQL (seeded on first use); state persists in .local/
 run: install
-	$(PY) -m statemachine.local run $(ARGS)
+	@TOTESYS_VIA_MAKE=1 $(PY) -m statemachine.local run $(ARGS)
 
 ## The dashboard of the local warehouse (after `make run`): a self-contained page in .local/, path printed
 dashboard: install
@@ -57,7 +57,7 @@ benchmark: install
 
 ## Stop the embedded PostgreSQL that `make run` leaves running for queries
 stop: install
-	$(PY) -m statemachine.local stop
+	TOTESYS_VIA_MAKE=1 $(PY) -m statemachine.local stop $(ARGS)
 
 clean:
 	rm -rf .local cdk.out

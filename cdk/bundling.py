@@ -104,10 +104,12 @@ def copy_package(package_dir: Path, destination: Path) -> int:
 class LocalPythonBundler:
     """Builds the function asset in-process: source package + installed pure-Python requirements."""
 
-    def __init__(self, *, package_dir: Path, requirements: Iterable[str], python_version: str) -> None:
+    def __init__(self, *, package_dir: Path, requirements: Iterable[str], python_version: str,
+                 extra_files: dict[str, Path] | None = None) -> None:  # fmt: skip
         self._package_dir = package_dir
         self._requirements = tuple(requirements)
         self._python_version = python_version
+        self._extra_files = dict(extra_files or {})  # name at the asset's root -> file to copy there
 
     def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:
         """Called by the CDK before Docker bundling; returning True means the asset is built."""
@@ -115,4 +117,6 @@ class LocalPythonBundler:
         copy_package(self._package_dir, destination)
         for distribution in dependency_closure(self._requirements, python_version=self._python_version):
             copy_distribution(distribution, destination)
+        for name, source in self._extra_files.items():
+            shutil.copyfile(source, destination / name)
         return True

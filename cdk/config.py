@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cdk.workflow import STATE_MACHINE_NAME_MAX_LENGTH, STATE_MACHINE_NAME_SUFFIX
@@ -81,6 +82,7 @@ DEFAULTS: dict[str, Any] = {
     "access_log_retention_days": 365,
     "quicksight_principal_arn": None,
     "quicksight_warehouse_secret_arn": None,
+    "database_ca_bundle": None,
 }
 
 
@@ -136,6 +138,7 @@ class PipelineConfig:
     network: DatabaseNetwork | None
     retention: LakeRetention
     quicksight: QuickSightSharing | None = None
+    database_ca_bundle: Path | None = None
 
     @property
     def schedule_input(self) -> dict[str, Any]:
@@ -221,6 +224,7 @@ class PipelineConfig:
             network=network,
             errors=errors,
         )
+        ca_bundle = _ca_bundle(value("database_ca_bundle"), errors)
 
         if errors:
             raise ConfigError("Invalid CDK context:\n  - " + "\n  - ".join(errors))
@@ -240,6 +244,7 @@ class PipelineConfig:
             network=network,
             retention=lake,
             quicksight=quicksight,
+            database_ca_bundle=ca_bundle,
             **secrets,
             **layer_versions,
         )
@@ -408,6 +413,22 @@ def _network(vpc_id: Any, subnet_ids: Any, security_group_ids: Any, errors: list
     if len(errors) > before:
         return None
     return DatabaseNetwork(vpc_id=vpc, subnet_ids=subnets, security_group_ids=groups)
+
+
+def _ca_bundle(raw: Any, errors: list[str]) -> Path | None:
+    """The CA certificates the functions verify both databases against (e.g. the RDS global bundle)."""
+    if raw is None:
+        return None
+    path = Path(str(raw))
+    try:
+        pem = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        errors.append(f"database_ca_bundle {str(raw)[:200]!r} is not a readable PEM file")
+        return None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        errors.append(f"database_ca_bundle {str(raw)[:200]!r} holds no PEM certificate")
+        return None
+    return path.resolve()
 
 
 def _lake_retention(value: Callable[[str], Any], errors: list[str]) -> LakeRetention:

@@ -15,6 +15,7 @@ from constructs import Construct
 
 from cdk.bundling import LocalPythonBundler
 from cdk.nag import acknowledge
+from lambdas.common.db import CA_BUNDLE_ENV
 from lambdas.load.held import STUCK_AFTER_ENV
 
 # The newest Python runtime that this CDK release knows and both managed layers are published for.
@@ -30,6 +31,9 @@ BUNDLED_REQUIREMENTS = ("pg8000", "iso4217")
 
 # Powertools Metrics namespace of the load function's RowsLoaded, LoadsSucceeded and SourceLagSeconds.
 METRICS_NAMESPACE = "TotesysEtl"
+# Where the deployment's database CA bundle sits in the function (the asset is unpacked in /var/task).
+CA_BUNDLE_FILE = "database-ca-bundle.pem"
+CA_BUNDLE_PATH = f"/var/task/{CA_BUNDLE_FILE}"
 
 # The lease is taken first and released last in a run, but it is not a data stage: it comes last here.
 STAGES = ("extract", "transform", "load", "report", "lease")
@@ -129,6 +133,7 @@ class PipelineFunctions(Construct):
         lease_ttl_seconds: int,
         tracing: bool,
         database_network: FunctionNetwork | None = None,
+        database_ca_bundle: Path | None = None,
         bundled_requirements: Sequence[str] = BUNDLED_REQUIREMENTS,
         stage_settings: dict[str, StageSettings] | None = None,
     ) -> None:
@@ -149,6 +154,7 @@ class PipelineFunctions(Construct):
                     package_dir=package_dir,
                     requirements=bundled_requirements,
                     python_version=RUNTIME.name.removeprefix("python"),
+                    extra_files={CA_BUNDLE_FILE: database_ca_bundle} if database_ca_bundle else None,
                 ),
             ),
         )
@@ -168,6 +174,8 @@ class PipelineFunctions(Construct):
         )
         data_layers = [self.powertools_layer, self.pandas_layer]
         buckets = {"INGESTION_BUCKET": ingestion_bucket_name, "PROCESSED_BUCKET": processed_bucket_name}
+        # Both database clients verify the server (verify-full) against this bundle, else the runtime's CAs.
+        tls = {CA_BUNDLE_ENV: CA_BUNDLE_PATH} if database_ca_bundle else {}
 
         self.extract = self._function(
             "Extract",
@@ -179,6 +187,7 @@ class PipelineFunctions(Construct):
                 **buckets,
                 "TOTESYS_SECRET_ID": totesys_secret_name,
                 "EXTRACT_LOOKBACK_SECONDS": str(extract_lookback_seconds),
+                **tls,
             },
             reserved_concurrency=max_source_connections,
             network=database_network,
@@ -202,6 +211,7 @@ class PipelineFunctions(Construct):
                 "WAREHOUSE_SECRET_ID": warehouse_secret_name,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
                 STUCK_AFTER_ENV: str(held_stuck_after_seconds),
+                **tls,
             },
             network=database_network,
         )

@@ -136,6 +136,7 @@ class PipelineStack(Stack):
             lease_ttl_seconds=lease_ttl_seconds(asl_timeout_seconds(DEFINITION_FILE)),
             tracing=config.tracing,
             database_network=self._database_network(config.network),
+            database_ca_bundle=config.database_ca_bundle,
         )
         self.workflow = Workflow(
             self,

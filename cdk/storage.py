@@ -9,6 +9,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from cdk.config import LakeRetention
+from lambdas.common.lake import CURRENT_PREFIX, STATE_PREFIX
 
 # Writers that crash mid-upload leave parts behind; nothing ever completes them later.
 INCOMPLETE_UPLOAD_DAYS = 7
@@ -17,13 +18,15 @@ INCOMPLETE_UPLOAD_DAYS = 7
 class Storage(Construct):
     """Three private, TLS-only, S3-encrypted buckets that outlive the stack (RemovalPolicy.RETAIN).
 
-    ``ingestion_bucket`` is versioned, since extracts are the only copy of the source history; both data
-    buckets send server access logs to ``access_logs_bucket`` (which, as their log destination, does not log
-    itself).
+    Both data buckets are versioned: extracts are the only copy of the source history, and the state heads
+    (``_state/``) and the transform's snapshots (``_current/``) are what every next run trusts, so an accidental
+    overwrite or delete of either must be recoverable. Both data buckets send server access logs to
+    ``access_logs_bucket`` (which, as their log destination, does not log itself).
 
-    Lifecycle rules only ever apply under the table prefixes (``<table>/``) of each bucket, one rule per
-    table: the ``_state/`` heads (and the transform's ``_current/`` snapshots, which may stay the current
-    copy for years) are never transitioned or expired. Data objects move to STANDARD_IA, which still serves
+    Lifecycle rules apply to current objects only under the table prefixes (``<table>/``) of each bucket, one
+    rule per table: the ``_state/`` heads (and the transform's ``_current/`` snapshots, which may stay the
+    current copy for years) are never transitioned or expired; only their overwritten versions expire, after
+    ``noncurrent_version_expiration_days``. Data objects move to STANDARD_IA, which still serves
     GETs at once, because readers fetch committed batches by key; they only expire if
     ``data_expiration_days`` is set.
     """
@@ -61,6 +64,7 @@ class Storage(Construct):
             server_access_logs_prefix="ingestion/",
             lifecycle_rules=[
                 *(self._table_rule(table, versioned=True) for table in ingestion_tables),
+                self._old_versions_rule(STATE_PREFIX),
                 _abort_incomplete_uploads(),
             ],
         )
@@ -69,12 +73,23 @@ class Storage(Construct):
             self,
             "ProcessedBucket",
             **_private_bucket_settings(),
+            versioned=True,
             server_access_logs_bucket=self.access_logs_bucket,
             server_access_logs_prefix="processed/",
             lifecycle_rules=[
-                *(self._table_rule(table, versioned=False) for table in processed_tables),
+                *(self._table_rule(table, versioned=True) for table in processed_tables),
+                self._old_versions_rule(STATE_PREFIX),
+                self._old_versions_rule(CURRENT_PREFIX),
                 _abort_incomplete_uploads(),
             ],
+        )
+
+    def _old_versions_rule(self, prefix: str) -> s3.LifecycleRule:
+        """Overwritten state is kept long enough to recover from a mistake, then goes; the current copy never does."""
+        return s3.LifecycleRule(
+            id=f"{prefix}-old-versions",
+            prefix=f"{prefix}/",
+            noncurrent_version_expiration=Duration.days(self.retention.noncurrent_version_expiration_days),
         )
 
     def _table_rule(self, table: str, *, versioned: bool) -> s3.LifecycleRule:

@@ -1,10 +1,13 @@
 """Re-run only the tables a failed execution could not finish.
 
     python -m statemachine.rerun EXECUTION_ARN [--dry-run]
+    python -m statemachine.rerun LOCAL_EXECUTION_ID [--lake-dir DIR] [--dry-run]
 
 Reads the failed execution's history, works out which source tables must be extracted again (those that
 failed, and the sources of every warehouse table that failed or was skipped), and starts a new execution
-of the same state machine with just those tables. `--dry-run` prints the input instead. For a transient
+of the same state machine with just those tables. `--dry-run` prints the input instead. A local execution
+(`local-…`, as `python -m statemachine.local run` names them) is read from the lake directory that ran it,
+and re-run locally with the options it had. For a transient
 failure, `aws stepfunctions redrive-execution` (same input, same definition) is the other way.
 """
 
@@ -12,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 
+from lambdas.common.errors import truncated
 from lambdas.report.summary import Failure, rerun_input, state_machine_arn
 
 
@@ -68,20 +75,66 @@ def plan(sfn: Any, execution_arn: str) -> dict[str, Any]:
     return rerun_input(found, json.loads(described.get("input") or "{}"))
 
 
-def main(argv: list[str] | None = None, *, client: Any | None = None) -> int:
+EXIT_USAGE, EXIT_UNAVAILABLE = 2, 69
+_EXECUTION_ARN = re.compile(r"arn:aws[\w-]*:states:[\w-]+:\d{12}:execution:[^:\s]+:[^:\s]+")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m statemachine.rerun", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit codes: 0 started (or printed), 1 nothing to re-run, "
+                                            "2 no such execution, 69 AWS cannot be reached or refused")  # fmt: skip
     parser.add_argument("execution_arn")
     parser.add_argument("--dry-run", action="store_true", help="print the input instead of starting the run")
-    args = parser.parse_args(argv)
-    sfn = client or boto3.client("stepfunctions", region_name=args.execution_arn.split(":")[3])
-    execution_input = plan(sfn, args.execution_arn)
+    parser.add_argument("--lake-dir", type=Path, default=Path(".local"), help="where a local execution ran")
+    return parser.parse_args(argv)
+
+
+def _local(args: argparse.Namespace) -> int:
+    """Re-run what a local execution could not finish, from the history its run kept in the lake."""
+    from statemachine.local import history as local_history
+
+    record = local_history.load(args.lake_dir, args.execution_arn)
+    if record is None:
+        print(f"error: {truncated(args.execution_arn, 100)!r} is neither a Step Functions execution ARN "
+              f"(arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME) nor a local execution kept in "
+              f"{args.lake_dir} (give --lake-dir)", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if record.get("status") == "SUCCEEDED":
+        print(f"{args.execution_arn} SUCCEEDED: there is nothing to re-run", file=sys.stderr)
+        return 1
+    found = failures_in(record.get("history") or [])
+    if not found:
+        print(f"{args.execution_arn} failed before any table did ({record.get('error')}); start a full run",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    execution_input = rerun_input(found, record.get("input") or {})
     if args.dry_run:
         print(json.dumps(execution_input))
         return 0
-    name = f"rerun-{datetime.now(UTC):%Y%m%dT%H%M%S}-{args.execution_arn.rsplit(':', 1)[-1]}"[:80]
-    started = sfn.start_execution(stateMachineArn=state_machine_arn(args.execution_arn), name=name,
-                                  input=json.dumps(execution_input))  # fmt: skip
+    from statemachine.local.__main__ import main as local_main
+
+    tables = ["--tables", ",".join(execution_input["tables"])]
+    return local_main(["run", *record.get("options", []), *tables,
+                       *(["--full-refresh"] if execution_input.get("full_refresh") else [])])  # fmt: skip
+
+
+def main(argv: list[str] | None = None, *, client: Any | None = None) -> int:
+    args = _parse(argv)
+    if not _EXECUTION_ARN.fullmatch(args.execution_arn):
+        return _local(args)
+    try:
+        sfn = client or boto3.client("stepfunctions", region_name=args.execution_arn.split(":")[3])
+        execution_input = plan(sfn, args.execution_arn)
+        if args.dry_run:
+            print(json.dumps(execution_input))
+            return 0
+        name = f"rerun-{datetime.now(UTC):%Y%m%dT%H%M%S}-{args.execution_arn.rsplit(':', 1)[-1]}"[:80]
+        started = sfn.start_execution(stateMachineArn=state_machine_arn(args.execution_arn), name=name,
+                                      input=json.dumps(execution_input))  # fmt: skip
+    except (BotoCoreError, ClientError) as exc:
+        print(f"error: AWS Step Functions: {truncated(str(exc), 300)}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     print(f"started {started['executionArn']} with {json.dumps(execution_input)}")
     return 0
 

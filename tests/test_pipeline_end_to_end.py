@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -113,5 +114,7 @@ def test_local_command_exits_zero_on_success_and_non_zero_on_failure(sample: Dat
     assert "'soon'" in failed.stdout
     assert "Re-run only these tables with:" in failed.stdout
     rerun_line = failed.stdout.split("Re-run only these tables with:")[1].strip().splitlines()[0]
-    assert rerun_line.startswith("python -m statemachine.local run --source-dsn ")
+    words = shlex.split(rerun_line)  # this interpreter, so the line works when pasted here
+    assert (ROOT / words[0]).resolve() == Path(sys.executable).resolve()
+    assert words[1:5] == ["-m", "statemachine.local", "run", "--source-dsn"]
     assert rerun_line.endswith("--tables payment,purchase_order,sales_order")  # dim_date reads all three

@@ -1,12 +1,17 @@
 """Connections to PostgreSQL (totesys and the warehouse) from Secrets Manager-style credentials.
 
 One secret format serves AWS and the local runner: the RDS JSON shape {host, port, username, password,
-dbname}, plus an optional sslmode. A host that starts with "/" is a unix-socket directory, as in libpq.
+dbname}, plus an optional sslmode and sslrootcert. A host that starts with "/" is a unix-socket directory,
+as in libpq. Over TCP, a secret without sslmode gets `verify-full`: encrypted, and the server proven by its
+certificate against the CA bundle the deployment provides (PGSSLROOTCERT, as in libpq, else the system's).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,7 +23,7 @@ import boto3
 import pg8000.native
 from pg8000.native import identifier
 
-from lambdas.common.errors import PipelineError, TransientError
+from lambdas.common.errors import PipelineError, TransientError, truncated
 
 __all__ = [
     "connect",
@@ -29,7 +34,9 @@ __all__ = [
     "forget_secrets",
     "identifier",
     "read_secret",
+    "redact_dsn",
     "statement_budget",
+    "where",
 ]
 
 
@@ -57,21 +64,48 @@ def read_secret(secret_id: str) -> dict[str, Any]:
         raise PipelineError(f"secret {secret_id!r} is not JSON with host, port, username, password, dbname") from exc
 
 
-def credentials_from_dsn(dsn: str) -> dict[str, Any]:
-    """Turn a libpq URI (TCP or `?host=/socket/dir`) into the secret shape the handlers read."""
+PASSWORD_ENV = "PGPASSWORD"  # noqa: S105 - libpq's variable for the password when the DSN carries none
+CA_BUNDLE_ENV = "PGSSLROOTCERT"  # libpq's: the CA certificates (PEM) that verify-ca and verify-full trust
+DEFAULT_SSLMODE = "verify-full"  # a secret without sslmode; "require" (encrypted, unverified) is the opt-out
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN as it may be shown: any password replaced, even in a URI too malformed to parse."""
+    dsn = re.sub(r"(://[^/?#@]*?:)[^/?#@]*@", r"\1***@", dsn)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", dsn)
+
+
+def credentials_from_dsn(dsn: str, *, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """Turn a libpq URI (TCP or `?host=/socket/dir`) into the secret shape the handlers read.
+
+    As libpq does, a DSN without a password takes PGPASSWORD's, so a password need not be typed on a command line.
+    A malformed DSN raises ValueError naming it with its password redacted.
+    """
     url = urlparse(dsn)
     if url.scheme not in ("postgresql", "postgres"):
-        raise ValueError(f"not a PostgreSQL URI: {dsn!r} (expected postgresql://user:password@host:port/dbname)")
-    query = {key: values[-1] for key, values in parse_qs(url.query).items()}
-    host = query.get("host") or url.hostname or "/var/run/postgresql"
+        raise ValueError(f"not a PostgreSQL URI: {redact_dsn(dsn)!r} (expected postgresql://user@host:port/dbname)")
+    try:
+        query = {key: values[-1] for key, values in parse_qs(url.query, strict_parsing=bool(url.query)).items()}
+        host = query.get("host") or url.hostname or "/var/run/postgresql"
+        port = int(query.get("port") or url.port or 5432)
+    except ValueError:  # the message of either may quote the password-bearing netloc: never show it
+        raise ValueError(f"malformed PostgreSQL URI {redact_dsn(dsn)!r}: bad host, port or query") from None
     return {
         "host": host,
-        "port": int(query.get("port") or url.port or 5432),
+        "port": port,
         "username": unquote(url.username or query.get("user") or "postgres"),
-        "password": unquote(url.password or query.get("password") or ""),
+        "password": unquote(url.password or query.get("password") or environ.get(PASSWORD_ENV, "")),
         "dbname": unquote(url.path.lstrip("/") or query.get("dbname") or "postgres"),
         "sslmode": query.get("sslmode", "disable" if host.startswith("/") else "prefer"),
+        **({"sslrootcert": query["sslrootcert"]} if query.get("sslrootcert") else {}),
     }
+
+
+def where(credentials: Mapping[str, Any]) -> str:
+    """Which server and database, as a person would look for it (never with the password)."""
+    host, port, dbname = str(credentials["host"]), credentials.get("port", 5432), credentials.get("dbname")
+    server = f"socket {host}/.s.PGSQL.{port}" if host.startswith("/") else f"{host}:{port}"
+    return f"{server}, database {dbname!r} as {credentials.get('username')!r}"
 
 
 # SQLSTATE classes worth retrying: connection exceptions, serialization failures and deadlocks,
@@ -79,30 +113,78 @@ def credentials_from_dsn(dsn: str) -> dict[str, Any]:
 _TRANSIENT_SQLSTATES = ("08", "40", "53", "57")
 
 
+def _sqlstate(exc: BaseException) -> tuple[str, str] | None:
+    """(SQLSTATE, message) of a server error, also when pg8000 raised something else while handling it.
+
+    pg8000 closes the socket after an error at connect time; when the server has already hung up, that close
+    fails and its "network error" replaces the server's answer (e.g. 28P01, wrong password) in the traceback.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, pg8000.native.DatabaseError):
+            details = seen.args[0] if seen.args and isinstance(seen.args[0], dict) else {}
+            detail = f": {details['D']}" if details.get("D") else ""  # e.g. which key broke a foreign key
+            return str(details.get("C", "")), str(details.get("M", seen)) + detail
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _network_cause(exc: BaseException, timeout: float) -> str:
+    """The operating system's reason a connection failed, in words (pg8000's own text names its internals)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return f"unknown host ({seen.strerror})"
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused (nothing listens on that port?)"
+        if isinstance(seen, TimeoutError):
+            return f"no answer within {timeout:g} s"
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(exc)
+
+
+# SQLSTATE classes worth retrying: connection exceptions, serialization failures and deadlocks,
+# insufficient resources, operator intervention (e.g. the server shutting down).
+_TRANSIENT_SQLSTATES = ("08", "40", "53", "57")
+
+
+def _classified(text: str, code: str) -> Exception:
+    """Retrying helps with a broken connection or a conflict, never with a wrong password or missing object."""
+    text += f" (SQLSTATE {code})" if code else ""
+    return TransientError(text) if code.startswith(_TRANSIENT_SQLSTATES) else PipelineError(text)
+
+
 @contextmanager
 def database_errors(database: str) -> Iterator[None]:
     """Turn pg8000's errors into ones that say what failed, in words, and that retry when retrying can help."""
     try:
         yield
-    except pg8000.native.DatabaseError as exc:
-        details = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-        code, message = str(details.get("C", "")), str(details.get("M", exc))
-        text = f"{database}: {message}" + (f" (SQLSTATE {code})" if code else "")
-        if code.startswith(_TRANSIENT_SQLSTATES):
-            raise TransientError(text) from exc
-        raise PipelineError(text) from exc
-    except (pg8000.native.InterfaceError, OSError) as exc:
-        raise TransientError(f"{database}: connection lost: {exc}") from exc
+    except (TransientError, PipelineError):
+        raise
+    except (pg8000.native.DatabaseError, pg8000.native.InterfaceError, OSError) as exc:
+        server = _sqlstate(exc)
+        if server is None:
+            raise TransientError(truncated(f"{database}: connection lost: {exc}")) from exc
+        code, message = server
+        raise _classified(truncated(f"{database}: {message}"), code) from exc
 
 
 def connect(
-    credentials: Mapping[str, Any], *, application_name: str = "totesys-etl", statement_timeout: float = 840.0
+    credentials: Mapping[str, Any],
+    *,
+    application_name: str = "totesys-etl",
+    statement_timeout: float = 840.0,
+    connect_timeout: float = 10.0,
 ) -> pg8000.native.Connection:
-    """Open a connection; failing to reach the server is transient, so the state machine retries it.
+    """Open a connection; a server that cannot be reached is transient, a refused login is not.
 
     The server cancels any statement that runs longer than `statement_timeout` (give it less than the
     Lambda's remaining time, so the server rolls back rather than working on for a client that is gone);
     the socket waits a little longer than that, so a slow statement is never mistaken for a dead connection.
+    Until the server has let us in, only `connect_timeout` applies: a host that accepts TCP and never
+    answers is a wrong address, not a slow query.
     """
     host = str(credentials["host"])
     port = int(credentials.get("port", 5432))
@@ -111,18 +193,28 @@ def connect(
         "password": credentials.get("password") or None,
         "database": credentials.get("dbname") or "postgres",
         "application_name": application_name,
-        "timeout": statement_timeout + 30,
+        "timeout": connect_timeout,
         "ssl_context": False,
     }
     if host.startswith("/"):
         options["unix_sock"] = f"{host}/.s.PGSQL.{port}"
     else:
         options["host"], options["port"] = host, port
-        options["ssl_context"] = _tls(str(credentials.get("sslmode", "require")))
+        rootcert = credentials.get("sslrootcert") or os.environ.get(CA_BUNDLE_ENV) or None
+        options["ssl_context"] = _tls(str(credentials.get("sslmode") or DEFAULT_SSLMODE), rootcert)
     try:
         con = pg8000.native.Connection(**options)
-    except (pg8000.native.InterfaceError, OSError) as exc:
-        raise TransientError(f"cannot connect to {host}:{port}/{options['database']}: {exc}") from exc
+    except (pg8000.native.DatabaseError, pg8000.native.InterfaceError, OSError) as exc:
+        server = _sqlstate(exc)
+        untrusted = _certificate_problem(exc)
+        if untrusted:  # not transient: the same certificate will be refused again
+            raise PipelineError(f"cannot connect to {where(credentials)}: {untrusted}") from exc
+        if server is None:
+            cause = _network_cause(exc, connect_timeout)
+            raise TransientError(f"cannot connect to {where(credentials)}: {cause}") from exc
+        code, message = server
+        raise _classified(f"cannot connect to {where(credentials)}: {message}", code) from exc
+    con._usock.settimeout(statement_timeout + 30)  # pg8000 has no setter: its socket, from now on for statements
     con.run("SELECT set_config('statement_timeout', :ms, false)", ms=str(int(statement_timeout * 1000)))
     return con
 
@@ -132,22 +224,35 @@ def statement_budget(context: Any) -> float:
     return max(30.0, context.get_remaining_time_in_millis() / 1000 - 30)
 
 
-def _tls(sslmode: str) -> ssl.SSLContext | bool | None:
-    """libpq's sslmode in pg8000's terms. Production secrets carry none and get TLS ("require")."""
+def _certificate_problem(exc: BaseException) -> str | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"the server's certificate is not trusted ({seen.verify_message}); see sslmode and {CA_BUNDLE_ENV}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _tls(sslmode: str, rootcert: str | None = None) -> ssl.SSLContext | bool | None:
+    """libpq's sslmode in pg8000's terms."""
     if sslmode == "disable":
         return False
     if sslmode in ("allow", "prefer"):
         return None  # pg8000: TLS if the server offers it, unverified
-    return _tls_context(verify=sslmode in ("verify-ca", "verify-full"))
+    if sslmode not in ("require", "verify-ca", "verify-full"):
+        raise PipelineError(f"sslmode {truncated(sslmode, 40)!r} is not one of libpq's")
+    return _tls_context(sslmode, rootcert)
 
 
-@lru_cache(maxsize=2)
-def _tls_context(*, verify: bool) -> ssl.SSLContext:
+@lru_cache(maxsize=4)
+def _tls_context(sslmode: str, rootcert: str | None) -> ssl.SSLContext:
     """Built once per container: loading the CA store costs ~0.1 s."""
-    context = ssl.create_default_context()
-    if not verify:  # libpq's "require": encrypted, certificate not checked
+    context = ssl.create_default_context(cafile=rootcert)
+    if sslmode == "require":  # encrypted, certificate not checked: the documented opt-out
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    elif sslmode == "verify-ca":  # the certificate is checked, the host name is not
+        context.check_hostname = False
     return context
 
 

@@ -50,3 +50,13 @@ def repair_hint(tables: Iterable[str]) -> str:
         f'Repair: start the state machine with input {{"repair": true, "tables": [{listed}]}}; '
         f"locally: python -m statemachine.local repair --tables {','.join(names)}"
     )
+
+
+UNTRUSTED_LIMIT = 500
+
+
+def truncated(text: str, limit: int = UNTRUSTED_LIMIT) -> str:
+    """An untrusted string as an error or a log line may show it: a 5 MB table name must not make 15 MB of logs."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"

@@ -50,6 +50,9 @@ def reconcile_snapshot_key(table: str, seq: int) -> str:
     return f"_{RECONCILE_STAGE}/{table}/{seq:010d}-{new_id()}.parquet"
 
 
+CURRENT_PREFIX = "_current"  # the transform's snapshots of what each warehouse table currently holds
+
+
 def _is_missing(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
 

@@ -6,7 +6,7 @@ the database catalogue), then quoted as an identifier.
 
 from __future__ import annotations
 
-from lambdas.common.errors import UnknownTableError
+from lambdas.common.errors import UnknownTableError, truncated
 
 SOURCE_TABLES: tuple[str, ...] = (
     "address",
@@ -61,12 +61,14 @@ def require_source_table(table: str) -> str:
     if table in NEVER_EXTRACTED:
         raise UnknownTableError(f"{table!r} is Prisma's migration log, not business data; it is never extracted")
     if table not in SOURCE_TABLES:
-        raise UnknownTableError(f"{table!r} is not a totesys source table (expected one of {', '.join(SOURCE_TABLES)})")
+        raise UnknownTableError(f"{truncated(repr(table), 100)} is not a totesys source table "
+                                f"(expected one of {', '.join(SOURCE_TABLES)})")  # fmt: skip
     return table
 
 
 def require_warehouse_table(table: str) -> str:
     """Refuse any name that is not a table of the warehouse contract."""
     if table not in WAREHOUSE_TABLES:
-        raise UnknownTableError(f"{table!r} is not a warehouse table (expected one of {', '.join(WAREHOUSE_TABLES)})")
+        raise UnknownTableError(f"{truncated(repr(table), 100)} is not a warehouse table "
+                                f"(expected one of {', '.join(WAREHOUSE_TABLES)})")  # fmt: skip
     return table

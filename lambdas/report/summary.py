@@ -10,7 +10,7 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lambdas.common.errors import repair_tables
+from lambdas.common.errors import repair_tables, truncated
 from lambdas.common.events import FAILED, SKIPPED
 from lambdas.common.tables import SOURCE_TABLES, TRANSFORM_INPUTS
 
@@ -38,13 +38,24 @@ def _message(result: dict[str, Any]) -> str:
     return str(parsed.get("errorMessage", cause))[:1000] if isinstance(parsed, dict) else str(cause)[:1000]
 
 
-def failures(run: dict[str, Any]) -> list[Failure]:
+def failures(run: Any) -> list[Failure]:
+    """Every failed or skipped table; a result that is not what the stages return is a failure too, never ignored."""
+    if not isinstance(run, dict):
+        return [Failure("report", "(run)", FAILED, "MalformedResult", f"not an object: {truncated(repr(run), 200)}")]
     found = []
     for key in STAGE_RESULTS:
-        for result in run.get(key) or []:
-            if result.get("status") in (FAILED, SKIPPED):
-                found.append(Failure(str(result.get("stage", key)), str(result.get("table")), result["status"],
-                                     str(result.get("error", "Skipped")), _message(result)))  # fmt: skip
+        results = run.get(key)
+        if not isinstance(results, list):
+            found.append(Failure(key, "(stage)", FAILED, "MalformedResult",
+                                 f"{key!r} is not a list of results: {truncated(repr(results), 200)}"))  # fmt: skip
+            continue
+        for result in results:
+            if not isinstance(result, dict) or not isinstance(result.get("table"), str):
+                found.append(Failure(key, "(unknown)", FAILED, "MalformedResult", truncated(repr(result), 200)))
+            elif result.get("status") in (FAILED, SKIPPED):
+                error = truncated(str(result.get("error", "Skipped")), 100)
+                found.append(Failure(str(result.get("stage", key)), truncated(result["table"], 100), result["status"],
+                                     error, _message(result)))  # fmt: skip
     return found
 
 
@@ -90,11 +101,12 @@ def rerun_input(found: list[Failure], options: dict[str, Any]) -> dict[str, Any]
             wanted.add(failure.table)
         elif not (repair and failure.status == SKIPPED):  # a repair re-reads whole tables: only what failed
             wanted |= set(TRANSFORM_INPUTS.get(failure.table, ()))
+    wanted &= set(SOURCE_TABLES)
     tables = [t for t in SOURCE_TABLES if t in wanted]
     result: dict[str, Any] = {"tables": tables}
     if repair:
         result["repair"] = True  # state that cannot be believed is rebuilt from the source, not re-read
-    elif options.get("full_refresh"):
+    elif isinstance(options, dict) and options.get("full_refresh") is True:
         result["full_refresh"] = True
     return result
 
@@ -120,6 +132,8 @@ def cause(found: list[Failure], rerun: dict[str, Any], held: dict[str, dict[str,
 
 
 def console_link(execution_arn: str) -> str:
+    if len(execution_arn.split(":")) < 8:
+        return f"(no link: {truncated(execution_arn, 200)!r} is not an execution ARN)"
     region = execution_arn.split(":")[3]
     return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{execution_arn}"
 
@@ -127,6 +141,8 @@ def console_link(execution_arn: str) -> str:
 def state_machine_arn(execution_arn: str) -> str:
     """arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME -> arn:aws:states:REGION:ACCOUNT:stateMachine:MACHINE"""
     parts = execution_arn.split(":")
+    if len(parts) < 8:
+        return "STATE_MACHINE_ARN"
     return ":".join([*parts[:5], "stateMachine", parts[6]])
 
 
@@ -139,6 +155,9 @@ def alert(
     if len(subject) > 99:
         subject = f"Totesys ETL failed: {len(names)} tables"
     lines = [f"The pipeline run {execution_arn.rsplit(':', 1)[-1]} ended FAILED.", "", "Failed tables:"]
+    if not rerun["tables"]:
+        lines = [*lines[:2], "Nothing a re-run of some tables would fix (see below); fix the cause, then run.", "",
+                 *lines[2:]]  # fmt: skip
     lines += [f"  - {f.table} ({f.stage}, {f.status}): {f.error}: {f.message}" for f in found]
     lines += _held_lines(held or {})
     lines += [
@@ -155,3 +174,22 @@ def alert(
         f"  {local_command(rerun)}",
     ]
     return subject, "\n".join(lines)
+
+
+def refusal(execution_arn: str, error: Any) -> tuple[str, str]:
+    """(subject, body) of the e-mail sent when a run refused its input and did nothing."""
+    message = error.get("Cause", error) if isinstance(error, dict) else error
+    try:
+        parsed = json.loads(message) if isinstance(message, str) else message
+        message = parsed.get("errorMessage", message) if isinstance(parsed, dict) else message
+    except ValueError:
+        pass
+    lines = [
+        f"The pipeline run {execution_arn.rsplit(':', 1)[-1]} refused its input and did nothing:",
+        f"  {truncated(str(message), 1000)}",
+        "",
+        f"Execution: {execution_arn}",
+        f"Console: {console_link(execution_arn)}",
+        'Start it again with an input like {"tables": ["sales_order"], "full_refresh": false}, or {} for everything.',
+    ]
+    return "Totesys ETL failed: invalid run input", "\n".join(lines)

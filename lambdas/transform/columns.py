@@ -43,8 +43,30 @@ def cast_exact(table: pa.Table, source: str, column: str, target: pa.DataType) -
         raise PipelineError(f"{source}.{column}: value {bad!r} cannot be stored as {target} ({exc})") from exc
 
 
+# Significant digits PostgreSQL keeps when it casts a float to numeric (DBL_DIG, FLT_DIG in float8_numeric).
+_PG_FLOAT_DIGITS = {pa.float64(): 15, pa.float32(): 6, pa.float16(): 3}
+
+
+def _as_postgres_text(values: pa.ChunkedArray) -> pa.Array:
+    """A float column as the decimal text PostgreSQL's own float-to-numeric cast starts from.
+
+    Arrow's float-to-decimal cast rounds the binary value (2.675 is 2.67499999… in binary, so 2.67), where
+    PostgreSQL rounds its 15-digit decimal text (2.675, so 2.68): taking PostgreSQL's text keeps the digits
+    a person sees in the source, and the exact cast then refuses, as for a numeric, what would lose some.
+    """
+    digits = _PG_FLOAT_DIGITS[values.type]
+    return pa.array([None if v is None else f"{v:.{digits}g}" for v in values.to_pylist()], pa.string())
+
+
 def money(table: pa.Table, source: str, column: str) -> pa.ChunkedArray:
-    """Source numeric (kept as text by extract) to numeric(10, 2) with no float on the way."""
+    """Source numeric (kept as text by extract) to numeric(10, 2) with no float on the way.
+
+    A source column that drifted to a floating type goes through PostgreSQL's decimal text, never Arrow's
+    binary rounding, so no value changes silently.
+    """
+    if column in table.column_names and pa.types.is_floating(table[column].type):
+        index = table.column_names.index(column)
+        table = table.set_column(index, column, _as_postgres_text(table[column]))
     return cast_exact(table, source, column, MONEY)
 
 

@@ -8,59 +8,199 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
+import os
+import shlex
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from analytics import dashboard_hint
-from lambdas.common.db import credentials_from_dsn
+from lambdas.common.db import PASSWORD_ENV, connect, credentials_from_dsn, redact_dsn
+from lambdas.common.errors import PipelineError, TransientError, truncated
 from lambdas.common.tables import SOURCE_TABLES
+from statemachine.local.redact import redacted_output
 
-RUN_COMMANDS = {
-    "run": "execute pipeline.asl.json once, locally",
-    "repair": "rebuild the chosen tables' lake from the source (new epoch) and bring the warehouse up to date; "
-    "the fix for state that cannot be believed (docs/operations.md)",
-    "reconcile": "compare each chosen source table with what the pipeline has taken, per key range, and feed "
-    "the differences through the normal stages (docs/operations.md)",
-}
+DEFAULT_LAKE = Path(".local")
+SOURCE_DSN_ENV = "TOTESYS_SOURCE_DSN"
+WAREHOUSE_DSN_ENV = "TOTESYS_WAREHOUSE_DSN"
+VIA_MAKE_ENV = "TOTESYS_VIA_MAKE"  # set by `make run`, so printed commands can be pasted the same way
+PREFLIGHT_TIMEOUT = 2.5  # seconds to reach each database before the state machine starts
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_DRIFT = 3  # reconcile: the run succeeded and the warehouse is right now, but the source and the lake differed
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a database cannot be reached or refuses us; nothing ran
+EXIT_CANTCREAT = 73  # EX_CANTCREAT: the lake directory cannot be created or written
 EXIT_BUSY = 75  # EX_TEMPFAIL: nothing ran; try again when the other run has finished
+EXIT_CODES = {
+    EXIT_OK: "the execution succeeded",
+    EXIT_FAILED: "the execution ran and failed (the failed tables and the command that re-runs them are printed)",
+    EXIT_USAGE: "a mistake on the command line: unknown option or table, malformed DSN",
+    EXIT_DRIFT: "reconcile succeeded, but the source and the lake differed (the differences were loaded)",
+    EXIT_UNAVAILABLE: "a database cannot be reached or refuses the login; nothing ran",
+    EXIT_CANTCREAT: "the lake directory cannot be created or written; nothing ran",
+    EXIT_BUSY: "another run is using the same lake directory; nothing ran",
+}
+
+
+# The commands that start the state machine: their help, and what they add to the execution input. They share
+# every option (add_run_options) and how options become credentials and input (run_request).
+RUN_LIKE: dict[str, tuple[str, dict[str, Any]]] = {
+    "run": ("execute pipeline.asl.json once, locally", {}),
+    "repair": (
+        "rebuild the chosen tables' lake from the source (a new epoch every reader follows) and bring the "
+        "warehouse up to date: the fix a StateError names (docs/operations.md#repair)",
+        {"repair": True},
+    ),
+    "reconcile": (
+        "compare each chosen source table with what the pipeline has taken, per key range, and load what "
+        "differs (docs/operations.md#reconciliation)",
+        {"reconcile": True},
+    ),
+}
+
+
+class UserError(Exception):
+    """A mistake the person running the command can fix: shown as one line with its exit code, no traceback."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _epilog() -> str:
+    environment = (
+        f"environment:\n  {SOURCE_DSN_ENV}, {WAREHOUSE_DSN_ENV}  the DSNs when the options do not give them\n"
+        f"  {PASSWORD_ENV}  the password of a DSN that has none (as libpq); passwords are never printed\n"
+    )
+    codes = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
+    return f"{environment}\nexit codes:\n{codes}"
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that starts the state machine (run, and the run-like ones to come)."""
+    parser.add_argument(
+        "--source-dsn",
+        default=os.environ.get(SOURCE_DSN_ENV),
+        help=f"totesys as a libpq URI (default: ${SOURCE_DSN_ENV}, else embedded sample data)",
+    )
+    parser.add_argument(
+        "--warehouse-dsn",
+        default=os.environ.get(WAREHOUSE_DSN_ENV),
+        help=f"the warehouse as a libpq URI (default: ${WAREHOUSE_DSN_ENV}, else embedded)",
+    )
+    parser.add_argument("--lake-dir", type=Path, default=DEFAULT_LAKE, help="buckets, state, logs (default .local/)")
+    parser.add_argument("--tables", help="comma-separated source tables to extract (default: all 11)")
+    parser.add_argument("--full-refresh", action="store_true", help="re-read the chosen tables completely")
+    parser.add_argument("--verbose", action="store_true", help="print the whole execution graph, also on success")
+    parser.add_argument(
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON document on stdout for scripts, no progress or graph",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m statemachine.local", description=__doc__)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="python -m statemachine.local", description=__doc__, epilog=_epilog(),
+                                     formatter_class=formatter)  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in RUN_COMMANDS.items():
-        run = commands.add_parser(name, help=text, description=text)
-        run.add_argument("--source-dsn", help="totesys as a libpq URI (default: embedded, seeded sample data)")
-        run.add_argument("--warehouse-dsn", help="the warehouse as a libpq URI (default: embedded)")
-        run.add_argument("--lake-dir", type=Path, default=Path(".local"), help="buckets, state, logs (default .local/)")
-        run.add_argument("--tables", help="comma-separated source tables (default: all 11)")
-        run.add_argument("--full-refresh", action="store_true", help="re-read the chosen tables completely")
+    for name, (help_text, _) in RUN_LIKE.items():
+        add_run_options(commands.add_parser(name, help=help_text, epilog=_epilog(), formatter_class=formatter))
     stop = commands.add_parser("stop", help="stop the embedded PostgreSQL a run left running")
-    stop.add_argument("--lake-dir", type=Path, default=Path(".local"))
+    stop.add_argument("--lake-dir", type=Path, default=DEFAULT_LAKE)
     return parser
 
 
 def _tables(value: str | None) -> list[str] | None:
+    """The chosen tables, each once, in the order given."""
     if value is None:
         return None
-    tables = [t.strip() for t in value.split(",") if t.strip()]
-    unknown = [t for t in tables if t not in SOURCE_TABLES]
+    tables = list(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
+    unknown = [truncated(t, 60) for t in tables if t not in SOURCE_TABLES]
     if unknown or not tables:
-        raise SystemExit(f"--tables: unknown table {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(SOURCE_TABLES)}")  # fmt: skip
+        raise UserError(f"--tables: unknown table {', '.join(unknown[:5]) or '(none given)'}; "
+                        f"choose from {', '.join(SOURCE_TABLES)}", EXIT_USAGE)  # fmt: skip
     return tables
 
 
-def _passthrough(args: argparse.Namespace) -> list[str]:
-    """The options of this command that a re-run must repeat (where to read, write and keep state)."""
+def _credentials(option: str, dsn: str) -> dict[str, Any]:
+    try:
+        return credentials_from_dsn(dsn)
+    except ValueError as exc:
+        raise UserError(f"{option}: {exc}", EXIT_USAGE) from None
+
+
+@dataclass
+class RunRequest:
+    """What a run-like command asks for, from its options: where to read and write, and the execution input."""
+
+    source_dsn: str | None
+    warehouse_dsn: str | None
+    lake_dir: Path
+    execution_input: dict[str, Any]
+    source: dict[str, Any] | None = None  # None: the embedded server's
+    warehouse: dict[str, Any] | None = None
+    passwords: list[str] = field(default_factory=list)
+
+
+def run_request(args: argparse.Namespace, **execution_input: Any) -> RunRequest:
+    """Parse and check the shared options; `execution_input` adds what the command itself asks of the run."""
+    tables = _tables(args.tables)
+    request_input: dict[str, Any] = dict(execution_input)
+    if tables:
+        request_input["tables"] = tables
+    if args.full_refresh:
+        request_input["full_refresh"] = True
+    request = RunRequest(args.source_dsn, args.warehouse_dsn, args.lake_dir, request_input)
+    if args.source_dsn:
+        request.source = _credentials("--source-dsn", args.source_dsn)
+    if args.warehouse_dsn:
+        request.warehouse = _credentials("--warehouse-dsn", args.warehouse_dsn)
+    request.passwords = [c["password"] for c in (request.source, request.warehouse) if c and c.get("password")]
+    return request
+
+
+def preflight(name: str, credentials: dict[str, Any], *, timeout: float = PREFLIGHT_TIMEOUT) -> None:
+    """Reach the database before the state machine starts, so a wrong address costs seconds, not retries."""
+    try:
+        con = connect(credentials, application_name="totesys-etl-preflight", statement_timeout=timeout,
+                      connect_timeout=timeout)  # fmt: skip
+        con.run("SELECT 1")
+        con.close()
+    except (TransientError, PipelineError) as exc:
+        raise UserError(f"{name} database: {exc}", EXIT_UNAVAILABLE) from None
+
+
+def _python() -> str:
+    """The interpreter that runs this, as short as it can be written and still work when pasted here."""
+    executable = Path(sys.executable)
+    try:
+        return str(executable.relative_to(Path.cwd()))
+    except ValueError:
+        return str(executable)
+
+
+def command_line(request: RunRequest, extra: list[str], verb: str = "run") -> str:
+    """The command that runs this again with `extra` options, as it can be pasted; never with a password."""
+    options = repeated_options(request)
+    if os.environ.get(VIA_MAKE_ENV) and verb == "run":
+        return f"make run ARGS={shlex.quote(shlex.join([*options, *extra]))}"
+    return shlex.join([_python(), "-m", "statemachine.local", verb, *options, *extra])
+
+
+def repeated_options(request: RunRequest) -> list[str]:
+    """The options a re-run must repeat (where to read, write and keep state), without any password."""
     options = []
-    for flag, value in (("--source-dsn", args.source_dsn), ("--warehouse-dsn", args.warehouse_dsn)):
-        if value:
-            options += [flag, value]
-    if args.lake_dir != Path(".local"):
-        options += ["--lake-dir", str(args.lake_dir)]
+    for flag, dsn, env in (("--source-dsn", request.source_dsn, SOURCE_DSN_ENV),
+                           ("--warehouse-dsn", request.warehouse_dsn, WAREHOUSE_DSN_ENV)):  # fmt: skip
+        if dsn and dsn != os.environ.get(env):  # a DSN from the environment is still there when pasted
+            options += [flag, redact_dsn(dsn).replace(":***@", "@")]
+    if request.lake_dir != DEFAULT_LAKE:
+        options += ["--lake-dir", str(request.lake_dir)]
     return options
 
 
@@ -70,80 +210,120 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from statemachine.local import postgres, report, runner
+def _lake(lake_dir: Path) -> Path:
+    lake = lake_dir.resolve()
+    try:
+        lake.mkdir(parents=True, exist_ok=True)
+        (lake / ".run.lock").touch()
+    except OSError as exc:
+        raise UserError(f"--lake-dir {lake_dir}: cannot write there ({exc.strerror})", EXIT_CANTCREAT) from None
+    return lake
 
-    if args.command == "stop":
-        stopped = postgres.stop(args.lake_dir.resolve() / "postgres")
-        print("stopped the embedded PostgreSQL" if stopped else "no embedded PostgreSQL was running")
-        return 0
-    tables = _tables(args.tables)
 
-    lake_dir: Path = args.lake_dir.resolve()
-    lake_dir.mkdir(parents=True, exist_ok=True)
+def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
+    """Start the state machine once for `request` and report on it; the exit code says how it went."""
+    from statemachine.local import history, postgres, report, runner
+
+    text = output == "text"
+    inform = (lambda line: print(line, flush=True)) if text else (lambda line: print(line, file=sys.stderr))
+    lake_dir = _lake(request.lake_dir)
     lock = (lake_dir / ".run.lock").open("w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        print(f"Another run is using {lake_dir}; not starting a second one at the same time.", file=sys.stderr)
-        return EXIT_BUSY
+        raise UserError(f"Another run is using {lake_dir}; not starting a second one at the same time.",
+                        EXIT_BUSY) from None  # fmt: skip
+    started = time.monotonic()
     server = None
     try:
-        if not (args.source_dsn and args.warehouse_dsn):
-            print(f"Starting embedded PostgreSQL in {lake_dir / 'postgres'} …", flush=True)
+        for name, given in (("source", request.source), ("warehouse", request.warehouse)):
+            if given is not None:  # before anything starts: a wrong address costs seconds
+                preflight(name, given)
+        source, warehouse = request.source, request.warehouse
+        if source is None or warehouse is None:
+            inform(f"Starting embedded PostgreSQL in {lake_dir / 'postgres'} …")
             server = postgres.start(lake_dir / "postgres")
-        if args.source_dsn:
-            source: dict[str, Any] = credentials_from_dsn(args.source_dsn)
-        else:
-            assert server is not None
-            postgres.ensure_database(server.admin, "totesys")
-            seeded = postgres.seed_totesys(server.credentials("totesys"))
-            if seeded:
-                print(f"Seeded sample totesys: {sum(seeded.values()):,} rows in {len(seeded)} tables", flush=True)
-            source = server.credentials("totesys", postgres.READER_ROLE)
-        if args.warehouse_dsn:
-            warehouse: dict[str, Any] = credentials_from_dsn(args.warehouse_dsn)
-        else:
-            assert server is not None
-            postgres.ensure_database(server.admin, "warehouse")
-            warehouse = server.credentials("warehouse")
+            if source is None:
+                postgres.ensure_database(server.admin, "totesys")
+                seeded = postgres.seed_totesys(server.credentials("totesys"))
+                if seeded:
+                    inform(f"Seeded sample totesys: {sum(seeded.values()):,} rows in {len(seeded)} tables")
+                source = server.credentials("totesys", postgres.READER_ROLE)
+            if warehouse is None:
+                postgres.ensure_database(server.admin, "warehouse")
+                warehouse = server.credentials("warehouse")
 
-        execution_input: dict[str, Any] = {}
-        if tables:
-            execution_input["tables"] = tables
-        if args.full_refresh:
-            execution_input["full_refresh"] = True
-        if args.command in ("repair", "reconcile"):
-            execution_input[args.command] = True
-        print("Running statemachine/pipeline.asl.json …", flush=True)
-        outcome = runner.run(
-            source=source,
-            warehouse=warehouse,
-            lake_dir=lake_dir,
-            execution_input=execution_input,
-            on_invocation=lambda inv: _say(report.progress_line(inv)),
-        )
-        print()
-        print(report.execution_graph(outcome))
+        inform("Running statemachine/pipeline.asl.json …")
+        progress = report.Progress(_say if text else lambda _: None)
+        outcome = runner.run(source=source, warehouse=warehouse, lake_dir=lake_dir,
+                             execution_input=request.execution_input, on_invocation=progress)  # fmt: skip
+        seconds = time.monotonic() - started
+        history.save(lake_dir, outcome, request.execution_input, repeated_options(request))
+        warehouse_dsn = redact_dsn(request.warehouse_dsn) if request.warehouse_dsn else server.dsn("warehouse")
+        rerun = report.rerun(outcome)
+        rerun_command = command_line(request, rerun.options, rerun.verb) if rerun else None
+        drift, drifted = report.drift_summary(outcome)
+        succeeded = (EXIT_DRIFT if drifted else EXIT_OK) if outcome.succeeded else EXIT_FAILED
+        if not text:
+            print(json.dumps(report.as_json(outcome, seconds, rerun, rerun_command, lake_dir, warehouse_dsn), indent=1))
+            return succeeded
+        if verbose or not outcome.succeeded:
+            print()
+            print(report.execution_graph(outcome))
         print()
         if not outcome.succeeded:
-            print(report.failure_summary(outcome, _passthrough(args)))
+            print(report.failure_summary(outcome, rerun, rerun_command, passwords_left_out=bool(request.passwords)))
+            if rerun:
+                print(f"or: {rerun_of(request, outcome.execution_arn.rsplit(':', 1)[-1])}")
             print()
-        drift, drifted = report.drift_summary(outcome)
         if drift:
             print(drift)
             print()
         print(f"Lake (buckets, state, logs): {lake_dir}")
-        warehouse_dsn = args.warehouse_dsn or (server.dsn("warehouse") if server else "")
         print(f"Warehouse: {warehouse_dsn}")
-        print(dashboard_hint(lake_dir, args.warehouse_dsn))
         if server:
-            print("  (the embedded server keeps running for queries; `python -m statemachine.local stop` stops it)")
-        return (EXIT_DRIFT if drifted else 0) if outcome.succeeded else 1
+            print(f"  (the embedded server keeps running for queries; `{stop_command(request)}` stops it)")
+        print(dashboard_hint(lake_dir, request.warehouse_dsn))
+        print(report.summary_line(outcome, seconds))
+        return succeeded
     finally:
         if server is not None:
             server.release()
+
+
+def rerun_of(request: RunRequest, execution: str) -> str:
+    """The same re-run, by the execution's name: what statemachine.rerun does for AWS executions too."""
+    lake = [] if request.lake_dir == DEFAULT_LAKE else ["--lake-dir", str(request.lake_dir)]
+    return shlex.join([_python(), "-m", "statemachine.rerun", execution, *lake])
+
+
+def stop_command(request: RunRequest) -> str:
+    lake = [] if request.lake_dir == DEFAULT_LAKE else ["--lake-dir", str(request.lake_dir)]
+    if os.environ.get(VIA_MAKE_ENV):
+        return "make stop" + (f" ARGS={shlex.quote(shlex.join(lake))}" if lake else "")
+    return shlex.join([_python(), "-m", "statemachine.local", "stop", *lake])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "stop":
+        from statemachine.local import postgres
+
+        stopped = postgres.stop(args.lake_dir.resolve() / "postgres")
+        print("stopped the embedded PostgreSQL" if stopped else "no embedded PostgreSQL was running")
+        return EXIT_OK
+    try:
+        request = run_request(args, **RUN_LIKE[args.command][1])
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    secrets = [*request.passwords, *([os.environ[PASSWORD_ENV]] if os.environ.get(PASSWORD_ENV) else [])]
+    with redacted_output(secrets):
+        try:
+            return execute(request, verbose=args.verbose, output=args.output)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
 
 
 if __name__ == "__main__":

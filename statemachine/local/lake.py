@@ -2,9 +2,9 @@
 
 moto keeps objects in memory, so the runner loads `<lake>/<bucket>/<key>` into moto before a run and
 writes new or changed objects back after every Lambda invocation, in the order S3 received them (a state
-object last among writes of the same instant), and each file is written to a temporary name and renamed, so
-a run killed mid-flush leaves the lake as consistent as S3 would be: a head never points at data that is not
-there, and a log's first head is there before its first batch.
+object last among writes of the same instant), and removes the files of deleted ones. Each file is written to
+a temporary name and renamed, so a run killed mid-flush leaves the lake as consistent as S3 would be: a head
+never points at data that is not there, and a log's first head is there before its first batch.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class LakeMirror:
         return self._objects(bucket)[key].etag
 
     def flush(self) -> int:
-        """Write objects that are new or changed since the last flush: data first, heads last."""
+        """Write objects that are new or changed since the last flush, in S3's order; remove deleted ones."""
         with self._lock:
             pending = []
             for bucket in self.buckets:
@@ -65,4 +65,8 @@ class LakeMirror:
                 tmp.write_bytes(value)
                 os.replace(tmp, path)
                 self._written[(bucket, key)] = obj.etag
-            return len(pending)
+            gone = [(b, k) for b, k in self._written if k not in self._objects(b)]  # e.g. a released lease
+            for bucket, key in gone:
+                (self.root / bucket / key).unlink(missing_ok=True)
+                del self._written[(bucket, key)]
+            return len(pending) + len(gone)

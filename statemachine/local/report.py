@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
-import shlex
+import threading
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from lambdas.common.errors import TransientError, repair_tables, truncated
+from lambdas.common.tables import TRANSFORM_INPUTS
 from statemachine.local.runner import Invocation, RunOutcome
 
 _MARK = {"SUCCEEDED": "✔", "FAILED": "✘", "RUNNING": "…", "SKIPPED": "·"}
@@ -28,14 +32,42 @@ def _held(result: dict[str, Any]) -> str:
     return f", {result['rows_held']:,} held{stuck} (e.g. {sample.get('reason', '?')})"
 
 
+def _error(result: dict[str, Any]) -> str:
+    return f"{result.get('errorType', 'error')}: {truncated(str(result.get('errorMessage', '')), 160)}"
+
+
 def progress_line(invocation: Invocation) -> str:
-    mark = "✔" if invocation.ok else "✘"
-    detail = (
-        _rows(invocation.result) + _held(invocation.result)
-        if invocation.ok
-        else invocation.result.get("errorType", "error")
-    )
+    if not invocation.ok:
+        mark, detail = "✘", _error(invocation.result)
+    elif invocation.result.get("status") == "skipped":
+        mark, detail = "·", f"skipped: needs {invocation.result.get('reason')}"
+    else:
+        mark, detail = "✔", _rows(invocation.result) + _held(invocation.result)
     return f"  {mark} {invocation.stage:<9} {invocation.table:<20} {invocation.seconds:6.2f}s  {detail}"
+
+
+class Progress:
+    """Live progress, one line per table and stage: a retried attempt does not add lines, it is counted."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self._attempts: dict[tuple[str, str, str], int] = defaultdict(int)
+        self._lock = threading.Lock()
+
+    def __call__(self, invocation: Invocation) -> None:
+        key = (invocation.execution_id, invocation.stage, invocation.table)
+        with self._lock:
+            self._attempts[key] += 1
+            attempt = self._attempts[key]
+        transient = not invocation.ok and invocation.result.get("errorType") == TransientError.__name__
+        if transient and attempt > 1:
+            return  # the first transient failure said it will be retried; the outcome will say how it ended
+        line = progress_line(invocation)
+        if transient:
+            line += "  (retrying)"
+        elif attempt > 1:
+            line += f"  after {attempt - 1} retr{'y' if attempt == 2 else 'ies'}"
+        self.say(line)
 
 
 def top_level_states(history: list[dict[str, Any]]) -> list[tuple[str, str, float]]:
@@ -97,30 +129,87 @@ def execution_graph(outcome: RunOutcome) -> str:
     return "\n".join(lines)
 
 
-def failure_summary(outcome: RunOutcome, passthrough: list[str]) -> str:
+@dataclass(frozen=True)
+class Rerun:
+    """What re-runs the failed part of a run: its options, and why each table is in it."""
+
+    tables: list[str]
+    full_refresh: bool
+    reasons: dict[str, str]
+    repair: bool = False  # state that cannot be believed: the tables are rebuilt from the source
+
+    @property
+    def verb(self) -> str:
+        return "repair" if self.repair else "run"
+
+    @property
+    def options(self) -> list[str]:
+        return ["--tables", ",".join(self.tables), *(["--full-refresh"] if self.full_refresh else [])]
+
+
+def _failed_tables(outcome: RunOutcome) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    if outcome.error != "TablesFailed":
+        return [], {}
+    try:
+        cause = json.loads(outcome.cause or "{}")
+    except ValueError:
+        return [], {}
+    return list(cause.get("failed_tables") or []), dict(cause.get("rerun_input") or {})
+
+
+def rerun(outcome: RunOutcome) -> Rerun | None:
+    """None when there is nothing a re-run of some tables would fix (success, or a failure before any table)."""
+    failed, rerun_input = _failed_tables(outcome)
+    tables = [str(t) for t in rerun_input.get("tables") or []]
+    if not tables:
+        return None
+    reasons: dict[str, list[str]] = defaultdict(list)
+    for failure in failed:
+        table, stage, status = failure.get("table"), failure.get("stage"), failure.get("status")
+        if failure.get("error") == "StateError":
+            for source in repair_tables(str(failure.get("message", ""))):
+                reasons[source].append(f"state of {table} ({stage}) cannot be believed")
+        elif stage == "extract":
+            reasons[str(table)].append(f"its extract {status}")
+        else:
+            for source in TRANSFORM_INPUTS.get(str(table), ()):
+                reasons[source].append(f"a source of {table} ({stage} {status})")
+    why = {t: "; ".join(dict.fromkeys(reasons[t])) or "asked for by the run" for t in tables}
+    return Rerun(tables, bool(rerun_input.get("full_refresh")), why, bool(rerun_input.get("repair")))
+
+
+def failure_summary(
+    outcome: RunOutcome, plan: Rerun | None, command: str | None, *, passwords_left_out: bool = False
+) -> str:
     """For a failed run: each failed table with its stage and error, and the command that re-runs them."""
     if outcome.succeeded:
         return ""
-    if outcome.error != "TablesFailed":
-        return f"The run failed: {outcome.error}: {outcome.cause}"
-    cause = json.loads(outcome.cause or "{}")
+    failed, _ = _failed_tables(outcome)
+    if not failed:
+        return f"The run failed: {outcome.error}: {truncated(str(outcome.cause), 2000)}"
     lines = ["Failed tables:"]
-    for failure in cause.get("failed_tables", []):
-        lines.append(f"  ✘ {failure['table']:<22} {failure['stage']:<9} {failure['status']:<8} "
-                     f"{failure['error']}: {failure['message']}")  # fmt: skip
-    for table, held in cause.get("held_facts", {}).items():
+    for failure in failed:
+        lines.append(f"  ✘ {failure.get('table')!s:<22} {failure.get('stage')!s:<9} {failure.get('status')!s:<8} "
+                     f"{failure.get('error')}: {failure.get('message')}")  # fmt: skip
+    for table, held in _held_facts(outcome).items():
         lines.append(f"  ⏸ {table:<22} {held['rows_held']:,} rows held back, {held['rows_stuck']:,} stuck; "
                      "they load by themselves once their dimension rows exist")  # fmt: skip
         for row in held["stuck_sample"] or held["sample"]:
             keys = ", ".join(f"{k}={v}" for k, v in row["key"].items())
             lines.append(f"      {keys}: {row['reason']} (held since {row['held_since']})")
-    tables = cause.get("rerun_input", {}).get("tables", [])
-    verb = "repair" if cause.get("rerun_input", {}).get("repair") else "run"
-    command = ["python", "-m", "statemachine.local", verb, *passthrough, "--tables", ",".join(tables)]
-    if cause.get("rerun_input", {}).get("full_refresh"):
-        command.append("--full-refresh")
-    lines += ["", "Re-run only these tables with:", "  " + shlex.join(command)]
+    if plan and command:
+        lines += ["", "Re-run only these tables with:", "  " + command, "because:"]
+        lines += [f"  {table:<16} {reason}" for table, reason in plan.reasons.items()]
+        if passwords_left_out:
+            lines.append("(passwords are never printed: give them with PGPASSWORD or the TOTESYS_*_DSN variables)")
     return "\n".join(lines)
+
+
+def _held_facts(outcome: RunOutcome) -> dict[str, Any]:
+    try:
+        return dict(json.loads(outcome.cause or "{}").get("held_facts") or {})
+    except (ValueError, AttributeError):
+        return {}
 
 
 def drift_summary(outcome: RunOutcome) -> tuple[str, bool]:
@@ -149,6 +238,68 @@ def drift_summary(outcome: RunOutcome) -> tuple[str, bool]:
         lines.append("without a new last_updated; a fact keeps the first content it saw of a version). Something")
         lines.append("upstream or in the lake's state changed unseen: docs/operations.md#reconciliation.")
     return "\n".join(lines), drifted
+
+
+def _totals(outcome: RunOutcome) -> dict[str, int]:
+    last: dict[tuple[str, str], Invocation] = {}
+    for invocation in outcome.invocations:
+        last[(invocation.stage, invocation.table)] = invocation
+    final = list(last.values())
+    return {
+        "tables": len({i.table for i in final if i.stage == "extract"}),
+        "rows_extracted": sum(int(i.result.get("rows", 0)) for i in final if i.stage == "extract" and i.ok),
+        "rows_loaded": sum(int(i.result.get("rows_written", 0)) for i in final if i.stage == "load" and i.ok),
+        "failures": sum(1 for i in final if not i.ok and i.stage in ("extract", "transform", "load")),
+        "skipped": sum(1 for i in final if i.ok and i.result.get("status") == "skipped"),
+        "retries": len(outcome.invocations) - len(final),
+    }
+
+
+def summary_line(outcome: RunOutcome, seconds: float) -> str:
+    """The last line of every run: what a person reads first, and a script can grep."""
+    t = _totals(outcome)
+    return (f"{outcome.status}: {t['tables']} tables, {t['rows_extracted']:,} rows extracted, "
+            f"{t['rows_loaded']:,} rows loaded, {t['failures']} failed, {t['skipped']} skipped, "
+            f"{t['retries']} retries, {seconds:.1f} s")  # fmt: skip
+
+
+def as_json(outcome: RunOutcome, seconds: float, plan: Rerun | None, command: str | None, lake_dir: Any,
+            warehouse: str) -> dict[str, Any]:  # fmt: skip
+    """`--output json`: the run for scripts, in one document."""
+    failed, _ = _failed_tables(outcome)
+    return {
+        "execution": outcome.execution_arn.rsplit(":", 1)[-1],
+        "status": outcome.status,
+        "seconds": round(seconds, 3),
+        **_totals(outcome),
+        "invocations": [
+            {
+                "stage": i.stage,
+                "table": i.table,
+                "ok": i.ok,
+                "seconds": round(i.seconds, 3),
+                "status": i.result.get("status") if i.ok else "failed",
+                "rows": i.result.get("rows", i.result.get("rows_written")),
+                "error": None if i.ok else _error(i.result),
+            }
+            for i in outcome.invocations
+        ],
+        "failed_tables": failed,
+        "error": None if outcome.succeeded or failed else f"{outcome.error}: {truncated(str(outcome.cause), 2000)}",
+        "rerun": {
+            "tables": plan.tables,
+            "full_refresh": plan.full_refresh,
+            "repair": plan.repair,
+            "why": plan.reasons,
+            "command": command,
+        }
+        if plan
+        else None,
+        "held_facts": _held_facts(outcome),
+        "reconciled": [i.result["reconciled"] for i in outcome.invocations if i.ok and "reconciled" in i.result],
+        "lake_dir": str(lake_dir),
+        "warehouse": warehouse,
+    }
 
 
 def _belongs(state_name: str, table: str) -> bool:

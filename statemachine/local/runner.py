@@ -30,13 +30,14 @@ from lambdas.common.db import forget_secrets
 from lambdas.common.lake import s3_client
 from statemachine import definition
 from statemachine.local.lake import LakeMirror
+from statemachine.local.redact import Redacting
 from statemachine.rerun import history
 
 REGION = "eu-west-2"
 INGESTION_BUCKET = "totesys-local-ingestion"
 PROCESSED_BUCKET = "totesys-local-processed"
-TOTESYS_SECRET = "totesys/source"
-WAREHOUSE_SECRET = "totesys/warehouse"
+TOTESYS_SECRET = "totesys/source"  # noqa: S105 - a secret id, not a secret
+WAREHOUSE_SECRET = "totesys/warehouse"  # noqa: S105 - a secret id, not a secret
 
 # placeholder in the ASL -> (function name, handler module)
 FUNCTIONS: dict[str, tuple[str, str]] = {
@@ -186,8 +187,9 @@ def _load_handlers(stack: ExitStack, log_stream: io.TextIOBase) -> dict[str, Cal
 class LocalPipeline:
     """The deployed stack, in moto: start executions of the real definition and wait for them."""
 
-    def __init__(self, dispatcher: Dispatcher, mirror: LakeMirror, state_machine_arn: str) -> None:
+    def __init__(self, dispatcher: Dispatcher, mirror: LakeMirror, state_machine_arn: str, log_path: Path) -> None:
         self.dispatcher, self.mirror, self.state_machine_arn = dispatcher, mirror, state_machine_arn
+        self.log_path = log_path  # the Lambdas' logs of every execution of this deployment
         self.sfn = boto3.client("stepfunctions", region_name=REGION)
 
     def start(self, execution_input: dict[str, Any]) -> str:
@@ -226,13 +228,14 @@ def local_pipeline(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     mirror = LakeMirror(lake_dir, [INGESTION_BUCKET, PROCESSED_BUCKET])
     with ExitStack() as stack:
-        log_stream = stack.enter_context(log_path.open("a", encoding="utf-8"))
+        passwords = [str(c["password"]) for c in (source, warehouse) if c.get("password")]
+        log_stream = Redacting(stack.enter_context(log_path.open("a", encoding="utf-8")), passwords)
         stack.enter_context(mock.patch.dict(os.environ, _environment(log_path)))
         stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
         stack.enter_context(_quiet_moto())
         dispatcher = Dispatcher({**_load_handlers(stack, log_stream), **(handlers or {})}, mirror, on_invocation)
         stack.enter_context(mock.patch.object(LambdaFunction, "_invoke_lambda", _bind(dispatcher)))
-        yield LocalPipeline(dispatcher, mirror, _deploy(mirror, source, warehouse))
+        yield LocalPipeline(dispatcher, mirror, _deploy(mirror, source, warehouse), log_path)
 
 
 def run(
@@ -244,10 +247,15 @@ def run(
     on_invocation: Callable[[Invocation], None] = lambda _: None,
     handlers: dict[str, Callable[..., Any]] | None = None,
 ) -> RunOutcome:
-    """One execution of the deployed definition; returns when it has finished."""
+    """One execution of the deployed definition; returns when it has finished.
+
+    Its Lambdas' logs are left in `<lake_dir>/logs/<execution name>.jsonl`, so the name a run prints finds them.
+    """
     with local_pipeline(source=source, warehouse=warehouse, lake_dir=lake_dir, on_invocation=on_invocation,
                         handlers=handlers) as pipeline:  # fmt: skip
-        return pipeline.wait(pipeline.start(execution_input))
+        outcome = pipeline.wait(pipeline.start(execution_input))
+    pipeline.log_path.rename(pipeline.log_path.with_name(f"{outcome.execution_arn.rsplit(':', 1)[-1]}.jsonl"))
+    return outcome
 
 
 def _bind(dispatcher: Dispatcher) -> Callable[..., tuple[str, bool, str]]:

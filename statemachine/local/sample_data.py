@@ -266,7 +266,7 @@ def seed(con: pg8000.native.Connection, *, scale: float = 1.0, seed: int = 2022)
     missing = set(_ALL_TABLES) - _existing_tables(con)
     if missing:
         raise RuntimeError(f"totesys tables missing ({', '.join(sorted(missing))}); call create_schema first")
-    filled = [table for table in _ALL_TABLES if con.run(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0]]
+    filled = [t for t in _ALL_TABLES if con.run(f"SELECT EXISTS (SELECT 1 FROM {identifier(t)})")[0][0]]  # noqa: S608 - a contract table, quoted
     if filled:
         raise RuntimeError(f"totesys tables already hold rows ({', '.join(filled)}); seed needs empty tables")
 
@@ -275,7 +275,7 @@ def seed(con: pg8000.native.Connection, *, scale: float = 1.0, seed: int = 2022)
             table: _Spool(columns, files.enter_context(tempfile.SpooledTemporaryFile(_SPOOL_MEMORY_BYTES)))
             for table, columns in _COLUMNS.items()
         }
-        builder = _Builder(random.Random(seed), scale, spools)
+        builder = _Builder(random.Random(seed), scale, spools)  # noqa: S311 - reproducible sample data, not secrets
         builder.build()
 
         def load() -> None:
@@ -286,21 +286,23 @@ def seed(con: pg8000.native.Connection, *, scale: float = 1.0, seed: int = 2022)
                 " WHERE contype = 'f' AND conrelid = ANY(CAST(:tables AS regclass[])) ORDER BY 1, 2",
                 tables=list(_COLUMNS),
             )
-            for table, name, _ in foreign_keys:
+            for table, name, _ in foreign_keys:  # table: regclass text, already a quoted SQL name
                 con.run(f"ALTER TABLE {table} DROP CONSTRAINT {identifier(name)}")
             con.run(
-                f"INSERT INTO {_PRISMA_TABLE} (id, checksum, finished_at, migration_name, logs,"
+                f"INSERT INTO {identifier(_PRISMA_TABLE)} (id, checksum, finished_at, migration_name, logs,"  # noqa: S608 - quoted name, bound values
                 " rolled_back_at, started_at, applied_steps_count)"
                 " VALUES (:id, :checksum, :finished_at, :name, NULL, NULL, :started_at, 1)",
                 **builder.prisma_migration,
             )
             for table, spool in spools.items():
-                columns = ", ".join(spool.columns)
-                con.run(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", stream=spool.chunks())
+                columns = ", ".join(identifier(c) for c in spool.columns)
+                con.run(f"COPY {identifier(table)} ({columns}) FROM STDIN WITH (FORMAT csv)", stream=spool.chunks())
                 key = spool.columns[0]
                 con.run(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', '{key}'),"
-                    f" COALESCE(MAX({key}), 0) + 1, false) FROM {table}"
+                    f"SELECT setval(pg_get_serial_sequence(:table, :key), COALESCE(MAX({identifier(key)}), 0) + 1,"  # noqa: S608 - quoted names, bound values
+                    f" false) FROM {identifier(table)}",
+                    table=table,
+                    key=key,
                 )
             for table, name, definition in foreign_keys:
                 con.run(f"ALTER TABLE {table} ADD CONSTRAINT {identifier(name)} {definition}")

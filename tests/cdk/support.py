@@ -49,6 +49,7 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "access_log_retention_days": 180,
     "quicksight_principal_arn": QUICKSIGHT_PRINCIPAL,
     "quicksight_warehouse_secret_arn": QUICKSIGHT_SECRET_ARN,
+    "database_ca_bundle": str(REPO_ROOT / "tests" / "cdk" / "test-database-ca.pem"),  # a certificate, no key
 }
 
 

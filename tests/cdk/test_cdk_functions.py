@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import aws_cdk as cdk
+import pytest
 
 from cdk.functions import STAGES, VPC_ACCESS_ACTIONS, pandas_layer_arn, powertools_layer_arn
 from cdk.stack import DEFINITION_FILE, lease_ttl_seconds
 from lambdas.load.held import STUCK_AFTER_ENV
-from tests.cdk.support import HANDLERS, Synthesized, as_list
+from tests.cdk.support import HANDLERS, VARIANT_CONTEXT, Synthesized, as_list
 
 POWERTOOLS_LAYER = "arn:aws:lambda:eu-west-2:017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-x86_64:27"
 PANDAS_LAYER = "arn:aws:lambda:eu-west-2:336392948345:layer:AWSSDKPandas-Python314:6"
@@ -173,3 +175,27 @@ def test_tracing_can_be_switched_off(variant: Synthesized) -> None:
         assert "TracingConfig" not in variant.properties(logical), stage
         xray = [s for s in variant.function_statements(logical) if "xray:" in str(as_list(s["Action"]))]
         assert xray == [], stage
+
+
+def test_the_database_functions_verify_tls_against_the_ca_bundle_the_deployment_provides(
+    synthesized: Synthesized, variant: Synthesized
+) -> None:
+    bundle = Path(VARIANT_CONTEXT["database_ca_bundle"]).read_text(encoding="ascii")
+    for stage, logical in variant.function_ids().items():
+        variables = variant.properties(logical)["Environment"]["Variables"]
+        expected = "/var/task/database-ca-bundle.pem" if stage in ("extract", "load") else None
+        assert variables.get("PGSSLROOTCERT") == expected, stage
+    shipped = list(variant.outdir.glob("asset.*/database-ca-bundle.pem"))
+    assert [p.read_text(encoding="ascii") for p in shipped] == [bundle]  # in the one code asset
+    for logical in synthesized.function_ids().values():  # without a bundle: the runtime's trusted CAs
+        assert "PGSSLROOTCERT" not in synthesized.properties(logical)["Environment"]["Variables"]
+
+
+def test_a_ca_bundle_that_is_not_a_pem_certificate_is_refused(tmp_path: Path) -> None:
+    from cdk.config import ConfigError, PipelineConfig
+
+    not_pem = tmp_path / "bundle.pem"
+    not_pem.write_text("hello")
+    for value, message in ((str(not_pem), "holds no PEM certificate"), (str(tmp_path / "none"), "not a readable")):
+        with pytest.raises(ConfigError, match=message):
+            PipelineConfig.from_context({"database_ca_bundle": value}.get)

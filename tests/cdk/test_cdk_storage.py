@@ -60,11 +60,11 @@ def test_buckets_are_private_encrypted_tls_only_and_retained(synthesized: Synthe
         )
 
 
-def test_ingestion_is_versioned_and_data_buckets_log_access(synthesized: Synthesized) -> None:
+def test_both_data_buckets_are_versioned_and_log_access(synthesized: Synthesized) -> None:
     buckets = synthesized.bucket_ids()
 
-    assert synthesized.properties(buckets["ingestion"])["VersioningConfiguration"] == {"Status": "Enabled"}
-    assert "VersioningConfiguration" not in synthesized.properties(buckets["processed"])
+    for name in ("ingestion", "processed"):  # processed holds state too: _state/ heads and _current/ snapshots
+        assert synthesized.properties(buckets[name])["VersioningConfiguration"] == {"Status": "Enabled"}
     for name, prefix in (("ingestion", "ingestion/"), ("processed", "processed/")):
         assert synthesized.properties(buckets[name])["LoggingConfiguration"] == {
             "DestinationBucketName": {"Ref": buckets["access_logs"]},
@@ -76,18 +76,20 @@ def test_ingestion_is_versioned_and_data_buckets_log_access(synthesized: Synthes
 def test_data_objects_move_to_infrequent_access_per_table_and_never_expire_by_default(
     synthesized: Synthesized,
 ) -> None:
-    for bucket, tables, versioned in (("ingestion", SOURCE_TABLES, True), ("processed", WAREHOUSE_TABLES, False)):
+    for bucket, tables, state in (("ingestion", SOURCE_TABLES, ["_state"]),
+                                  ("processed", WAREHOUSE_TABLES, ["_state", "_current"])):  # fmt: skip
         rules = {rule["Id"]: rule for rule in lifecycle_rules(synthesized, bucket)}
-        assert set(rules) == {f"{table}-batches" for table in tables} | {"abort-incomplete-uploads"}
+        assert set(rules) == {f"{table}-batches" for table in tables} | {f"{p}-old-versions" for p in state} | {
+            "abort-incomplete-uploads"
+        }
         for table in tables:
             expected = {
                 "Id": f"{table}-batches",
                 "Prefix": f"{table}/",
                 "Status": "Enabled",
                 "Transitions": [{"StorageClass": "STANDARD_IA", "TransitionInDays": 90}],
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 90},
             }
-            if versioned:
-                expected["NoncurrentVersionExpiration"] = {"NoncurrentDays": 90}
             assert rules[f"{table}-batches"] == expected, (bucket, table)
 
 
@@ -100,22 +102,27 @@ def test_no_lifecycle_rule_touches_state_or_current_objects(synthesized: Synthes
                     # A bucket-wide rule may only clean up uploads that never completed, never objects.
                     assert set(rule) == {"Id", "Status", "AbortIncompleteMultipartUpload"}, rule
                     assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+                elif prefix.startswith(("_state", "_current")):
+                    # Only overwritten versions of state expire, after the configured days; the current copy never.
+                    assert prefix in ("_state/", "_current/"), rule
+                    assert set(rule) == {"Id", "Prefix", "Status", "NoncurrentVersionExpiration"}, rule
                 else:
                     table = prefix.removesuffix("/")
                     assert prefix.endswith("/") and table in (*SOURCE_TABLES, *WAREHOUSE_TABLES), rule
-                    assert not prefix.startswith(("_state", "_current")), rule
 
 
 def test_variant_expires_data_far_behind_and_keeps_noncurrent_versions_for_the_given_days(
     variant: Synthesized,
 ) -> None:
-    for bucket, versioned in (("ingestion", True), ("processed", False)):
+    for bucket in ("ingestion", "processed"):
         for rule in lifecycle_rules(variant, bucket):
             if "Prefix" not in rule:
                 continue
+            assert rule.get("NoncurrentVersionExpiration") == {"NoncurrentDays": 30}
+            if rule["Prefix"].startswith("_"):
+                continue  # state: only its old versions expire
             assert rule["ExpirationInDays"] == 730
             assert rule["Transitions"] == [{"StorageClass": "STANDARD_IA", "TransitionInDays": 60}]
-            assert rule.get("NoncurrentVersionExpiration") == ({"NoncurrentDays": 30} if versioned else None)
 
 
 def test_access_logs_expire_after_the_configured_days(synthesized: Synthesized, variant: Synthesized) -> None:
