@@ -34,7 +34,7 @@ browser:
 ## Lint, then every test (real PostgreSQL, moto for AWS)
 test: install browser
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: install
 	$(PY) -m ruff check .
