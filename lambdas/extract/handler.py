@@ -10,7 +10,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.common.db import connect, database_errors, read_secret, statement_budget
+from lambdas.common.db import connect_with_secret, database_errors, statement_budget
 from lambdas.common.events import TableEvent, env
 from lambdas.common.lake import BatchLog, Bucket
 from lambdas.extract.extractor import STAGE, extract_table, reconcile_table
@@ -26,8 +26,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     log = BatchLog(Bucket(env("INGESTION_BUCKET")), STAGE, request.table)
     lookback = timedelta(seconds=float(os.environ.get("EXTRACT_LOOKBACK_SECONDS", "900")))
     with database_errors("totesys"):
-        con = connect(read_secret(env("TOTESYS_SECRET_ID")), application_name="totesys-etl-extract",
-                      statement_timeout=statement_budget(context))  # fmt: skip
+        con = connect_with_secret(env("TOTESYS_SECRET_ID"), application_name="totesys-etl-extract",
+                                  statement_timeout=statement_budget(context))  # fmt: skip
         try:
             if request.reconcile:
                 result = reconcile_table(con, log, lookback=lookback)

@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.common.db import connect, database_errors, read_secret, statement_budget
+from lambdas.common.db import connect_with_secret, database_errors, statement_budget
 from lambdas.common.events import TableEvent, env
 from lambdas.common.lake import Bucket
 from lambdas.common.tables import FACTS
@@ -53,8 +53,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         logger.warning("skipped: an input failed in this run", extra={"blocked_by": request.blocked_by()})
         return request.skipped(STAGE)
     with database_errors("warehouse"):
-        con = connect(read_secret(env("WAREHOUSE_SECRET_ID")), application_name="totesys-etl-load",
-                      statement_timeout=statement_budget(context))  # fmt: skip
+        con = connect_with_secret(env("WAREHOUSE_SECRET_ID"), application_name="totesys-etl-load",
+                                  statement_timeout=statement_budget(context))  # fmt: skip
         try:
             result = load_table(con, Bucket(env("PROCESSED_BUCKET")), request.table, repair=request.repair)
         finally:
