@@ -11,6 +11,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.common.errors import truncated
+from lambdas.common.tracing import traced, tracer
 from lambdas.report.freshness import behind_seconds, freshness_metrics
 from lambdas.report.options import run_options
 from lambdas.report.summary import alert, cause, failures, held_facts, refusal, rerun_input
@@ -21,10 +22,12 @@ logger = Logger()
 def _publish(subject: str, body: str) -> None:
     topic = os.environ.get("ALERT_TOPIC_ARN")
     if topic:
-        boto3.client("sns").publish(TopicArn=topic, Subject=subject, Message=body)
+        with traced("sns: publish the alert"):
+            boto3.client("sns").publish(TopicArn=topic, Subject=subject, Message=body)
 
 
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: Any, context: LambdaContext) -> dict[str, object]:
     """The run's first check (its options) and its last word (the report), or the alert for a refused input."""
     event = event if isinstance(event, dict) else {"run": event}
