@@ -41,7 +41,7 @@ def behind_seconds(run: dict[str, Any], *, now: datetime) -> dict[str, float]:
         for result in run.get("extracted") or []
         if isinstance(result, dict) and result.get("status") == SUCCEEDED and isinstance(result.get("table"), str)
     }
-    found = {}
+    found: dict[str, float] = {}
     for result in run.get("loaded_facts") or []:
         if not isinstance(result, dict) or result.get("status") != SUCCEEDED or result.get("table") not in FACTS:
             continue
