@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run dashboard browser test lint format synth stop benchmark clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt constraints-lambda.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt

@@ -187,6 +187,7 @@ class PipelineFunctions(Construct):
                 **buckets,
                 "TOTESYS_SECRET_ID": totesys_secret_name,
                 "EXTRACT_LOOKBACK_SECONDS": str(extract_lookback_seconds),
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,  # DriftRows: without it, publishing raises
                 **tls,
             },
             reserved_concurrency=max_source_connections,
@@ -222,7 +223,7 @@ class PipelineFunctions(Construct):
             settings=settings["report"],
             layers=[self.powertools_layer],
             description="Summarises each run's failed tables and e-mails them with the input that re-runs them.",
-            environment={"ALERT_TOPIC_ARN": alert_topic_arn},
+            environment={"ALERT_TOPIC_ARN": alert_topic_arn, "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE},
         )
         # The lease is a few conditional S3 requests and one DescribeExecution: boto3 and Powertools only.
         self.lease = self._function(

@@ -15,10 +15,14 @@ from cdk.functions import METRICS_NAMESPACE, PipelineFunctions, service_name
 from cdk.nag import acknowledge
 from cdk.workflow import Workflow
 from lambdas.load.held import HELD_ROWS_METRIC, STUCK_ROWS_METRIC
+from lambdas.report.freshness import BEHIND_METRIC
 
 PERIOD = Duration.minutes(5)
 # The freshness alarm fires when no load succeeded for this long (six scheduled runs at the default rate).
 FRESHNESS_PERIOD = Duration.minutes(30)
+# The warehouse may trail the changes extracted by this much (fact rows held a while for a dimension row that
+# arrives in a later run) before that is news; in SUSTAINED_PERIODS consecutive periods, i.e. several runs.
+BEHIND_THRESHOLD = Duration.minutes(30)
 # Throttling is only alarming when it persists: single throttles are retried by the workflow.
 SUSTAINED_PERIODS = 3
 
@@ -128,6 +132,27 @@ class Monitoring(Construct):
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             evaluation_periods=1,
             treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+        )
+
+        self.warehouse_behind = cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name=BEHIND_METRIC,
+            dimensions_map={"service": service_name("report")},
+            statistic=cloudwatch.Stats.MAXIMUM,
+            period=PERIOD,
+        )
+        self.behind_alarm = self._condition_alarm(
+            "WarehouseBehind",
+            self.warehouse_behind,
+            f"A fact in the warehouse has trailed the newest totesys change the extract has seen by more than "
+            f"{BEHIND_THRESHOLD.to_minutes():g} minutes, in each of the last {SUSTAINED_PERIODS} 5-minute periods, "
+            "although runs report success: changes are extracted and not loaded (a transform or load that writes "
+            "nothing, or fact rows held back). The WarehouseBehindSeconds graph names the fact; a quiet source keeps "
+            "it at zero.",
+            threshold=BEHIND_THRESHOLD.to_seconds(),
+            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=SUSTAINED_PERIODS,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,  # no runs: WarehouseStale's to tell
         )
 
         self.drift_rows = cloudwatch.Metric(
@@ -316,6 +341,26 @@ class Monitoring(Construct):
                     for table in fact_tables
                 ],
                 right=[self.stuck_held_rows.with_(label="stuck (alarm at 1)")],
+                width=24,
+            ),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Facts behind the changes extracted (seconds, maximum; alarm above 30 minutes)",
+                left=[
+                    cloudwatch.Metric(
+                        namespace=METRICS_NAMESPACE,
+                        metric_name=BEHIND_METRIC,
+                        dimensions_map={"service": service_name("report"), "table": table},
+                        label=table,
+                        period=PERIOD,
+                        statistic=cloudwatch.Stats.MAXIMUM,
+                    )
+                    for table in fact_tables
+                ],
+                left_annotations=[
+                    cloudwatch.HorizontalAnnotation(value=BEHIND_THRESHOLD.to_seconds(), label="alarm threshold")
+                ],
                 width=24,
             ),
         )

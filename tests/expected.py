@@ -1,7 +1,7 @@
 """The warehouse as it should be, computed independently from the source with SQL.
 
-These queries restate the lineage in ../shared/reference/README.md directly in SQL against totesys; they
-never call the project's transforms, so a test that compares them with the warehouse checks the pipeline
+These queries restate the lineage of the README given with the contracts directly in SQL against totesys;
+they never call the project's transforms, so a test that compares them with the warehouse checks the pipeline
 rather than repeating it. Facts are compared on the current version of each source row.
 """
 

@@ -6,12 +6,12 @@ Runs against a real PostgreSQL: the one in TOTESYS_TEST_PG_DSN if set, otherwise
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pg8000.native
@@ -25,7 +25,8 @@ BUSINESS_TABLES = (
     "purchase_order", "sales_order", "staff", "transaction",
 )  # fmt: skip
 FACT_TABLES = ("sales_order", "purchase_order", "transaction", "payment")
-REFERENCE_SQL = Path("/work/shared/reference/totesys_source.sql")
+# SHA-256 of the totesys contract (totesys_source.sql) as the team was given it: the project's copy must stay it.
+CONTRACT_SHA256 = "9c993c883ba5b8d8490bc31ecdef0d489c1ee5c0425ed618e550d3aac510bb4b"
 
 
 # --- a PostgreSQL for these tests: the session's server (tests/conftest.py pg_admin) ---------------------
@@ -372,9 +373,8 @@ def test_csv_lines_survive_copy_with_awkward_text(sample_data_fresh_database: Ca
     assert [tuple(row) for row in con.run("SELECT n, s, b FROM t ORDER BY n")] == rows
 
 
-@pytest.mark.skipif(not REFERENCE_SQL.exists(), reason="shared reference contract not on this machine")
 def test_schema_file_is_the_contract_byte_for_byte() -> None:
-    assert sample_data.SCHEMA_PATH.read_bytes() == REFERENCE_SQL.read_bytes()
+    assert hashlib.sha256(sample_data.SCHEMA_PATH.read_bytes()).hexdigest() == CONTRACT_SHA256
 
 
 def test_allocation_is_exact() -> None:

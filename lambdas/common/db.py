@@ -8,7 +8,6 @@ certificate against the CA bundle the deployment provides (PGSSLROOTCERT, as in 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -19,14 +18,15 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-import boto3
 import pg8000.native
+from aws_lambda_powertools.utilities import parameters
 from pg8000.native import identifier
 
-from lambdas.common.errors import PipelineError, TransientError, truncated
+from lambdas.common.errors import AuthenticationError, PipelineError, TransientError, truncated
 
 __all__ = [
     "connect",
+    "connect_with_secret",
     "credentials_from_dsn",
     "database_errors",
     "database_identity",
@@ -40,28 +40,28 @@ __all__ = [
 ]
 
 
-@lru_cache(maxsize=1)
-def _secretsmanager() -> Any:
-    return boto3.client("secretsmanager")
-
-
-@lru_cache(maxsize=8)
-def _secret_string(secret_id: str) -> str:
-    return _secretsmanager().get_secret_value(SecretId=secret_id)["SecretString"]
+SECRET_MAX_AGE_SECONDS = 300  # how long a container trusts its copy of a secret before asking again
 
 
 def forget_secrets() -> None:
     """Drop cached credentials and clients (a new Lambda container would not have them either)."""
-    _secret_string.cache_clear()
-    _secretsmanager.cache_clear()
+    parameters.clear_caches()
 
 
-def read_secret(secret_id: str) -> dict[str, Any]:
-    """Credentials are read once per Lambda container; a rotated secret is picked up by new containers."""
+def read_secret(secret_id: str, *, refresh: bool = False) -> dict[str, Any]:
+    """Credentials, cached for a few minutes per container; `refresh` asks Secrets Manager again at once.
+
+    The cache spares Secrets Manager a call per invocation; its age bounds how long a rotated secret goes unseen,
+    and `connect_with_secret` does not wait for it when the server refuses the cached password.
+    """
     try:
-        return json.loads(_secret_string(secret_id))
-    except json.JSONDecodeError as exc:
+        value = parameters.get_secret(secret_id, transform="json", max_age=SECRET_MAX_AGE_SECONDS,
+                                      force_fetch=refresh)  # fmt: skip
+    except parameters.TransformParameterError as exc:
         raise PipelineError(f"secret {secret_id!r} is not JSON with host, port, username, password, dbname") from exc
+    if not isinstance(value, dict):
+        raise PipelineError(f"secret {secret_id!r} is not a JSON object with host, port, username, password, dbname")
+    return value
 
 
 PASSWORD_ENV = "PGPASSWORD"  # noqa: S105 - libpq's variable for the password when the DSN carries none
@@ -111,6 +111,7 @@ def where(credentials: Mapping[str, Any]) -> str:
 # SQLSTATE classes worth retrying: connection exceptions, serialization failures and deadlocks,
 # insufficient resources, operator intervention (e.g. the server shutting down).
 _TRANSIENT_SQLSTATES = ("08", "40", "53", "57")
+_AUTHENTICATION_SQLSTATE = "28"  # invalid authorization: a wrong (perhaps just rotated) password or role
 
 
 def _sqlstate(exc: BaseException) -> tuple[str, str] | None:
@@ -145,14 +146,11 @@ def _network_cause(exc: BaseException, timeout: float) -> str:
     return str(exc)
 
 
-# SQLSTATE classes worth retrying: connection exceptions, serialization failures and deadlocks,
-# insufficient resources, operator intervention (e.g. the server shutting down).
-_TRANSIENT_SQLSTATES = ("08", "40", "53", "57")
-
-
 def _classified(text: str, code: str) -> Exception:
     """Retrying helps with a broken connection or a conflict, never with a wrong password or missing object."""
     text += f" (SQLSTATE {code})" if code else ""
+    if code.startswith(_AUTHENTICATION_SQLSTATE):
+        return AuthenticationError(text)
     return TransientError(text) if code.startswith(_TRANSIENT_SQLSTATES) else PipelineError(text)
 
 
@@ -217,6 +215,18 @@ def connect(
     con._usock.settimeout(statement_timeout + 30)  # pg8000 has no setter: its socket, from now on for statements
     con.run("SELECT set_config('statement_timeout', :ms, false)", ms=str(int(statement_timeout * 1000)))
     return con
+
+
+def connect_with_secret(secret_id: str, **options: Any) -> pg8000.native.Connection:
+    """`connect` with the credentials of a secret; a refused login reads the secret again once and retries.
+
+    A rotated password is then used by the next connection of every warm container, without waiting for the
+    cache to expire or for new containers. A second refusal is the secret's fault and is raised as it is.
+    """
+    try:
+        return connect(read_secret(secret_id), **options)
+    except AuthenticationError:
+        return connect(read_secret(secret_id, refresh=True), **options)
 
 
 def statement_budget(context: Any) -> float:

@@ -19,6 +19,11 @@ class PipelineError(Exception):
     """Input the pipeline refuses, with a message that names the table and column at fault."""
 
 
+class AuthenticationError(PipelineError):
+    """The server refused the login (SQLSTATE class 28): not retried by the state machine, since the same password
+    would be refused again; the connection code reads the secret once more first, in case it was rotated."""
+
+
 class UnknownTableError(PipelineError):
     """A table name that is not part of the contract or not present in the database catalogue."""
 

@@ -10,6 +10,8 @@ from lambdas.common.errors import PipelineError
 from lambdas.common.tables import TRANSFORM_INPUTS
 
 SUCCEEDED, SKIPPED, FAILED = "succeeded", "skipped", "failed"
+# Keys of the stage results that the run report's freshness metric compares (lambdas/report/freshness.py).
+WATERMARK, NEWEST_LOADED = "watermark", "newest_loaded"
 # The run modes an execution input may switch on, at most one at a time (docs/operations.md).
 MODES = ("full_refresh", "repair", "reconcile")
 

@@ -40,7 +40,7 @@ DIMENSIONS: tuple[str, ...] = (
 FACTS: tuple[str, ...] = ("fact_sales_order", "fact_purchase_order", "fact_payment")
 WAREHOUSE_TABLES: tuple[str, ...] = DIMENSIONS + FACTS
 
-# The source tables each warehouse table is built from (its lineage in ../shared/reference/README.md).
+# The source tables each warehouse table is built from (the lineage in the README given with the contracts).
 TRANSFORM_INPUTS: dict[str, tuple[str, ...]] = {
     "dim_date": ("sales_order", "purchase_order", "payment"),
     "dim_location": ("address",),

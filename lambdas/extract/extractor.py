@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from lambdas.common.db import database_identity, describe_identity
 from lambdas.common.errors import PipelineError, StateError
-from lambdas.common.events import SUCCEEDED
+from lambdas.common.events import SUCCEEDED, WATERMARK
 from lambdas.common.lake import RECONCILE_STAGE, BatchLog, Head, ReaderState, Reading, concat, reconcile_snapshot_key
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
 from lambdas.extract.reconcile import DEFAULT_RANGE_SIZE, reconcile
@@ -45,7 +45,7 @@ class ExtractResult:
 
     def as_dict(self) -> dict[str, object]:
         return {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "rows": self.rows, "batch": self.batch,
-                "watermark": self.watermark, **({"repaired": True} if self.repaired else {}),
+                WATERMARK: self.watermark, **({"repaired": True} if self.repaired else {}),
                 **({"reconciled": self.reconciled} if self.reconciled is not None else {})}  # fmt: skip
 
 

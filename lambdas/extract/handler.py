@@ -10,30 +10,35 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.common.db import connect, database_errors, read_secret, statement_budget
+from lambdas.common.db import connect_with_secret, database_errors, statement_budget
 from lambdas.common.events import TableEvent, env
 from lambdas.common.lake import BatchLog, Bucket
+from lambdas.common.tracing import annotate, traced, tracer
 from lambdas.extract.extractor import STAGE, extract_table, reconcile_table
 
 logger = Logger()
 
 
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = TableEvent.parse(event)
     # thread-local: in the local runner several invocations share one process
     logger.thread_safe_append_keys(table=request.table, stage=STAGE)
+    annotate(table=request.table, stage=STAGE)
     log = BatchLog(Bucket(env("INGESTION_BUCKET")), STAGE, request.table)
     lookback = timedelta(seconds=float(os.environ.get("EXTRACT_LOOKBACK_SECONDS", "900")))
     with database_errors("totesys"):
-        con = connect(read_secret(env("TOTESYS_SECRET_ID")), application_name="totesys-etl-extract",
-                      statement_timeout=statement_budget(context))  # fmt: skip
+        with traced("postgres: connect to totesys"):
+            con = connect_with_secret(env("TOTESYS_SECRET_ID"), application_name="totesys-etl-extract",
+                                      statement_timeout=statement_budget(context))  # fmt: skip
         try:
-            if request.reconcile:
-                result = reconcile_table(con, log, lookback=lookback)
-            else:
-                result = extract_table(con, log, full_refresh=request.full_refresh, repair=request.repair,
-                                       lookback=lookback)  # fmt: skip
+            with traced("postgres to s3: copy changed rows into the ingestion bucket"):
+                if request.reconcile:
+                    result = reconcile_table(con, log, lookback=lookback)
+                else:
+                    result = extract_table(con, log, full_refresh=request.full_refresh, repair=request.repair,
+                                           lookback=lookback)  # fmt: skip
         finally:
             con.close()
     if result.reconciled is not None:

@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 
 from lambdas.common.errors import PipelineError
 from lambdas.common.events import env
+from lambdas.common.tracing import traced, tracer
 from lambdas.lease.lease import acquire, release
 
 logger = Logger()
@@ -31,16 +32,19 @@ def _is_running(execution_arn: str) -> bool:
 
 
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     action, execution_id = event.get("action"), str(event.get("execution_id", ""))
     if action not in ("acquire", "release") or not execution_id:
         raise PipelineError(f"expected {{'action': 'acquire'|'release', 'execution_id': ARN}}, got {event!r:.200}")
     s3, bucket = boto3.client("s3"), env("INGESTION_BUCKET")
     if action == "release":
-        released = release(s3, bucket, execution_id)
+        with traced("s3: release the run lease"):
+            released = release(s3, bucket, execution_id)
         logger.info("lease released" if released else "lease was not held by this run")
         return {"released": released}
     ttl = timedelta(seconds=float(os.environ.get("LEASE_TTL_SECONDS", "3900")))
-    result = acquire(s3, bucket, execution_id, now=datetime.now(UTC), ttl=ttl, is_running=_is_running)
+    with traced("s3: take the run lease"):
+        result = acquire(s3, bucket, execution_id, now=datetime.now(UTC), ttl=ttl, is_running=_is_running)
     (logger.info if result.acquired else logger.warning)(result.reason, extra=result.as_dict())
     return result.as_dict()

@@ -9,10 +9,11 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.common.db import connect, database_errors, read_secret, statement_budget
+from lambdas.common.db import connect_with_secret, database_errors, statement_budget
 from lambdas.common.events import TableEvent, env
 from lambdas.common.lake import Bucket
 from lambdas.common.tables import FACTS
+from lambdas.common.tracing import annotate, traced, tracer
 from lambdas.load.held import HELD_ROWS_METRIC, STUCK_ROWS_METRIC
 from lambdas.load.loader import STAGE, LoadResult, load_table
 
@@ -46,17 +47,21 @@ def metrics_for(result: LoadResult, *, now: datetime) -> list[EphemeralMetrics]:
 
 
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = TableEvent.parse(event)
     logger.thread_safe_append_keys(table=request.table, stage=STAGE)
+    annotate(table=request.table, stage=STAGE)
     if request.blocked_by():
         logger.warning("skipped: an input failed in this run", extra={"blocked_by": request.blocked_by()})
         return request.skipped(STAGE)
     with database_errors("warehouse"):
-        con = connect(read_secret(env("WAREHOUSE_SECRET_ID")), application_name="totesys-etl-load",
-                      statement_timeout=statement_budget(context))  # fmt: skip
+        with traced("postgres: connect to the warehouse"):
+            con = connect_with_secret(env("WAREHOUSE_SECRET_ID"), application_name="totesys-etl-load",
+                                      statement_timeout=statement_budget(context))  # fmt: skip
         try:
-            result = load_table(con, Bucket(env("PROCESSED_BUCKET")), request.table, repair=request.repair)
+            with traced("s3 to postgres: merge processed batches into the warehouse"):
+                result = load_table(con, Bucket(env("PROCESSED_BUCKET")), request.table, repair=request.repair)
         finally:
             con.close()
     for metric_set in metrics_for(result, now=datetime.now(UTC)):

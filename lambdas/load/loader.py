@@ -20,12 +20,12 @@ from botocore.exceptions import ClientError
 
 from lambdas.common.db import database_identity, describe_identity
 from lambdas.common.errors import PipelineError
-from lambdas.common.events import SUCCEEDED
+from lambdas.common.events import NEWEST_LOADED, SUCCEEDED
 from lambdas.common.lake import BatchLog, Bucket, ReaderState
 from lambdas.common.tables import FACTS, TRANSFORM_INPUTS, require_warehouse_table
 from lambdas.load import held
 from lambdas.load.schema import ensure_schema
-from lambdas.load.warehouse import MergeCounts, merge_batch
+from lambdas.load.warehouse import MergeCounts, merge_batch, newest_loaded_change
 
 STAGE = "load"
 TRANSFORM_STAGE = "transform"
@@ -39,6 +39,7 @@ class LoadResult:
     written: int
     newest_change: datetime | None = None
     kept: held.Settled = field(default_factory=lambda: held.Settled(None, 0, 0))  # a fact's held rows
+    newest_loaded: datetime | None = None  # a fact's newest version in the warehouse, loaded now or before
 
     def as_dict(self) -> dict[str, object]:
         result: dict[str, object] = {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "batches": self.batches,
@@ -46,7 +47,8 @@ class LoadResult:
         if self.table in FACTS:
             result |= {"rows_held": self.kept.rows, "rows_released": self.kept.released,
                        "rows_stuck": self.kept.stuck, "held_sample": self.kept.sample,
-                       "stuck_sample": self.kept.stuck_sample}  # fmt: skip
+                       "stuck_sample": self.kept.stuck_sample,
+                       NEWEST_LOADED: self.newest_loaded.isoformat() if self.newest_loaded else None}  # fmt: skip
         return result
 
 
@@ -85,7 +87,7 @@ def load_table(
     if not batches and previous is None:
         if saved is not None and saved.get("cursor") != reading.cursor:
             taken.commit({"cursor": reading.cursor, "warehouse": identity})  # an empty new epoch was followed
-        return LoadResult(table, 0, 0, 0)
+        return LoadResult(table, 0, 0, 0, newest_loaded=newest_loaded_change(con, table))
     holding = held.Holding(table) if table in FACTS else None
     counts = MergeCounts()
     con.run("START TRANSACTION")
@@ -108,4 +110,5 @@ def load_table(
         if entry:
             state["held"] = entry
         taken.commit(state)
-    return LoadResult(table, len(batches), counts.staged, counts.written, counts.newest_change, settled)
+    return LoadResult(table, len(batches), counts.staged, counts.written, counts.newest_change, settled,
+                      newest_loaded_change(con, table))  # fmt: skip

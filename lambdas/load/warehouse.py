@@ -40,6 +40,15 @@ class MergeCounts:
         return self
 
 
+def newest_loaded_change(con: pg8000.native.Connection, table: str) -> datetime | None:
+    """The source's last_updated of the newest fact version in the warehouse (None for a dimension or an empty
+    fact): what the freshness metric compares with the newest change the extract has seen."""
+    if table not in FACTS:
+        return None
+    newest = con.run(f"SELECT max(last_updated_date + last_updated_time) FROM {identifier(table)}")  # noqa: S608 - contract name quoted by identifier()
+    return newest[0][0]
+
+
 def table_columns(con: pg8000.native.Connection, table: str) -> list[str]:
     rows = con.run(
         "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass(quote_ident(:t)) "

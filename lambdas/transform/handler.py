@@ -9,21 +9,25 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.common.events import TableEvent, env
 from lambdas.common.lake import Bucket
+from lambdas.common.tracing import annotate, traced, tracer
 from lambdas.transform.transformer import STAGE, transform_table
 
 logger = Logger()
 
 
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = TableEvent.parse(event)
     logger.thread_safe_append_keys(table=request.table, stage=STAGE)
+    annotate(table=request.table, stage=STAGE)
     if request.blocked_by():
         logger.warning("skipped: an input failed in this run", extra={"blocked_by": request.blocked_by()})
         return request.skipped(STAGE)
-    result = transform_table(
-        Bucket(env("INGESTION_BUCKET")), Bucket(env("PROCESSED_BUCKET")), request.table, repair=request.repair
-    )
+    with traced("s3: remodel ingestion batches into the processed bucket"):
+        result = transform_table(
+            Bucket(env("INGESTION_BUCKET")), Bucket(env("PROCESSED_BUCKET")), request.table, repair=request.repair
+        )
     for warning in result.warnings:
         logger.warning(warning)
     logger.info("transformed", extra=result.as_dict())

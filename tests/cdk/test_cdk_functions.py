@@ -86,6 +86,7 @@ def test_function_environment_variables(synthesized: Synthesized) -> None:
             "POWERTOOLS_SERVICE_NAME": "totesys-extract",
             "TOTESYS_SECRET_ID": "totesys/source",
             "EXTRACT_LOOKBACK_SECONDS": "900",
+            "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
         },
         "transform": {**common, "POWERTOOLS_SERVICE_NAME": "totesys-transform"},
         "load": {
@@ -97,6 +98,7 @@ def test_function_environment_variables(synthesized: Synthesized) -> None:
         },
         "report": {
             "ALERT_TOPIC_ARN": {"Ref": synthesized.topic_id()},
+            "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
             "POWERTOOLS_SERVICE_NAME": "totesys-report",
             "POWERTOOLS_LOG_LEVEL": "INFO",
         },

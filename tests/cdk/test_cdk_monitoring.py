@@ -10,6 +10,7 @@ from aws_cdk.assertions import Match
 
 from lambdas.common.tables import FACTS, WAREHOUSE_TABLES
 from lambdas.load.held import HELD_ROWS_METRIC, STUCK_ROWS_METRIC
+from lambdas.report.freshness import BEHIND_METRIC
 from tests.cdk.support import Synthesized, rendered
 
 
@@ -107,6 +108,28 @@ def test_freshness_alarm_fires_when_no_load_succeeded_for_30_minutes(synthesized
     assert alarm["OKActions"] == [{"Ref": topic}], "operators learn when the warehouse is fresh again"
 
 
+def test_a_warehouse_behind_the_extracted_changes_alarms_even_while_runs_succeed(synthesized: Synthesized) -> None:
+    topic = synthesized.topic_id()
+    alarm = alarms(synthesized)["WarehouseBehind"]
+
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("TotesysEtl", BEHIND_METRIC)
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "totesys-report"}], "one alarm for every fact"
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Maximum", 300, 3)
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 1800)
+    assert alarm["TreatMissingData"] == "notBreaching", "no runs at all is WarehouseStale's alarm"
+    assert alarm["AlarmActions"] == [{"Ref": topic}]
+    assert alarm["OKActions"] == [{"Ref": topic}], "operators learn when the warehouse has caught up"
+
+
+def test_the_functions_that_publish_metrics_have_the_namespace(synthesized: Synthesized) -> None:
+    """Powertools refuses to publish a metric without a namespace: the run would fail where it publishes."""
+    variables = [f["Properties"]["Environment"]["Variables"]
+                 for f in synthesized.resources("AWS::Lambda::Function").values()]  # fmt: skip
+    by_service = {v["POWERTOOLS_SERVICE_NAME"]: v for v in variables if "POWERTOOLS_SERVICE_NAME" in v}
+    for stage in ("extract", "load", "report"):
+        assert by_service[f"totesys-{stage}"]["POWERTOOLS_METRICS_NAMESPACE"] == "TotesysEtl", stage
+
+
 def test_a_fact_row_held_past_its_configured_age_fires_an_alarm_until_it_loads(synthesized: Synthesized) -> None:
     topic = synthesized.topic_id()
     alarm = alarms(synthesized)["HeldFactRowsStuck"]
@@ -124,7 +147,7 @@ def test_a_fact_row_held_past_its_configured_age_fires_an_alarm_until_it_loads(s
 def test_there_are_exactly_these_alarms(synthesized: Synthesized) -> None:
     stages = [stage.capitalize() for stage in synthesized.function_ids()]
     assert stages == ["Extract", "Transform", "Load", "Report", "Lease"]
-    assert len(alarms(synthesized)) == 17, "docs/deploy.md counts them"
+    assert len(alarms(synthesized)) == 18, "docs/deploy.md counts them"
     assert set(alarms(synthesized)) == {
         "SourceDrift",
         "ExecutionsFailed",
@@ -132,6 +155,7 @@ def test_there_are_exactly_these_alarms(synthesized: Synthesized) -> None:
         "ExecutionsAborted",
         "ExecutionsThrottled",
         "WarehouseStale",
+        "WarehouseBehind",
         "HeldFactRowsStuck",
         *(f"{stage}Errors" for stage in stages),
         *(f"{stage}Throttles" for stage in stages),
@@ -169,6 +193,8 @@ def test_dashboard_shows_executions_durations_rows_errors_and_alarms(synthesized
     assert rows == [["TotesysEtl", "RowsLoaded", "service", "totesys-load", "table", t] for t in WAREHOUSE_TABLES]
     lag = metric_rows(widgets["Source lag of the loaded facts (seconds, maximum)"])
     assert lag == [["TotesysEtl", "SourceLagSeconds", "service", "totesys-load", "table", t] for t in FACTS]
+    behind = metric_rows(widgets["Facts behind the changes extracted (seconds, maximum; alarm above 30 minutes)"])
+    assert behind == [["TotesysEtl", BEHIND_METRIC, "service", "totesys-report", "table", t] for t in FACTS]
     held = metric_rows(widgets["Fact rows held back for a missing dimension row (maximum)"])
     assert held == [
         *(["TotesysEtl", HELD_ROWS_METRIC, "service", "totesys-load", "table", t] for t in FACTS),

@@ -1,0 +1,109 @@
+"""The freshness metric: how far the warehouse's facts are behind the changes the extract has seen.
+
+It must stay at zero on a quiet source however much time passes, and grow when runs keep "succeeding" with zero
+rows while totesys changes, which is what the liveness alarm (LoadsSucceeded) cannot see.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from lambdas.common.events import SUCCEEDED
+from lambdas.report.freshness import BEHIND_METRIC, behind_seconds, freshness_metrics
+from statemachine.local import runner
+from tests.conftest import Databases
+
+NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+
+
+def extracted(table: str, watermark: str | None) -> dict[str, Any]:
+    return {"table": table, "stage": "extract", "status": SUCCEEDED, "rows": 0, "watermark": watermark}
+
+
+def loaded(table: str, newest: str | None) -> dict[str, Any]:
+    return {"table": table, "stage": "load", "status": SUCCEEDED, "rows_written": 0, "newest_loaded": newest}
+
+
+@pytest.fixture(autouse=True)
+def metrics_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "TotesysEtl")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "totesys-report")
+
+
+def test_a_quiet_source_is_not_behind_however_long_it_stays_quiet() -> None:
+    run = {"extracted": [extracted("sales_order", "2026-11-26T17:30:00")],
+           "loaded_facts": [loaded("fact_sales_order", "2026-11-26T17:30:00")]}  # fmt: skip
+    assert behind_seconds(run, now=NOW) == {"fact_sales_order": 0.0}
+    assert behind_seconds(run, now=NOW + timedelta(days=3)) == {"fact_sales_order": 0.0}  # a long weekend
+
+
+def test_changes_extracted_but_not_loaded_put_the_warehouse_behind_by_their_distance() -> None:
+    run = {"extracted": [extracted("sales_order", "2026-11-27T02:55:00"), extracted("payment", "2026-11-27T01:00:00")],
+           "loaded_facts": [loaded("fact_sales_order", "2026-11-27T01:55:00"),
+                            loaded("fact_payment", "2026-11-27T01:00:00")]}  # fmt: skip
+    assert behind_seconds(run, now=NOW) == {"fact_sales_order": 3600.0, "fact_payment": 0.0}
+
+
+def test_an_empty_fact_whose_source_has_changes_is_behind_by_at_least_the_newest_changes_age() -> None:
+    run = {"extracted": [extracted("payment", "2026-11-27T02:00:00")], "loaded_facts": [loaded("fact_payment", None)]}
+    assert behind_seconds(run, now=NOW) == {"fact_payment": 3600.0}
+
+
+def test_an_empty_source_is_never_behind() -> None:
+    run = {"extracted": [extracted("payment", None)], "loaded_facts": [loaded("fact_payment", None)]}
+    assert behind_seconds(run, now=NOW) == {"fact_payment": 0.0}
+
+
+def test_facts_whose_source_was_not_extracted_or_whose_load_failed_are_not_measured() -> None:
+    failed_load = {"table": "fact_payment", "stage": "load", "status": "failed", "error": "PipelineError"}
+    run = {"extracted": [extracted("payment", "2026-11-27T02:00:00")],
+           "loaded_facts": [loaded("fact_sales_order", "2026-11-27T01:00:00"), failed_load]}  # fmt: skip
+    assert behind_seconds(run, now=NOW) == {}
+
+
+def test_each_fact_is_published_with_its_table_and_once_without_for_the_alarm() -> None:
+    sets = [m.serialize_metric_set() for m in freshness_metrics({"fact_sales_order": 60.0, "fact_payment": 0.0})]
+
+    assert [(s.get("table"), s[BEHIND_METRIC]) for s in sets] == [
+        ("fact_sales_order", [60.0]), (None, [60.0]), ("fact_payment", [0.0]), (None, [0.0])]  # fmt: skip
+    assert all(s["service"] == "totesys-report" for s in sets)
+    assert sets[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+    assert sets[1]["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": BEHIND_METRIC, "Unit": "Seconds"}]
+
+
+def stage_results(outcome: runner.RunOutcome) -> dict[str, list[dict[str, Any]]]:
+    """What the report receives, from the real handlers' results of this execution."""
+    return {"extracted": [i.result for i in outcome.invocations if i.stage == "extract"],
+            "loaded_facts": [i.result for i in outcome.invocations if i.stage == "load"]}  # fmt: skip
+
+
+def test_runs_that_succeed_with_zero_rows_while_the_source_changes_show_the_warehouse_falling_behind(
+    databases: Databases,
+) -> None:
+    small = databases.seed(scale=0.02)
+    first = small.run()
+    assert first.succeeded, first
+    assert behind_seconds(stage_results(first), now=datetime.now(UTC)) == dict.fromkeys(
+        ("fact_sales_order", "fact_purchase_order", "fact_payment"), 0.0)  # fmt: skip
+
+    quiet = small.run()
+    assert quiet.succeeded and behind_seconds(stage_results(quiet), now=datetime.now(UTC))["fact_sales_order"] == 0
+
+    small.source_sql("UPDATE sales_order SET units_sold = units_sold + 1, last_updated = last_updated_max + "
+                     "interval '2 hours' FROM (SELECT max(last_updated) AS last_updated_max FROM sales_order) m "
+                     "WHERE sales_order_id = 1")  # fmt: skip
+
+    def transform_that_does_nothing(event: dict[str, Any], context: Any) -> dict[str, object]:
+        """A silent defect: every table 'succeeds' and writes nothing."""
+        return {"table": event["table"], "stage": "transform", "status": SUCCEEDED, "rows": 0, "batch": None}
+
+    silent = runner.run(source=small.source, warehouse=small.warehouse, lake_dir=small.lake, execution_input={},
+                        handlers={"totesys-transform": transform_that_does_nothing})  # fmt: skip
+
+    assert silent.succeeded, silent  # the liveness alarm sees a successful load of every table
+    behind = behind_seconds(stage_results(silent), now=datetime.now(UTC))
+    assert behind["fact_sales_order"] >= 2 * 3600
+    assert behind["fact_payment"] == 0.0

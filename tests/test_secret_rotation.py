@@ -1,0 +1,174 @@
+"""A rotated database password is picked up by warm containers, between runs and in the middle of one.
+
+The server here requires a password of the pipeline's role (the shared test server trusts local logins), the
+credentials live in moto's Secrets Manager as in AWS, and rotating means what a rotation Lambda does: the role's
+password changes on the server, then the secret's value changes. Containers that read the secret before keep
+their cached copy; the first refused login makes them read it again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pg8000.native
+import pytest
+
+from lambdas.common.db import AuthenticationError, connect, connect_with_secret, forget_secrets
+from lambdas.extract import handler as extract
+from statemachine.local import postgres, runner
+from tests.conftest import Databases
+
+ROLE = "etl_rotating"
+
+
+def set_password(admin: dict[str, Any], password: str) -> None:
+    """The server quotes the name and the password itself: neither is pasted into SQL here."""
+    con = connect({**admin, "dbname": "postgres"})
+    try:
+        statement = con.run("SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', CAST(:role AS text), "
+                            "CAST(:password AS text))", role=ROLE, password=password)[0][0]  # fmt: skip
+        con.run(statement)
+    finally:
+        con.close()
+
+
+def new_password() -> str:
+    return "rot-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def rotating_server() -> Iterator[dict[str, Any]]:
+    """A private server on which ROLE must give its password."""
+    data_dir = Path(tempfile.mkdtemp(prefix="totesys-test-rotation-"))
+    server = postgres.start(data_dir, keep_running=False)
+    try:
+        hba = data_dir / "pg_hba.conf"
+        hba.write_text(f"local all {ROLE} scram-sha-256\n" + hba.read_text())
+        con = connect({**server.admin, "dbname": "postgres"})
+        try:
+            con.run(f"CREATE ROLE {pg8000.native.identifier(ROLE)} LOGIN")
+            con.run("SELECT pg_reload_conf()")
+        finally:
+            con.close()
+        yield server.admin
+    finally:
+        server.release()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def rotating(rotating_server: dict[str, Any], tmp_path: Path) -> Iterator[tuple[Databases, dict[str, Any]]]:
+    """Seeded databases checked through the admin, and the credentials the pipeline gets (ROLE, a password)."""
+    admin = rotating_server
+    suffix = uuid.uuid4().hex[:10]
+    source_db, warehouse_db = f"totesys_{suffix}", f"warehouse_{suffix}"
+    for name in (source_db, warehouse_db):
+        postgres.ensure_database(admin, name)
+    checked = Databases(admin, {**admin, "dbname": source_db}, {**admin, "dbname": warehouse_db}, tmp_path / "lake")
+    con = checked.seed(scale=0.02).source_con()
+    try:
+        postgres.grant_read_only(con, ROLE)
+    finally:
+        con.close()
+    con = checked.warehouse_con()
+    try:
+        con.run(f"ALTER SCHEMA public OWNER TO {pg8000.native.identifier(ROLE)}")
+    finally:
+        con.close()
+    password = new_password()
+    set_password(admin, password)
+    role = {**admin, "username": ROLE, "password": password}
+    yield checked, {"source": {**role, "dbname": source_db}, "warehouse": {**role, "dbname": warehouse_db}}
+    con = connect({**admin, "dbname": "postgres"})
+    try:
+        for name in (source_db, warehouse_db):
+            con.run(f"DROP DATABASE IF EXISTS {pg8000.native.identifier(name)} WITH (FORCE)")
+    finally:
+        con.close()
+
+
+def rotate(admin: dict[str, Any], credentials: dict[str, Any]) -> str:
+    """What a rotation does: a new password on the server, then in both secrets (in moto's Secrets Manager)."""
+    password = new_password()
+    set_password(admin, password)
+    secrets = boto3.client("secretsmanager", region_name=runner.REGION)
+    for secret_id, which in ((runner.TOTESYS_SECRET, "source"), (runner.WAREHOUSE_SECRET, "warehouse")):
+        secrets.put_secret_value(SecretId=secret_id,
+                                 SecretString=json.dumps({**credentials[which], "password": password}))  # fmt: skip
+    return password
+
+
+def change_the_source(checked: Databases) -> None:
+    checked.source_sql("UPDATE staff SET email_address = 'rotated@terrifictotes.com', last_updated = now() "
+                       "WHERE staff_id = 1")  # fmt: skip
+    checked.source_sql("UPDATE sales_order SET units_sold = units_sold + 1, last_updated = now() "
+                       "WHERE sales_order_id <= 2")  # fmt: skip
+
+
+def test_a_password_rotated_between_two_runs_is_used_by_the_warm_containers_of_the_next(
+    rotating: tuple[Databases, dict[str, Any]],
+) -> None:
+    checked, credentials = rotating
+    with runner.local_pipeline(source=credentials["source"], warehouse=credentials["warehouse"],
+                               lake_dir=checked.lake) as pipeline:  # fmt: skip
+        first = pipeline.wait(pipeline.start({}))
+        assert first.succeeded, first
+        rotate(checked.admin, credentials)
+        with pytest.raises(AuthenticationError, match="28P01"):  # the cached password is really refused now
+            connect(credentials["warehouse"]).close()
+        change_the_source(checked)
+        second = pipeline.wait(pipeline.start({}))
+
+    assert second.succeeded, second
+    assert all(invocation.ok for invocation in second.invocations)  # no retry needed: the refresh is in-process
+    assert checked.differences() == {}
+
+
+def test_a_password_rotated_in_the_middle_of_a_run_does_not_fail_its_tables(
+    rotating: tuple[Databases, dict[str, Any]],
+) -> None:
+    checked, credentials = rotating
+    rotated: list[str] = []
+    lock = threading.Lock()
+
+    def extract_then_rotate(event: dict[str, Any], context: Any) -> dict[str, object]:
+        """The first table extracted caches the secret; the rotation happens before most others connect."""
+        result = extract.handler(event, context)
+        with lock:
+            if not rotated:
+                rotated.append(rotate(checked.admin, credentials))
+        return result
+
+    replaced = {"totesys-extract": extract_then_rotate}
+    with runner.local_pipeline(source=credentials["source"], warehouse=credentials["warehouse"],
+                               lake_dir=checked.lake, handlers=replaced) as pipeline:  # fmt: skip
+        outcome = pipeline.wait(pipeline.start({}))
+
+    assert rotated
+    assert outcome.succeeded, outcome
+    extracted_after = [i for i in outcome.invocations if i.stage == "extract"]
+    assert len(extracted_after) == 11 and all(i.ok for i in extracted_after)
+    assert checked.differences() == {}
+
+
+def test_a_secret_that_is_wrong_after_a_fresh_read_fails_naming_the_refusal(
+    rotating: tuple[Databases, dict[str, Any]],
+) -> None:
+    """One refresh, not a loop: a secret that is simply wrong is refused twice and reported as it is."""
+    checked, credentials = rotating
+    with runner.local_pipeline(source=credentials["source"], warehouse=credentials["warehouse"],
+                               lake_dir=checked.lake):  # fmt: skip
+        boto3.client("secretsmanager", region_name=runner.REGION).put_secret_value(
+            SecretId=runner.WAREHOUSE_SECRET, SecretString=json.dumps({**credentials["warehouse"], "password": "no"})
+        )
+        forget_secrets()
+        with pytest.raises(AuthenticationError, match="password authentication failed"):
+            connect_with_secret(runner.WAREHOUSE_SECRET)
