@@ -22,6 +22,7 @@ from lambdas.common.errors import PipelineError
 from lambdas.load import held, loader, warehouse
 from lambdas.load.schema import ensure_schema
 from statemachine.local import report, runner
+from statemachine.local.deployment import synthesized_deployment
 from tests.conftest import Databases, as_admin
 from tests.test_incremental_safety import crash_once
 
@@ -121,9 +122,10 @@ def test_with_a_dimension_source_unreadable_every_fact_loads_every_row_whose_ref
 
 
 def test_a_row_held_past_the_configured_age_is_reported_stuck_with_its_keys_and_is_never_discarded(
-    reader: Databases, monkeypatch: pytest.MonkeyPatch
+    reader: Databases,
 ) -> None:
-    monkeypatch.setenv(held.STUCK_AFTER_ENV, "0")
+    # No deployable context holds rows for 0 s (the stack's minimum is 300): the load function is deployed with it.
+    reader.deployment = synthesized_deployment().with_environment("load", **{held.STUCK_AFTER_ENV: "0"})
     assert reader.run().succeeded
     _, waiting = sales_with_a_new_design(reader)
     revoke(reader, "design")
