@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -175,3 +176,13 @@ def test_the_synthesized_template_is_cached_by_what_it_is_built_from(stack: Depl
     assert deployed.cache_key() == deployed.cache_key({})
     assert deployed.cache_key({"held_stuck_after_seconds": 600}) != deployed.cache_key()
     assert any(path.name == "stack.py" for path in deployed._source_files())
+
+
+def test_an_app_that_does_not_synthesize_is_refused_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(deployed.CACHE_ENV, str(tmp_path))
+
+    with pytest.raises(deployed.SynthError, match="schedule"):
+        deployed.synthesized_template({"schedule": "whenever it suits"})
+    assert not list(tmp_path.glob("*.json")), "nothing is cached for an app that did not synthesize"

@@ -73,9 +73,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or REPO_ROOT / ".cache" / "synth")
 
 
+def _cached(context: Mapping[str, Any] | None) -> Path:
+    return cache_dir() / f"{cache_key(context)}.template.json"
+
+
+def is_cached(context: Mapping[str, Any] | None = None) -> bool:
+    return _cached(context).is_file()
+
+
 def synthesized_template(context: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The stack's CloudFormation template, synthesized with cdk.json's context plus ``context``; cached."""
-    cached = cache_dir() / f"{cache_key(context)}.template.json"
+    cached = _cached(context)
     if cached.is_file():
         return json.loads(cached.read_text(encoding="utf-8"))
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +92,7 @@ def synthesized_template(context: Mapping[str, Any] | None = None) -> dict[str, 
     done = subprocess.run(  # noqa: S603 - our own interpreter and module, no shell
         [sys.executable, "-m", "statemachine.local.deployment", str(partial), json.dumps(dict(context or {}))],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=SYNTH_TIMEOUT_SECONDS, check=False,
+        env={k: v for k, v in os.environ.items() if k != "CDK_CONTEXT_JSON"},  # the context is all in the key
     )  # fmt: skip
     if done.returncode != 0 or not partial.is_file():
         lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip() and "Node" not in line]
