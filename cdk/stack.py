@@ -22,10 +22,8 @@ from cdk.nag import acknowledge, acknowledge_warning, as_nag_prints
 from cdk.quicksight import WarehouseDashboard
 from cdk.storage import Storage
 from cdk.workflow import MAX_EXECUTION_SECONDS, Workflow, asl_timeout_seconds, pipeline_state_machine_name
-from lambdas.common.lake import RECONCILE_STAGE
+from lambdas.common import lake
 from lambdas.common.tables import FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
-from lambdas.lease.lease import LEASE_KEY
-from lambdas.load.held import held_prefix
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_PACKAGE_DIR = REPO_ROOT / "lambdas"
@@ -230,6 +228,7 @@ class PipelineStack(Stack):
         # extract: writes new batches of the source tables and moves its heads in the ingestion bucket; it
         # reads its own heads (watermarks) back. Reads the totesys secret.
         # A reconciliation keeps a checkpoint per table (a head and the latest rows it compared).
+        reconcile_checkpoints = [lake.under(lake.reconcile_prefix(table)) for table in SOURCE_TABLES]
         self._allow_objects(
             functions.extract,
             ingestion,
@@ -237,14 +236,14 @@ class PipelineStack(Stack):
             [
                 *_batch_logs(SOURCE_TABLES),
                 *_heads("extract", SOURCE_TABLES),
-                *_heads(RECONCILE_STAGE, SOURCE_TABLES),
-                *(f"_{RECONCILE_STAGE}/{table}/*" for table in SOURCE_TABLES),
+                *_heads(lake.RECONCILE_STAGE, SOURCE_TABLES),
+                *reconcile_checkpoints,
             ],
             reasons={
-                f"_{RECONCILE_STAGE}/{table}/*": "A reconciliation checkpoint is "
-                f"'_{RECONCILE_STAGE}/<table>/<seq>-<token>.parquet', a new key per reconciliation; the wildcard "
-                "stops at the one table prefix, and only s3:GetObject/s3:PutObject (no Delete) are granted on it."
-                for table in SOURCE_TABLES
+                key: "A reconciliation checkpoint is "
+                f"'{lake.reconcile_prefix('<table>')}<seq>-<token>.parquet', a new key per reconciliation; the "
+                "wildcard stops at the one table prefix, and only s3:GetObject/s3:PutObject (no Delete) are granted."
+                for key in reconcile_checkpoints
             },
         )
         self._allow_listing(functions.extract, ingestion)
@@ -262,10 +261,10 @@ class PipelineStack(Stack):
             functions.transform,
             processed,
             READ_WRITE,
-            [*_batch_logs(WAREHOUSE_TABLES), "_current/*", *_heads("transform", WAREHOUSE_TABLES)],
+            [*_batch_logs(WAREHOUSE_TABLES), lake.under(lake.current_prefix()), *_heads("transform", WAREHOUSE_TABLES)],
             reasons={
-                "_current/*": "The joined dimensions keep the current rows of each source in "
-                "'_current/<table>/<source>/<seq>.parquet', a new key per transform batch; only "
+                lake.under(lake.current_prefix()): "The joined dimensions keep the current rows of each source in "
+                f"'{lake.current_key('<table>', '<source>', 0)}', a new key per transform batch; only "
                 "s3:GetObject/s3:PutObject (no Delete) are granted under that prefix."
             },
         )
@@ -280,7 +279,7 @@ class PipelineStack(Stack):
         )
         self._allow_objects(functions.load, processed, READ_WRITE, _heads("load", WAREHOUSE_TABLES))
         # ... and the facts' held rows: new immutable objects named by the load heads, read back by later loads.
-        held_sets = [f"{held_prefix(fact)}*" for fact in FACTS]
+        held_sets = [lake.under(lake.held_prefix(fact)) for fact in FACTS]
         self._allow_objects(
             functions.load,
             processed,
@@ -288,7 +287,8 @@ class PipelineStack(Stack):
             held_sets,
             reasons={
                 key: "A fact load stores the rows it holds back for a missing dimension row as a new object "
-                "'_held/<fact>/<seq>-<token>.parquet' per load; only s3:GetObject/s3:PutObject are granted."
+                f"'{lake.held_prefix('<fact>')}<seq>-<token>.parquet' per load; only s3:GetObject/s3:PutObject are "
+                "granted."
                 for key in held_sets
             },
         )
@@ -301,7 +301,7 @@ class PipelineStack(Stack):
         # lease: creates, reads, replaces (conditional writes) and deletes the one lease object; asks Step
         # Functions whether the holder of a lease is still running. The execution ARNs are built from the
         # state machine's fixed name, not from the state machine, which depends on this function's ARN.
-        self._allow_objects(functions.lease, ingestion, LEASE_ACTIONS, [LEASE_KEY])
+        self._allow_objects(functions.lease, ingestion, LEASE_ACTIONS, [lake.lease_key()])
         self._allow_listing(functions.lease, ingestion)
         functions.lease.add_to_role_policy(
             iam.PolicyStatement(actions=["states:DescribeExecution"], resources=[self.execution_arns])
@@ -424,8 +424,8 @@ class PipelineStack(Stack):
 
 
 def _batch_logs(tables: Sequence[str]) -> list[str]:
-    return [f"{table}/*" for table in tables]
+    return [lake.under(lake.table_prefix(table)) for table in tables]
 
 
 def _heads(stage: str, tables: Sequence[str]) -> list[str]:
-    return [f"_state/{stage}/{table}.json" for table in tables]
+    return [lake.head_key(stage, table) for table in tables]

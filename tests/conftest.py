@@ -20,6 +20,7 @@ import pytest
 
 from lambdas.common.db import connect, credentials_from_dsn
 from statemachine.local import postgres, runner, sample_data
+from statemachine.local.deployment import Deployment
 from tests import expected
 
 
@@ -48,6 +49,7 @@ class Databases:
     source: dict[str, Any]
     warehouse: dict[str, Any]
     lake: Path
+    deployment: Deployment | None = None  # the synthesized stack (cached) unless a test deploys another
 
     def source_con(self) -> pg8000.native.Connection:
         return connect(self.source)
@@ -91,7 +93,7 @@ class Databases:
     def run(self, **execution_input: Any) -> runner.RunOutcome:
         """One execution of pipeline.asl.json against these databases, keeping the lake between calls."""
         return runner.run(source=self.source, warehouse=self.warehouse, lake_dir=self.lake,
-                          execution_input=execution_input)  # fmt: skip
+                          execution_input=execution_input, deployment=self.deployment)  # fmt: skip
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ def test_a_failed_run_sends_one_alert_with_the_errors_the_console_link_and_the_r
     assert failed.execution_arn in body
     assert "console.aws.amazon.com/states/home?region=eu-west-2#/v2/executions/details/" in body
     assert "aws stepfunctions start-execution --state-machine-arn " \
-           "arn:aws:states:eu-west-2:123456789012:stateMachine:totesys-etl" in body  # fmt: skip
+           "arn:aws:states:eu-west-2:123456789012:stateMachine:TotesysEtl-pipeline" in body  # fmt: skip
     assert '--input \'{"tables": ["department", "staff"]}\'' in body  # the facts were loaded, not skipped
     assert "Fact rows held back" in body
     for fact in ("fact_sales_order", "fact_purchase_order"):  # the warehouse has no staff yet: all wait for it

@@ -22,6 +22,7 @@ from lambdas.common.errors import PipelineError
 from lambdas.load import held, loader, warehouse
 from lambdas.load.schema import ensure_schema
 from statemachine.local import report, runner
+from statemachine.local.deployment import synthesized_deployment
 from tests.conftest import Databases, as_admin
 from tests.test_incremental_safety import crash_once
 
@@ -104,7 +105,7 @@ def test_with_a_dimension_source_unreadable_every_fact_loads_every_row_whose_ref
     assert f"2 held (e.g. design_id={design} not in dim_design)" in report.execution_graph(failed)
     assert "⏸ fact_sales_order" in report.failure_summary(failed, report.rerun(failed), None)
     entry = load_head(reader)["held"]
-    assert entry["rows"] == NEW_ORDERS_WITH_A_NEW_DESIGN and entry["key"].startswith(f"{held.HELD_PREFIX}/")
+    assert entry["rows"] == NEW_ORDERS_WITH_A_NEW_DESIGN and entry["key"].startswith(f"{lake.HELD_PREFIX}/")
     kept = pq.read_table(reader.lake / runner.PROCESSED_BUCKET / entry["key"])
     assert kept["sales_order_id"].to_pylist() == waiting
     assert set(kept[held.REASON].to_pylist()) == {f"design_id={design} not in dim_design"}
@@ -121,9 +122,10 @@ def test_with_a_dimension_source_unreadable_every_fact_loads_every_row_whose_ref
 
 
 def test_a_row_held_past_the_configured_age_is_reported_stuck_with_its_keys_and_is_never_discarded(
-    reader: Databases, monkeypatch: pytest.MonkeyPatch
+    reader: Databases,
 ) -> None:
-    monkeypatch.setenv(held.STUCK_AFTER_ENV, "0")
+    # No deployable context holds rows for 0 s (the stack's minimum is 300): the load function is deployed with it.
+    reader.deployment = synthesized_deployment().with_environment("load", **{held.STUCK_AFTER_ENV: "0"})
     assert reader.run().succeeded
     _, waiting = sales_with_a_new_design(reader)
     revoke(reader, "design")
@@ -150,7 +152,7 @@ CRASH_POINTS = {
     "holding: held set written, load head not": (
         lake.ReaderState, "commit", lambda state, *_: state.table == "fact_sales_order", False),
     "holding: held set half-written": (
-        lake.Bucket, "put_parquet", lambda b, key, *_: key.startswith(f"{held.HELD_PREFIX}/"), False),
+        lake.Bucket, "put_parquet", lambda b, key, *_: key.startswith(f"{lake.HELD_PREFIX}/"), False),
     "releasing: held rows merged, warehouse transaction not committed": (
         loader, "merge_batch", lambda con, table, *_, **__: table == "fact_sales_order", True),
     "releasing: warehouse committed, load head not": (

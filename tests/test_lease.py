@@ -11,7 +11,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from lambdas.lease.lease import LEASE_KEY, acquire, release
+from lambdas.common.lake import lease_key
+from lambdas.lease.lease import acquire, release
 from tests.conftest import Databases
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -27,7 +28,7 @@ def s3() -> Any:
 
 
 def holder(s3: Any) -> str:
-    return json.loads(s3.get_object(Bucket="lake", Key=LEASE_KEY)["Body"].read())["holder"]
+    return json.loads(s3.get_object(Bucket="lake", Key=lease_key())["Body"].read())["holder"]
 
 
 def test_a_free_lease_is_taken_and_a_live_holder_keeps_it(s3: Any) -> None:

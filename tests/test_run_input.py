@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from lambdas.lease.lease import LEASE_KEY
+from lambdas.common.lake import lease_key
 from lambdas.report.handler import handler as report
 from lambdas.report.options import InvalidRunInput, run_options
 from statemachine.local.runner import INGESTION_BUCKET, REGION, _Context, local_pipeline
@@ -53,7 +53,7 @@ def test_the_report_of_a_malformed_or_empty_run_result_is_a_failure_not_a_crash(
 
 def lease_is_held() -> bool:
     try:
-        boto3.client("s3", region_name=REGION).head_object(Bucket=INGESTION_BUCKET, Key=LEASE_KEY)
+        boto3.client("s3", region_name=REGION).head_object(Bucket=INGESTION_BUCKET, Key=lease_key())
     except ClientError:
         return False
     return True
@@ -91,7 +91,7 @@ def test_a_report_that_crashes_still_releases_the_lease_and_fails_the_run(databa
     assert outcome.status == "FAILED", outcome
     assert "The run report failed" in (outcome.cause or "") and "the report broke" in (outcome.cause or "")
     assert not held
-    assert not (databases.lake / INGESTION_BUCKET / LEASE_KEY).exists()  # the local lake forgets it too
+    assert not (databases.lake / INGESTION_BUCKET / lease_key()).exists()  # the local lake forgets it too
     extracts = [i.table for i in outcome.invocations if i.stage == "extract"]
     assert sorted(extracts) == ["department", "staff"]  # named twice, extracted once
     assert json.loads(json.dumps(outcome.history, default=str))  # the history is complete and serialisable

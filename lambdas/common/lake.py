@@ -41,16 +41,57 @@ from botocore.exceptions import ClientError
 
 from lambdas.common.errors import StateError
 
-STATE_PREFIX = "_state"
+# Every S3 key pattern of the pipeline is spelled here and only here: the handlers, the lease, the local runner
+# and the CDK grants (cdk/stack.py) all call these functions, which read the prefixes when called, so renaming a
+# prefix renames the keys and the IAM grants together.
+STATE_PREFIX = "_state"  # heads, cursors, watermarks and the run lease: what every next run trusts
+CURRENT_PREFIX = "_current"  # the transform's snapshots of what each warehouse table currently holds
+HELD_PREFIX = "_held"  # fact rows held back for a missing dimension row
 RECONCILE_STAGE = "reconcile"
+LEASE_NAME = "run-lease.json"
+
+
+def table_prefix(table: str) -> str:
+    """Everything of one table's batch log: its batches' parts and manifests."""
+    return f"{table}/"
+
+
+def lease_key() -> str:
+    """The one object of the run lease, in the ingestion bucket."""
+    return f"{STATE_PREFIX}/{LEASE_NAME}"
+
+
+def current_prefix() -> str:
+    return f"{CURRENT_PREFIX}/"
+
+
+def current_key(table: str, source: str, seq: int) -> str:
+    """The transform's snapshot of the rows of ``source`` that ``table`` holds after batch ``seq``: new per batch."""
+    return f"{current_prefix()}{table}/{source}/{seq:010d}.parquet"
+
+
+def reconcile_prefix(table: str) -> str:
+    return f"_{RECONCILE_STAGE}/{table}/"
 
 
 def reconcile_snapshot_key(table: str, seq: int) -> str:
     """A reconciliation's checkpoint of the latest rows it compared, new per reconciliation (its head names it)."""
-    return f"_{RECONCILE_STAGE}/{table}/{seq:010d}-{new_id()}.parquet"
+    return f"{reconcile_prefix(table)}{seq:010d}-{new_id()}.parquet"
 
 
-CURRENT_PREFIX = "_current"  # the transform's snapshots of what each warehouse table currently holds
+def held_prefix(table: str) -> str:
+    """Where a fact's held sets live (outside the table's batch log, so lifecycle rules never expire them)."""
+    return f"{HELD_PREFIX}/{table}/"
+
+
+def held_key(table: str, seq: int) -> str:
+    """A new, never-overwritten name: a redone load writes another object, the head says which one counts."""
+    return f"{held_prefix(table)}{seq:010d}-{uuid.uuid4().hex[:12]}.parquet"
+
+
+def under(prefix: str) -> str:
+    """The grant pattern of every key under ``prefix`` (an IAM resource wildcard)."""
+    return f"{prefix}*"
 
 
 def _is_missing(error: ClientError) -> bool:
@@ -103,7 +144,7 @@ class Bucket:
 
 
 def batch_prefix(table: str, seq: int) -> str:
-    return f"{table}/{seq:010d}/"
+    return f"{table_prefix(table)}{seq:010d}/"
 
 
 def manifest_key(table: str, seq: int) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-LEASE_KEY = "_state/run-lease.json"
+from lambdas.common.lake import lease_key
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,13 @@ def acquire(
     """Take the lease for `execution_id`, or report who holds it."""
     body = _lease_body(execution_id, now, ttl)
     try:
-        s3.put_object(Bucket=bucket, Key=LEASE_KEY, Body=body, IfNoneMatch="*")
+        s3.put_object(Bucket=bucket, Key=lease_key(), Body=body, IfNoneMatch="*")
         return LeaseResult(True, execution_id, "the lease was free")
     except ClientError as error:
         if _code(error) not in ("PreconditionFailed", "ConditionalRequestConflict"):
             raise
     try:
-        current = s3.get_object(Bucket=bucket, Key=LEASE_KEY)
+        current = s3.get_object(Bucket=bucket, Key=lease_key())
     except ClientError as error:
         if _code(error) in ("NoSuchKey", "404"):  # released between our two requests: try once more
             return acquire(s3, bucket, execution_id, now=now, ttl=ttl, is_running=is_running)
@@ -64,7 +64,7 @@ def acquire(
     if now < datetime.fromisoformat(lease["expires_at"]) and is_running(holder):
         return LeaseResult(False, holder, f"another run is in progress: {holder}")
     try:
-        s3.put_object(Bucket=bucket, Key=LEASE_KEY, Body=body, IfMatch=current["ETag"])
+        s3.put_object(Bucket=bucket, Key=lease_key(), Body=body, IfMatch=current["ETag"])
     except ClientError as error:
         if _code(error) in ("PreconditionFailed", "ConditionalRequestConflict"):
             return LeaseResult(False, holder, "another run took the stale lease first")
@@ -75,7 +75,7 @@ def acquire(
 def release(s3: Any, bucket: str, execution_id: str) -> bool:
     """Give the lease back if this execution holds it; True when it did."""
     try:
-        current = s3.get_object(Bucket=bucket, Key=LEASE_KEY)
+        current = s3.get_object(Bucket=bucket, Key=lease_key())
     except ClientError as error:
         if _code(error) in ("NoSuchKey", "404"):
             return False
@@ -83,7 +83,7 @@ def release(s3: Any, bucket: str, execution_id: str) -> bool:
     if json.loads(current["Body"].read()).get("holder") != execution_id:
         return False
     try:
-        s3.delete_object(Bucket=bucket, Key=LEASE_KEY, IfMatch=current["ETag"])
+        s3.delete_object(Bucket=bucket, Key=lease_key(), IfMatch=current["ETag"])
     except ClientError as error:
         if _code(error) in ("PreconditionFailed", "ConditionalRequestConflict"):
             return False
@@ -91,5 +91,5 @@ def release(s3: Any, bucket: str, execution_id: str) -> bool:
             raise
         # A store without conditional deletes: the holder was checked just above, and a live holder's
         # lease is never taken over before it expires, so a plain delete is safe here.
-        s3.delete_object(Bucket=bucket, Key=LEASE_KEY)
+        s3.delete_object(Bucket=bucket, Key=lease_key())
     return True

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,25 +26,14 @@ import pyarrow.csv as pcsv
 
 from lambdas.common.db import identifier
 from lambdas.common.errors import PipelineError
-from lambdas.common.lake import Bucket
+from lambdas.common.lake import Bucket, held_key
 
-HELD_PREFIX = "_held"
 REASON, SINCE = "held_reason", "held_since"
 # A row held for longer than this is reported as stuck (its reference is probably never coming).
 STUCK_AFTER_ENV = "HELD_STUCK_AFTER_SECONDS"
 DEFAULT_STUCK_AFTER_SECONDS = 24 * 3600
 HELD_ROWS_METRIC, STUCK_ROWS_METRIC = "HeldRows", "StuckHeldRows"  # the load's metrics; the alarm watches these
 SAMPLE_SIZE = 5  # keys named in a result: Step Functions payloads stay small, the held object has them all
-
-
-def held_prefix(table: str) -> str:
-    """Where a fact's held sets live (outside the table's batch log, so lifecycle rules never expire them)."""
-    return f"{HELD_PREFIX}/{table}/"
-
-
-def held_key(table: str, seq: int) -> str:
-    """A new, never-overwritten name: a redone load writes another object, the head says which one counts."""
-    return f"{held_prefix(table)}{seq:010d}-{uuid.uuid4().hex[:12]}.parquet"
 
 
 def stuck_after() -> timedelta:

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from lambdas.common.errors import StateError
 from lambdas.common.events import SUCCEEDED
-from lambdas.common.lake import CURRENT_PREFIX, BatchLog, Bucket, Head, concat
+from lambdas.common.lake import BatchLog, Bucket, Head, concat, current_key
 from lambdas.common.tables import PRIMARY_KEYS, TRANSFORM_INPUTS, require_warehouse_table
 from lambdas.transform import dates, dimensions, facts
 from lambdas.transform.columns import keep_last
@@ -158,7 +158,7 @@ def _joined_dimension(
         merged = concat([t for t in (before, new) if t is not None])
         current[source] = keep_last(merged, key) if merged is not None else pa.table({key: pa.array([], pa.int32())})
         if new is not None or inputs[source].restarted:
-            current_keys[source] = f"{CURRENT_PREFIX}/{table}/{source}/{seq:010d}.parquet"
+            current_keys[source] = current_key(table, source, seq)
             processed.put_parquet(current_keys[source], current[source])
     state["current"] = current_keys
     if linked not in current_keys or main not in current_keys:

@@ -34,6 +34,7 @@ EXIT_DRIFT = 3  # reconcile: the run succeeded and the warehouse is right now, b
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a database cannot be reached or refuses us; nothing ran
 EXIT_CANTCREAT = 73  # EX_CANTCREAT: the lake directory cannot be created or written
 EXIT_BUSY = 75  # EX_TEMPFAIL: nothing ran; try again when the other run has finished
+EXIT_CONFIG = 78  # EX_CONFIG: the CDK app does not synthesize, so there is no stack to run; nothing ran
 EXIT_CODES = {
     EXIT_OK: "the execution succeeded",
     EXIT_FAILED: "the execution ran and failed (the failed tables and the command that re-runs them are printed)",
@@ -42,6 +43,7 @@ EXIT_CODES = {
     EXIT_UNAVAILABLE: "a database cannot be reached or refuses the login; nothing ran",
     EXIT_CANTCREAT: "the lake directory cannot be created or written; nothing ran",
     EXIT_BUSY: "another run is using the same lake directory; nothing ran",
+    EXIT_CONFIG: "the CDK app does not synthesize (the run executes the synthesized stack); nothing ran",
 }
 
 
@@ -222,7 +224,7 @@ def _lake(lake_dir: Path) -> Path:
 
 def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
     """Start the state machine once for `request` and report on it; the exit code says how it went."""
-    from statemachine.local import history, postgres, report, runner
+    from statemachine.local import deployment, history, postgres, report, runner
 
     text = output == "text"
     inform = (lambda line: print(line, flush=True)) if text else (lambda line: print(line, file=sys.stderr))
@@ -253,10 +255,17 @@ def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
                 postgres.ensure_database(server.admin, "warehouse")
                 warehouse = server.credentials("warehouse")
 
+        if not deployment.is_cached():
+            inform("Synthesizing the CDK stack (cached for the next runs) …")
+        try:
+            stack = deployment.synthesized_deployment()
+        except deployment.SynthError as error:
+            raise UserError(str(error), EXIT_CONFIG) from None
         inform("Running statemachine/pipeline.asl.json …")
         progress = report.Progress(_say if text else lambda _: None)
         outcome = runner.run(source=source, warehouse=warehouse, lake_dir=lake_dir,
-                             execution_input=request.execution_input, on_invocation=progress)  # fmt: skip
+                             execution_input=request.execution_input, on_invocation=progress,
+                             deployment=stack)  # fmt: skip
         seconds = time.monotonic() - started
         history.save(lake_dir, outcome, request.execution_input, repeated_options(request))
         warehouse_dsn = redact_dsn(request.warehouse_dsn) if request.warehouse_dsn else server.dsn("warehouse")

@@ -17,7 +17,7 @@ from typing import Any
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 
-from lambdas.common.lake import STATE_PREFIX
+from lambdas.common import lake
 
 
 class LakeMirror:
@@ -53,7 +53,7 @@ class LakeMirror:
             for bucket in self.buckets:
                 for key, obj in list(self._objects(bucket).items()):
                     if self._written.get((bucket, key)) != obj.etag:
-                        pending.append(((obj.last_modified, key.startswith(f"{STATE_PREFIX}/")), bucket, key, obj))
+                        pending.append(((obj.last_modified, key.startswith(f"{lake.STATE_PREFIX}/")), bucket, key, obj))
             for _, bucket, key, obj in sorted(pending, key=lambda p: p[0]):
                 try:
                     value = obj.value

@@ -3,6 +3,10 @@
 Everything AWS is moto (S3, Secrets Manager, Lambda, IAM, Step Functions); each Lambda task of the
 execution is dispatched to the real handler with the event it would get in AWS. The buckets persist in
 the lake directory between runs, so a second run is incremental.
+
+What is deployed is read from the synthesized CDK stack (statemachine.local.deployment): each handler runs with
+its own function's environment variables, and each AWS call it makes is authorised against its own function's
+policy (statemachine.local.sandbox); each invocation against the state machine's policy.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 import traceback
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,31 +29,35 @@ from typing import Any
 from unittest import mock
 
 import boto3
+from botocore.client import BaseClient
 
 from lambdas.common.db import forget_secrets
 from lambdas.common.lake import s3_client
 from statemachine import definition
+from statemachine.local import sandbox
+from statemachine.local.deployment import (
+    ACCOUNT,
+    ALERT_TOPIC,
+    INGESTION_BUCKET,
+    LOCAL_FUNCTION_NAMES,
+    PROCESSED_BUCKET,
+    REGION,
+    Deployment,
+    synthesized_deployment,
+    topic_arn,
+)
 from statemachine.local.lake import LakeMirror
 from statemachine.local.redact import Redacting
 from statemachine.rerun import history
 
-REGION = "eu-west-2"
-INGESTION_BUCKET = "totesys-local-ingestion"
-PROCESSED_BUCKET = "totesys-local-processed"
-TOTESYS_SECRET = "totesys/source"  # noqa: S105 - a secret id, not a secret
-WAREHOUSE_SECRET = "totesys/warehouse"  # noqa: S105 - a secret id, not a secret
+__all__ = ["INGESTION_BUCKET", "PROCESSED_BUCKET", "REGION", "Invocation", "RunOutcome", "local_pipeline", "run"]
 
-# placeholder in the ASL -> (function name, handler module)
+# placeholder in the ASL -> (function name, handler module); checked against the synthesized handlers on deploy
 FUNCTIONS: dict[str, tuple[str, str]] = {
-    "ExtractFunctionArn": ("totesys-extract", "lambdas.extract.handler"),
-    "TransformFunctionArn": ("totesys-transform", "lambdas.transform.handler"),
-    "LoadFunctionArn": ("totesys-load", "lambdas.load.handler"),
-    "ReportFunctionArn": ("totesys-report", "lambdas.report.handler"),
-    "LeaseFunctionArn": ("totesys-lease", "lambdas.lease.handler"),
+    f"{stage.capitalize()}FunctionArn": (name, f"lambdas.{stage}.handler")
+    for stage, name in LOCAL_FUNCTION_NAMES.items()
 }
-STAGE_OF = {"totesys-extract": "extract", "totesys-transform": "transform", "totesys-load": "load",
-            "totesys-report": "report", "totesys-lease": "lease"}  # fmt: skip
-ALERT_TOPIC = "totesys-etl-alerts"
+STAGE_OF = {name: stage for stage, name in LOCAL_FUNCTION_NAMES.items()}
 
 
 @dataclass
@@ -95,18 +103,19 @@ class _Context:
 
     @property
     def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:123456789012:function:{self.function_name}"
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
 
     def get_remaining_time_in_millis(self) -> int:
         return 900_000
 
 
 class Dispatcher:
-    """Replaces moto's Docker-based Lambda invocation with a call to the real handler."""
+    """Replaces moto's Docker-based Lambda invocation with a call to the real handler, as its function."""
 
-    def __init__(self, handlers: dict[str, Callable[..., Any]], mirror: LakeMirror,
-                 on_invocation: Callable[[Invocation], None]) -> None:  # fmt: skip
+    def __init__(self, handlers: dict[str, Callable[..., Any]], mirror: LakeMirror, deployment: Deployment,
+                 process: Mapping[str, str], on_invocation: Callable[[Invocation], None]) -> None:  # fmt: skip
         self.handlers, self.mirror, self.on_invocation = handlers, mirror, on_invocation
+        self.deployment, self.process = deployment, process
         self.invocations: list[Invocation] = []
         self._lock = threading.Lock()
 
@@ -114,15 +123,7 @@ class Dispatcher:
         name = function.function_name
         payload = event if isinstance(event, dict) else json.loads(event or "{}")
         started = time.monotonic()
-        try:
-            result = self.handlers[name](payload, _Context(name))
-            ok, body = True, result
-        except Exception as exc:  # reported to the state machine as the Lambda's error, as AWS does
-            ok = False
-            body = {"errorType": type(exc).__name__, "errorMessage": str(exc),
-                    "stackTrace": traceback.format_exception(exc)[-3:]}  # fmt: skip
-        finally:
-            self.mirror.flush()
+        ok, body = self._invoke(function, payload)
         invocation = Invocation(
             execution_id=str(payload.get("execution_id", "")),
             stage=STAGE_OF.get(name, name),
@@ -136,6 +137,27 @@ class Dispatcher:
             self.invocations.append(invocation)
         self.on_invocation(invocation)
         return json.dumps(body, default=str), not ok, ""
+
+    def _invoke(self, function: Any, payload: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        name = function.function_name
+        if not sandbox.allows(self.deployment.state_machine_statements, "lambda:InvokeFunction", function.function_arn):
+            message = sandbox.denial(f"state machine {self.deployment.state_machine_name}", "lambda:InvokeFunction",
+                                     function.function_arn)  # fmt: skip
+            return False, {"errorType": "AccessDeniedException", "errorMessage": message}
+        try:
+            with sandbox.invocation(self.deployment.by_name(name), self.process) as running:
+                try:
+                    result = self.handlers[name](payload, _Context(name))
+                    ok, body = True, result
+                except Exception as exc:  # reported to the state machine as the Lambda's error, as AWS does
+                    ok = False
+                    body = {"errorType": type(exc).__name__, "errorMessage": str(exc),
+                            "stackTrace": traceback.format_exception(exc)[-3:]}  # fmt: skip
+            if running.denied:  # even if the handler caught the AccessDenied: the run must show the missing grant
+                ok, body = False, {"errorType": "AccessDenied", "errorMessage": running.denied[0]}
+        finally:
+            self.mirror.flush()
+        return ok, body
 
 
 @contextmanager
@@ -152,32 +174,19 @@ def _quiet_moto() -> Any:
             lg.setLevel(level)
 
 
-def _environment(log_file: Path) -> dict[str, str]:
-    return {
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "INGESTION_BUCKET": INGESTION_BUCKET,
-        "PROCESSED_BUCKET": PROCESSED_BUCKET,
-        "TOTESYS_SECRET_ID": TOTESYS_SECRET,
-        "WAREHOUSE_SECRET_ID": WAREHOUSE_SECRET,
-        "ALERT_TOPIC_ARN": f"arn:aws:sns:{REGION}:123456789012:{ALERT_TOPIC}",
-        "POWERTOOLS_SERVICE_NAME": "totesys-etl-local",
-        "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
-        "POWERTOOLS_METRICS_DISABLED": "true",  # EMF lines would go to the terminal; CloudWatch reads them in AWS
-        "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"),
-    }
-
-
-def _load_handlers(stack: ExitStack, log_stream: io.TextIOBase) -> dict[str, Callable[..., Any]]:
-    """The real handlers, their Powertools logs sent to the run's log file for the duration of the run."""
+def _load_handlers(stack: ExitStack, log_stream: io.TextIOBase, deployment: Deployment,
+                   process: Mapping[str, str]) -> dict[str, Callable[..., Any]]:  # fmt: skip
+    """The real handlers, imported in their function's environment (Powertools reads it at import), their logs
+    sent to the run's log file for the duration of the run."""
     import importlib
 
     handlers = {}
     for function_name, module_name in FUNCTIONS.values():
-        module = importlib.import_module(module_name)
+        spec = deployment.by_name(function_name)
+        if spec.handler != f"{module_name}.handler":
+            raise RuntimeError(f"the stack's {function_name} runs {spec.handler}, the local runner {module_name}")
+        with sandbox.invocation(spec, process):
+            module = importlib.import_module(module_name)
         previous = module.logger.registered_handler.setStream(log_stream)
         stack.callback(module.logger.registered_handler.setStream, previous)
         handlers[function_name] = module.handler
@@ -217,11 +226,18 @@ def local_pipeline(
     lake_dir: Path,
     on_invocation: Callable[[Invocation], None] = lambda _: None,
     handlers: dict[str, Callable[..., Any]] | None = None,
+    deployment: Deployment | None = None,
 ) -> Iterator[LocalPipeline]:
-    """Deploy into moto what CDK deploys into AWS; `handlers` replaces some functions' code (by name)."""
+    """Deploy into moto what CDK deploys into AWS; `handlers` replaces some functions' code (by name).
+
+    `deployment` is the synthesized stack (synthesized, or read from the cache, when not given).
+    """
     from moto import mock_aws
     from moto.awslambda.models import LambdaFunction
 
+    deployment = deployment or synthesized_deployment()
+    for statements in (deployment.state_machine_statements, *(f.statements for f in deployment.functions.values())):
+        sandbox.check_statements(statements)
     forget_secrets()  # every local deployment is fresh, possibly with other databases
     s3_client.cache_clear()
     log_path = lake_dir / "logs" / f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.jsonl"
@@ -230,12 +246,18 @@ def local_pipeline(
     with ExitStack() as stack:
         passwords = [str(c["password"]) for c in (source, warehouse) if c.get("password")]
         log_stream = Redacting(stack.enter_context(log_path.open("a", encoding="utf-8")), passwords)
-        stack.enter_context(mock.patch.dict(os.environ, _environment(log_path)))
+        # The runner's own clients (deploying, mirroring, starting executions) use moto's credentials; inside an
+        # invocation os.environ is that function's environment only.
+        process = os.environ
+        stack.enter_context(mock.patch.dict(process, sandbox.RUNTIME_ENVIRONMENT))
+        stack.enter_context(mock.patch.object(os, "environ", sandbox.FunctionEnviron(process)))
         stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+        stack.enter_context(mock.patch.object(BaseClient, "_make_api_call", sandbox.guarded(BaseClient._make_api_call)))
         stack.enter_context(_quiet_moto())
-        dispatcher = Dispatcher({**_load_handlers(stack, log_stream), **(handlers or {})}, mirror, on_invocation)
+        loaded = _load_handlers(stack, log_stream, deployment, process)
+        dispatcher = Dispatcher({**loaded, **(handlers or {})}, mirror, deployment, process, on_invocation)
         stack.enter_context(mock.patch.object(LambdaFunction, "_invoke_lambda", _bind(dispatcher)))
-        yield LocalPipeline(dispatcher, mirror, _deploy(mirror, source, warehouse), log_path)
+        yield LocalPipeline(dispatcher, mirror, _deploy(mirror, source, warehouse, deployment), log_path)
 
 
 def run(
@@ -246,13 +268,14 @@ def run(
     execution_input: dict[str, Any],
     on_invocation: Callable[[Invocation], None] = lambda _: None,
     handlers: dict[str, Callable[..., Any]] | None = None,
+    deployment: Deployment | None = None,
 ) -> RunOutcome:
     """One execution of the deployed definition; returns when it has finished.
 
     Its Lambdas' logs are left in `<lake_dir>/logs/<execution name>.jsonl`, so the name a run prints finds them.
     """
     with local_pipeline(source=source, warehouse=warehouse, lake_dir=lake_dir, on_invocation=on_invocation,
-                        handlers=handlers) as pipeline:  # fmt: skip
+                        handlers=handlers, deployment=deployment) as pipeline:  # fmt: skip
         outcome = pipeline.wait(pipeline.start(execution_input))
     pipeline.log_path.rename(pipeline.log_path.with_name(f"{outcome.execution_arn.rsplit(':', 1)[-1]}.jsonl"))
     return outcome
@@ -265,7 +288,7 @@ def _bind(dispatcher: Dispatcher) -> Callable[..., tuple[str, bool, str]]:
     return invoke
 
 
-def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any]) -> str:
+def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any], deployment: Deployment) -> str:
     """Create in moto what the CDK stack creates in AWS, and return the state machine's ARN."""
     s3 = boto3.client("s3", region_name=REGION)
     for bucket in mirror.buckets:
@@ -273,8 +296,11 @@ def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any
     mirror.restore(s3)
     boto3.client("sns", region_name=REGION).create_topic(Name=ALERT_TOPIC)
     secrets = boto3.client("secretsmanager", region_name=REGION)
-    secrets.create_secret(Name=TOTESYS_SECRET, SecretString=json.dumps(source))
-    secrets.create_secret(Name=WAREHOUSE_SECRET, SecretString=json.dumps(warehouse))
+    # The secrets are created under the names the functions are configured with (cdk.json's context).
+    secrets.create_secret(Name=deployment.functions["extract"].environment["TOTESYS_SECRET_ID"],
+                          SecretString=json.dumps(source))  # fmt: skip
+    secrets.create_secret(Name=deployment.functions["load"].environment["WAREHOUSE_SECRET_ID"],
+                          SecretString=json.dumps(warehouse))  # fmt: skip
     role = boto3.client("iam", region_name=REGION).create_role(
         RoleName="totesys-local", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []})
     )["Role"]["Arn"]
@@ -294,13 +320,13 @@ def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any
         arns[placeholder] = created["FunctionArn"]
     used = {name: arn for name, arn in arns.items() if name in definition.placeholders()}
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    return sfn.create_state_machine(name="totesys-etl", definition=definition.render(used), roleArn=role)[
-        "stateMachineArn"
-    ]
+    created = sfn.create_state_machine(name=deployment.state_machine_name, definition=definition.render(used),
+                                       roleArn=role)  # fmt: skip
+    return created["stateMachineArn"]
 
 
 def _alerts() -> list[tuple[str, str]]:
     from moto.sns.models import sns_backends
 
-    topic = sns_backends["123456789012"][REGION].topics[os.environ["ALERT_TOPIC_ARN"]]
+    topic = sns_backends[ACCOUNT][REGION].topics[topic_arn()]
     return [(subject or "", message) for _, message, subject, _, _ in topic.sent_notifications]

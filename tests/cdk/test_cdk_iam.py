@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from lambdas.common.lake import reconcile_snapshot_key
+from lambdas.common.lake import lease_key, reconcile_snapshot_key
 from lambdas.common.tables import FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
-from lambdas.lease.lease import LEASE_KEY
 from tests.cdk.support import Synthesized, as_list, bucket_references, object_patterns, rendered
 
 GET, GET_PUT = {"s3:GetObject"}, {"s3:GetObject", "s3:PutObject"}
@@ -81,9 +80,9 @@ def test_s3_access_is_exactly_the_handlers_keys_and_actions(synthesized: Synthes
     # report: no data access at all.
     assert bucket_references(statements["report"]) == set()
     # lease: its one object in the ingestion bucket, nothing else.
-    assert LEASE_KEY == "_state/run-lease.json"
+    assert lease_key() == "_state/run-lease.json"
     assert bucket_references(statements["lease"]) == {ingestion}
-    assert object_patterns(statements["lease"], ingestion) == {**LIST, LEASE_KEY: GET_PUT_DELETE}
+    assert object_patterns(statements["lease"], ingestion) == {**LIST, lease_key(): GET_PUT_DELETE}
 
 
 def test_s3_list_is_only_listbucket_on_bucket_arns_and_only_the_lease_deletes_its_key(
@@ -108,7 +107,7 @@ def test_s3_list_is_only_listbucket_on_bucket_arns_and_only_the_lease_deletes_it
                 assert "Condition" not in statement, statement
             if any(a.startswith("s3:Delete") for a in s3_actions):
                 assert statement in lease_statements, statement
-                assert resources == {f"<ref:{buckets['ingestion']}.Arn>/{LEASE_KEY}"}, statement
+                assert resources == {f"<ref:{buckets['ingestion']}.Arn>/{lease_key()}"}, statement
 
 
 def test_lease_role_statements_are_exactly_these(synthesized: Synthesized, variant: Synthesized) -> None:
