@@ -252,6 +252,7 @@ def local_pipeline(
         stack.enter_context(mock.patch.dict(process, sandbox.RUNTIME_ENVIRONMENT))
         stack.enter_context(mock.patch.object(os, "environ", sandbox.FunctionEnviron(process)))
         stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+        stack.enter_context(mirror.write_through())
         stack.enter_context(mock.patch.object(BaseClient, "_make_api_call", sandbox.guarded(BaseClient._make_api_call)))
         stack.enter_context(_quiet_moto())
         loaded = _load_handlers(stack, log_stream, deployment, process)
