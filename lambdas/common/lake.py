@@ -75,7 +75,8 @@ def reconcile_prefix(table: str) -> str:
 
 
 def reconcile_snapshot_key(table: str, seq: int) -> str:
-    """A reconciliation's checkpoint of the latest rows it compared, new per reconciliation (its head names it)."""
+    """A reconciliation's ledger (key, row hash, last_updated of each key's latest version), new per
+    reconciliation; its checkpoint `_state/reconcile/<table>.json` names it."""
     return f"{reconcile_prefix(table)}{seq:010d}-{new_id()}.parquet"
 
 

@@ -26,10 +26,9 @@ from lambdas.common.errors import PipelineError, StateError
 from lambdas.common.events import SUCCEEDED, WATERMARK
 from lambdas.common.lake import RECONCILE_STAGE, BatchLog, Head, ReaderState, Reading, concat, reconcile_snapshot_key
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
-from lambdas.extract.reconcile import DEFAULT_RANGE_SIZE, reconcile
+from lambdas.extract.reconcile import DEFAULT_RANGE_SIZE, latest_entries, ledger, reconcile_ledger
 from lambdas.extract.source import arrow_schema, changed_rows, count_keys, snapshot, source_clock, table_columns
 from lambdas.extract.watermark import TS, Watermark, advance, drop_seen, version_keys
-from lambdas.transform.columns import keep_last
 
 STAGE = "extract"
 
@@ -158,23 +157,26 @@ def extract_table(
                          watermark.to_state()["watermark"], repair)  # fmt: skip
 
 
-def _checkpoint(log: BatchLog) -> tuple[ReaderState, Reading, pa.Table | None]:
-    """What the last reconciliation of this table saw (latest version per key, deletions left out) and the
-    batches since. The checkpoint only saves reading the whole log: one that is missing, unreadable or from
-    an older epoch is ignored, and the log itself, checked from its base, is read instead."""
+def _checkpoint(log: BatchLog, signature: list[list[str]]) -> tuple[ReaderState, Reading, pa.Table | None]:
+    """The ledger of the last reconciliation of this table (key, row hash and last_updated of the latest version
+    of each key, deletions left out) and the batches since. It only saves hashing the whole log: a checkpoint that
+    is missing, unreadable, from an older epoch or from other source columns is ignored, and the log itself,
+    checked from its base, is read instead."""
     state = ReaderState(log.bucket, RECONCILE_STAGE, log.table)
     saved = state.read() or {}
+    if saved.get("columns") != signature:
+        saved = {}
     try:
         reading = log.follow(saved.get("cursor"))
     except StateError:
         if saved.get("cursor") is None:
             raise
         saved, reading = {}, log.follow(None)
-    snapshot_key = saved.get("snapshot")
-    if reading.restarted or not isinstance(snapshot_key, str):
+    ledger_key = saved.get("ledger")
+    if reading.restarted or not isinstance(ledger_key, str):
         return state, (log.follow(None) if reading.restarted else reading), None
     try:
-        return state, reading, log.bucket.get_parquet(snapshot_key)
+        return state, reading, log.bucket.get_parquet(ledger_key)
     except (ClientError, pa.ArrowException, OSError):
         return state, log.follow(None), None
 
@@ -190,27 +192,30 @@ def reconcile_table(
 
     The differing rows (changed without `last_updated` moving, missing, from lost state) are written with the
     window's rows as one new batch, so they go through transform and load like any other version. Keys deleted
-    upstream are reported, and left out of the checkpoint so each is reported once.
+    upstream are reported, and left out of the checkpoint so each is reported once. Memory stays small: the lake
+    side is a ledger of 24 bytes a key, and rows are hashed part by part.
     """
     table = require_source_table(log.table)
     primary_key = PRIMARY_KEYS[table]
     identity = database_identity(con)
     head, previous = checked_head(log, identity)
     log.check_not_behind(head)
-    checkpoint, reading, taken = _checkpoint(log)
-    lake = concat([t for t in (taken, *(p for b in reading.batches for p in log.read(b))) if t is not None])
     since = previous.window_start(lookback)
     with snapshot(con):
         clock = source_clock(con)
         check_watermark(log, previous, clock)
         columns = table_columns(con, table)
+        signature = [[c.name, c.pg_type] for c in columns]
+        checkpoint, reading, taken = _checkpoint(log, signature)
+        entries = [taken] if taken is not None else []
+        entries += [ledger(part, columns, primary_key) for b in reading.batches for part in log.read(b)]
         with changed_rows(con, table, columns, since) as batches:
             window = pa.Table.from_batches(list(batches), schema=arrow_schema(columns))
         newest = pc.max(window["last_updated"]).as_py() if window.num_rows else None
         check_window(log, previous, newest, lambda found: count_keys(con, table, primary_key, found))
         new = drop_seen(window, primary_key, previous.seen)
-        taken_now = concat([t for t in (lake, new) if t is not None]) or arrow_schema(columns).empty_table()
-        found = reconcile(con, table, columns, primary_key, taken_now, range_size=range_size)
+        taken_now = latest_entries([*entries, ledger(new, columns, primary_key)])
+        found = reconcile_ledger(con, table, columns, primary_key, taken_now, range_size=range_size)
     rows = concat([new, found.drift.rows])
     meta = {"since": since.isoformat() if since else None, RECONCILE_STAGE: found.result.as_dict()}
     batch = log.write(head, [rows] if rows is not None else [], meta)
@@ -218,11 +223,10 @@ def reconcile_table(
     if batch is not None:
         head = log.commit(head, batch, {"source": identity, **watermark.to_state(),
                                         "lookback_seconds": lookback.total_seconds()})  # fmt: skip
-    latest = keep_last(concat([t for t in (taken_now, found.drift.rows) if t.num_rows]) or taken_now, primary_key)
-    deleted = pc.cast(found.drift.deleted_keys, latest.schema.field(primary_key).type)
-    latest = latest.filter(pc.invert(pc.is_in(latest[primary_key], value_set=deleted)))
+    latest = latest_entries([taken_now, ledger(found.drift.rows, columns, primary_key)])
+    latest = latest.filter(pc.invert(pc.is_in(latest["key"], value_set=found.drift.deleted_keys)))
     key = reconcile_snapshot_key(table, head.seq)
     log.bucket.put_parquet(key, latest)
-    checkpoint.commit({"cursor": head.cursor(), "snapshot": key})
+    checkpoint.commit({"cursor": head.cursor(), "ledger": key, "columns": signature})
     return ExtractResult(table, batch.rows if batch else 0, batch.seq if batch else None,
                          watermark.to_state()["watermark"], reconciled=found.result.as_dict())  # fmt: skip

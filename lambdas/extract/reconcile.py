@@ -273,36 +273,71 @@ def _row_text(rows: pa.Table, columns: list[Column]) -> pa.Array:
     return pc.binary_join_element_wise(*fields, "", ",")
 
 
-def row_hashes(rows: pa.Table, columns: list[Column]) -> pa.Array:
-    """Each row's 60-bit hash (int64), the same number the source computes for the same row."""
+def row_hashes(rows: pa.Table, columns: list[Column], *, chunk_rows: int = 65_536) -> pa.Array:
+    """Each row's 60-bit hash (int64), the same number the source computes for the same row.
+
+    In slices, so the canonical texts of a million rows never sit in memory at once."""
     if rows.num_rows == 0:
         return pa.array([], pa.int64())
     md5 = hashlib.md5
-    # The first 8 bytes of each digest, reversed, laid end to end: a little-endian uint64 buffer whose
-    # values are the digests' first 64 bits read big-endian, as SQL's ('x' || hex)::bit reads them.
-    texts = pc.cast(_row_text(rows, columns), pa.binary()).to_pylist()  # bytes: UTF-8, no decoding
-    heads = b"".join([md5(text).digest()[7::-1] for text in texts])
-    first64 = pa.Array.from_buffers(pa.uint64(), len(texts), [None, pa.py_buffer(heads)])
-    return pc.cast(pc.shift_right(first64, pa.scalar(64 - _HASH_BITS, pa.uint64())), pa.int64())
+    hashed = []
+    for start in range(0, rows.num_rows, chunk_rows):
+        piece = rows.slice(start, chunk_rows)
+        # The first 8 bytes of each digest, reversed, laid end to end: a little-endian uint64 buffer whose
+        # values are the digests' first 64 bits read big-endian, as SQL's ('x' || hex)::bit reads them.
+        texts = pc.cast(_row_text(piece, columns), pa.binary()).to_pylist()  # bytes: UTF-8, no decoding
+        heads = b"".join([md5(text).digest()[7::-1] for text in texts])
+        first64 = pa.Array.from_buffers(pa.uint64(), len(texts), [None, pa.py_buffer(heads)])
+        hashed.append(pc.cast(pc.shift_right(first64, pa.scalar(64 - _HASH_BITS, pa.uint64())), pa.int64()))
+    return pa.concat_arrays(hashed)
 
 
 def _ranges(keys: pa.Array | pa.ChunkedArray, range_size: int) -> pa.Array | pa.ChunkedArray:
     return pc.divide(pc.cast(keys, pa.int64()), pa.scalar(range_size, pa.int64()))
 
 
-def lake_digests(
-    lake_rows: pa.Table, columns: list[Column], primary_key: str, range_size: int
-) -> dict[int, RangeDigest]:
-    """The same digests as `source_digests`, from the lake's rows (every version; the last one of a key counts)."""
+LEDGER_SCHEMA = pa.schema([("key", pa.int64()), ("hash", pa.int64()), ("stamp", pa.timestamp("us"))])
+
+
+def ledger(rows: pa.Table, columns: list[Column], primary_key: str) -> pa.Table:
+    """What the lake has taken, small: (key, row hash, last_updated) of each row, in the rows' order.
+
+    A reconciliation keeps the ledger of the latest version of every key instead of the rows themselves: 24
+    bytes a row, so comparing a table never holds the table, and the next one hashes only the rows since."""
+    if rows.num_rows == 0:
+        return LEDGER_SCHEMA.empty_table()
+    rows = _conform(rows, columns)
+    return pa.table(
+        {
+            "key": pc.cast(rows[primary_key], pa.int64()),
+            "hash": row_hashes(rows, columns),
+            "stamp": pc.cast(rows[WATERMARK_COLUMN], pa.timestamp("us")),
+        },
+        schema=LEDGER_SCHEMA,
+    )
+
+
+def latest_entries(ledgers: Iterable[pa.Table]) -> pa.Table:
+    """The last entry of each key over ledgers given oldest first (later versions win)."""
+    collected = [t for t in ledgers if t.num_rows]
+    if not collected:
+        return LEDGER_SCHEMA.empty_table()
+    combined = pa.concat_tables(collected)
+    if pc.count_distinct(combined["key"]).as_py() != combined.num_rows:
+        combined = keep_last(combined, "key")
+    return combined
+
+
+def ledger_digests(entries: pa.Table, range_size: int) -> dict[int, RangeDigest]:
+    """The same digests as `source_digests`, from a ledger with one entry per key."""
     _check_range_size(range_size)
-    latest = _latest(lake_rows, columns, primary_key)
-    if latest.num_rows == 0:
+    if entries.num_rows == 0:
         return {}
-    hashes = row_hashes(latest, columns)
+    hashes = entries["hash"]
     grouped = (
         pa.table(
             {
-                "range": _ranges(latest[primary_key], range_size),
+                "range": _ranges(entries["key"], range_size),
                 "high": pc.shift_right(hashes, _HALF_BITS),
                 "low": pc.bit_wise_and(hashes, _HALF_MASK),
             }
@@ -322,6 +357,14 @@ def lake_digests(
     }
 
 
+def lake_digests(
+    lake_rows: pa.Table, columns: list[Column], primary_key: str, range_size: int
+) -> dict[int, RangeDigest]:
+    """The same digests as `source_digests`, from the lake's rows (every version; the last one of a key counts)."""
+    _check_range_size(range_size)
+    return ledger_digests(ledger(_latest(lake_rows, columns, primary_key), columns, primary_key), range_size)
+
+
 # --- comparing ----------------------------------------------------------------------------------------------
 
 
@@ -338,20 +381,38 @@ def diff(
     ranges: Iterable[int],
     range_size: int,
 ) -> Drift:
-    """The source rows the lake lacks or holds otherwise, and the lake's keys the source no longer has.
+    """The source rows the lake lacks or holds otherwise, and the lake's keys the source no longer has."""
+    entries = ledger(_latest(lake_rows, columns, primary_key), columns, primary_key)
+    return diff_ledger(source, entries, columns, primary_key, ranges, range_size)
 
-    `source` holds the source's rows in `ranges` (source_rows); the lake's rows outside those ranges are not
+
+def diff_ledger(
+    source: pa.Table,
+    entries: pa.Table,
+    columns: list[Column],
+    primary_key: str,
+    ranges: Iterable[int],
+    range_size: int,
+) -> Drift:
+    """The source rows the ledger lacks or holds otherwise, and the ledger's keys the source no longer has.
+
+    `source` holds the source's rows in `ranges` (source_rows); the ledger's keys outside those ranges are not
     looked at, so keys the source never re-read are not mistaken for deleted ones.
     """
     if WATERMARK_COLUMN not in {c.name for c in columns}:
         raise PipelineError(f"column {WATERMARK_COLUMN!r} is missing, so versions cannot be told apart")
     wanted = pa.array(sorted(set(ranges)), pa.int64())
-    latest = _latest(lake_rows, columns, primary_key)
-    latest = latest.filter(pc.is_in(_ranges(latest[primary_key], range_size), value_set=wanted))
+    entries = entries.filter(pc.is_in(_ranges(entries["key"], range_size), value_set=wanted))
     source = _conform(source, columns)
-    ours = _versions(source, columns, primary_key, "source")
-    theirs = _versions(latest, columns, primary_key, "lake")
-    ours = ours.append_column("row", pa.array(range(source.num_rows), pa.int64()))
+    ours = pa.table(
+        {
+            "key": pc.cast(source[primary_key], pa.int64()),
+            "source_hash": row_hashes(source, columns),
+            "source_stamp": pc.cast(source[WATERMARK_COLUMN], pa.timestamp("us")),
+            "row": pa.array(range(source.num_rows), pa.int64()),
+        }
+    )
+    theirs = entries.rename_columns(["key", "lake_hash", "lake_stamp"])
     joined = ours.join(theirs, "key", join_type="left outer", use_threads=False).sort_by("row")
     absent = pc.is_null(joined["lake_hash"])
     different = pc.fill_null(pc.not_equal(joined["source_hash"], joined["lake_hash"]), False)
@@ -363,17 +424,6 @@ def diff(
         changed=pc.sum(different).as_py() or 0,
         missing=pc.sum(absent).as_py() or 0,
         quiet_keys=_sorted(pc.filter(joined["key"], quiet)),
-    )
-
-
-def _versions(rows: pa.Table, columns: list[Column], primary_key: str, side: str) -> pa.Table:
-    """Key, row hash and last_updated of each row, the latter two named for their side."""
-    return pa.table(
-        {
-            "key": pc.cast(rows[primary_key], pa.int64()),
-            f"{side}_hash": row_hashes(rows, columns),
-            f"{side}_stamp": rows[WATERMARK_COLUMN],
-        }
     )
 
 
@@ -392,11 +442,25 @@ def reconcile(
     range_size: int = DEFAULT_RANGE_SIZE,
 ) -> Reconciliation:
     """One table end to end: digests on both sides, the differing ranges re-read, and what differs in them."""
+    entries = ledger(_latest(lake_rows, columns, primary_key), columns, primary_key)
+    return reconcile_ledger(con, table, columns, primary_key, entries, range_size=range_size)
+
+
+def reconcile_ledger(
+    con: pg8000.native.Connection,
+    table: str,
+    columns: list[Column],
+    primary_key: str,
+    entries: pa.Table,
+    *,
+    range_size: int = DEFAULT_RANGE_SIZE,
+) -> Reconciliation:
+    """`reconcile` against a ledger with one entry per key (what the extract keeps between reconciliations)."""
     source = source_digests(con, table, columns, primary_key, range_size)
-    lake = lake_digests(lake_rows, columns, primary_key, range_size)
+    lake = ledger_digests(entries, range_size)
     ranges = differing_ranges(source, lake)
     reread = source_rows(con, table, columns, primary_key, ranges, range_size)
-    drift = diff(reread, lake_rows, columns, primary_key, ranges, range_size)
+    drift = diff_ledger(reread, entries, columns, primary_key, ranges, range_size)
     result = ReconcileResult(
         table=table,
         ranges_compared=len(source.keys() | lake.keys()),
