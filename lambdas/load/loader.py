@@ -24,8 +24,9 @@ from lambdas.common.events import NEWEST_LOADED, SUCCEEDED
 from lambdas.common.lake import BatchLog, Bucket, ReaderState
 from lambdas.common.tables import FACTS, TRANSFORM_INPUTS, require_warehouse_table
 from lambdas.load import held
+from lambdas.load import warehouse as merging
 from lambdas.load.schema import ensure_schema
-from lambdas.load.warehouse import MergeCounts, merge_batch, newest_loaded_change
+from lambdas.load.warehouse import MergeCounts, lock_referenced, merge_batch, newest_loaded_change
 
 STAGE = "load"
 TRANSFORM_STAGE = "transform"
@@ -92,6 +93,11 @@ def load_table(
     counts = MergeCounts()
     con.run("START TRANSACTION")
     try:
+        if (
+            table in FACTS
+            and sum(b.rows for b in batches) + (previous.num_rows if previous else 0) >= merging.BULK_ROWS
+        ):
+            lock_referenced(con, table)  # before anything reads the dimensions: see lock_referenced
         if previous is not None:
             counts += merge_batch(con, table, [held.as_staged(previous)], hold=holding)
         for batch in batches:
