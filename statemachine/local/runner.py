@@ -127,7 +127,7 @@ class Dispatcher:
         invocation = Invocation(
             execution_id=str(payload.get("execution_id", "")),
             stage=STAGE_OF.get(name, name),
-            table=str(payload.get("table", "")),
+            table=str(payload.get("table") or payload.get("action") or ""),  # lease and report: what they were asked
             started=started,
             seconds=time.monotonic() - started,
             ok=ok,
