@@ -205,6 +205,8 @@ def _chunks(buffer: io.BytesIO, size: int = 1 << 20) -> Iterator[memoryview]:
 
 
 def _reference(server: postgres.EmbeddedServer) -> list[CopyFigures]:
+    _drop_database(server.admin, SCRATCH_DB)  # measured twice (before and after the runs): empty tables each time
+    postgres.ensure_database(server.admin, SCRATCH_DB)
     source, scratch = connect(server.credentials(SOURCE_DB)), connect(server.credentials(SCRATCH_DB))
     try:
         sample_data.create_schema(scratch)
@@ -284,6 +286,25 @@ def _pipeline_run(
     return figures
 
 
+# The tables a no-change run must not scan: the largest of totesys, and the ones without an index on last_updated
+# that a window would read by a sequential scan.
+BIG_TABLES = ("sales_order", "transaction", "payment", "purchase_order")
+
+
+def _rows_scanned(server: postgres.EmbeddedServer) -> dict[str, int]:
+    """Rows read so far by sequential scans of the big source tables, by the server's own statistics."""
+    con = connect(server.credentials(SOURCE_DB))
+    try:
+        con.run("SELECT pg_stat_clear_snapshot()")
+        rows = con.run(
+            "SELECT relname, seq_tup_read FROM pg_stat_user_tables WHERE relname = ANY(:tables)",
+            tables=list(BIG_TABLES),
+        )
+        return {name: int(n) for name, n in rows}
+    finally:
+        con.close()
+
+
 def _change_one_percent(server: postgres.EmbeddedServer) -> int:
     con = connect(server.credentials(SOURCE_DB))
     try:
@@ -332,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         reference = _reference(server)
 
         runs: list[report.RunFigures] = []
+        scanned: dict[str, int] = {}  # rows the no-change runs read by sequential scans of the big source tables
         profiled: dict[str, list[cProfile.Profile]] = {}
         changed = 0
         with MemoryProbe(trace_python=args.tracemalloc) as probe:
@@ -345,13 +367,20 @@ def main(argv: list[str] | None = None) -> int:
                     _say(f"Changed {changed:,} sales orders (1%).")
                 profile = args.profile if key == args.profile_run else ()
                 instruments = Instruments(probe, serial=serial, profile=profile)
+                before = _rows_scanned(server) if key.startswith("no-change") else {}
                 runs.append(_pipeline_run(key, label, serial, server, lake, instruments))
+                if before:
+                    after = _rows_scanned(server)
+                    for table, rows in after.items():
+                        scanned[table] = scanned.get(table, 0) + rows - before[table]
                 profiled.update(instruments.profiles)
                 if not runs[-1].succeeded:
                     _say("Stopping here: the next runs would redo the failed work rather than measure their own.")
                     break
         for stage, profiles in profiled.items():
             _print_profile(profiles, stage, args.profile_run)
+        _say("Reference again, after the runs …")
+        reference_after = _reference(server)
 
         results = report.Results(
             config={
@@ -360,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tracemalloc": args.tracemalloc,
                 "profile": ", ".join(args.profile),
                 "changed_rows": changed,
+                **({"no_change_rows_scanned": scanned} if scanned else {}),
                 **reconciled,
             },
             machine=_machine(server),
@@ -368,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             runs=runs,
             cold_rss=cold_rss(REPO),
             memory_baseline=baseline,
+            reference_after=reference_after,
         )
         _say("")
         _say(results.text())
