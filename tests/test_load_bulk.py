@@ -9,7 +9,7 @@ import pg8000.native
 import pyarrow as pa
 import pytest
 
-from lambdas.load import warehouse
+from lambdas.load import held, warehouse
 from tests.conftest import Databases
 from tests.test_warehouse_contract import catalogue
 
@@ -29,6 +29,10 @@ def test_the_bulk_path_loads_exactly_the_same_warehouse_and_leaves_the_constrain
         assert con.run("SELECT bool_and(convalidated), count(*) FROM pg_constraint WHERE contype = 'f'") == [[True, 24]]
     finally:
         con.close()
+
+
+def primary_key_index(con: pg8000.native.Connection) -> int:
+    return con.run("SELECT to_regclass('fact_sales_order_pkey')::oid")[0][0]
 
 
 def bad_sale(staff_id: int) -> pa.Table:
@@ -71,5 +75,69 @@ def test_a_bulk_batch_that_breaks_a_foreign_key_fails_and_leaves_table_and_const
         counts = warehouse.merge_batch(con, "fact_sales_order", [bad_sale(staff_id=1)], bulk_rows=1)
         con.run("COMMIT")
         assert counts.written == 1 and catalogue(con) == before
+    finally:
+        con.close()
+
+
+def test_into_an_empty_fact_a_bulk_batch_with_a_missing_dimension_row_holds_that_row_and_loads_the_rest(
+    awkward: Databases,
+) -> None:
+    assert awkward.run().succeeded
+    con = awkward.warehouse_con()
+    try:
+        con.run("TRUNCATE fact_sales_order")
+        before = catalogue(con)
+        holding = held.Holding("fact_sales_order")
+        con.run("START TRANSACTION")
+        batch = pa.concat_tables(
+            [bad_sale(staff_id=1), bad_sale(staff_id=4242).set_column(0, "sales_order_id", pa.array([98], pa.int32()))]
+        )
+        counts = warehouse.merge_batch(con, "fact_sales_order", [batch], bulk_rows=1, hold=holding)
+        kept = holding.collect(con)
+        con.run("COMMIT")
+        assert counts.written == 1 and holding.rows == 1
+        assert kept is not None and kept["sales_order_id"].to_pylist() == [98]
+        assert con.run("SELECT sales_order_id, sales_staff_id FROM fact_sales_order") == [[99, 1]]
+        assert catalogue(con) == before
+    finally:
+        con.close()
+
+
+def test_into_an_empty_fact_a_bulk_batch_with_a_version_twice_loads_it_once(awkward: Databases) -> None:
+    assert awkward.run().succeeded
+    con = awkward.warehouse_con()
+    try:
+        con.run("TRUNCATE fact_sales_order")
+        before, index = catalogue(con), primary_key_index(con)
+        con.run("START TRANSACTION")
+        twice = pa.concat_tables([bad_sale(staff_id=1), bad_sale(staff_id=2)])  # same version key, other content
+        counts = warehouse.merge_batch(con, "fact_sales_order", [twice], bulk_rows=1)
+        con.run("COMMIT")
+        assert counts.written == 1
+        assert con.run("SELECT sales_order_id, sales_staff_id FROM fact_sales_order") == [[99, 1]]  # the first wins
+        assert catalogue(con) == before and primary_key_index(con) == index  # the exact path took over
+    finally:
+        con.close()
+
+
+def test_into_an_empty_fact_the_bulk_batch_gives_the_rows_the_exact_path_gives(awkward: Databases) -> None:
+    assert awkward.run().succeeded
+    con = awkward.warehouse_con()
+    try:
+        columns = bad_sale(1).column_names
+        everything = f"SELECT {', '.join(columns)} FROM fact_sales_order ORDER BY {', '.join(columns)}"
+        exact = con.run(everything)
+        rows = pa.Table.from_pylist([dict(zip(columns, r, strict=True)) for r in exact], schema=bad_sale(1).schema)
+        con.run("TRUNCATE fact_sales_order")
+        before, index = catalogue(con), primary_key_index(con)
+        con.run("START TRANSACTION")
+        counts = warehouse.merge_batch(
+            con, "fact_sales_order", [rows], bulk_rows=1, hold=held.Holding("fact_sales_order")
+        )
+        con.run("COMMIT")
+        again = con.run(everything)
+        assert counts.written == len(exact) > 0 and again == exact
+        assert catalogue(con) == before
+        assert primary_key_index(con) != index  # built after the insert: the bulk path, not the exact one, ran
     finally:
         con.close()

@@ -135,8 +135,90 @@ def foreign_keys_checked_once(con: pg8000.native.Connection, table: str) -> Iter
         con.run(f"ALTER TABLE {target} ADD CONSTRAINT {identifier(name)} {definition}")
 
 
+def _constraints(con: pg8000.native.Connection, table: str, kinds: str) -> list[tuple[str, str]]:
+    """(name, definition) of the table's constraints of these kinds (p, u, f), keys before foreign keys."""
+    rows = con.run(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint "
+        "WHERE conrelid = to_regclass(quote_ident(:t)) AND contype::text = ANY(:kinds) "
+        "ORDER BY CASE contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 ELSE 2 END, conname",
+        t=table,
+        kinds=list(kinds),
+    )
+    return [(name, definition) for name, definition in rows]
+
+
+def _is_empty_fact(con: pg8000.native.Connection, table: str) -> bool:
+    return table in FACTS and not con.run(f"SELECT EXISTS (SELECT FROM {identifier(table)})")[0][0]  # noqa: S608 - contract name quoted by identifier()
+
+
+# A staged row that breaks the rebuilt version key or a foreign key: the fast path gives way to the exact one.
+_FALL_BACK_SQLSTATES = ("23505", "23503")
+_SAVEPOINT = "totesys_bulk_into_empty"
+
+
+def insert_into_empty_fact(con: pg8000.native.Connection, table: str, column_list: str, stage: str) -> int | None:
+    """Insert a large batch into an empty fact table as a bulk load: indexes and constraints built once, after.
+
+    Into an empty table, INSERT ... ON CONFLICT costs twice a plain INSERT (a speculative probe per row and
+    per index), and every index grows row by row; building the primary key and the version key after the
+    insert sorts once, and the foreign keys are validated with one join each. So, under a savepoint and with
+    the referenced tables locked (lock_referenced), the constraints are dropped, the staged rows inserted and
+    the same constraints (name and definition from the catalogue) added back, which checks every row.
+
+    The constraints are also the check: a staged version twice (UNIQUE) or a row whose dimension row is not
+    in the warehouse yet (FOREIGN KEY) fails the rebuild, the savepoint is rolled back, and None tells the
+    caller to take the exact path (held rows, ON CONFLICT) instead; so the result is always the exact path's.
+    """
+    rebuilt = _constraints(con, table, "puf")
+    target = identifier(table)
+    lock_referenced(con, table)
+    con.run(f"SAVEPOINT {_SAVEPOINT}")
+    try:
+        for name, _ in reversed(rebuilt):
+            con.run(f"ALTER TABLE {target} DROP CONSTRAINT {identifier(name)}")
+        con.run(f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {stage}")  # noqa: S608 - contract names quoted by identifier()
+        written = con.row_count
+        for name, definition in rebuilt:  # DDL text from the catalogue itself, not from any input
+            con.run(f"ALTER TABLE {target} ADD CONSTRAINT {identifier(name)} {definition}")
+    except pg8000.native.DatabaseError as error:
+        details = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+        if details.get("C") not in _FALL_BACK_SQLSTATES:
+            raise
+        con.run(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        return None
+    con.run(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+    return written
+
+
 # Called after staging, before the insert, with the staging table's identifier: may take rows out of it.
 StagedHook = Callable[[pg8000.native.Connection, str], int]
+
+
+def _merge(
+    con: pg8000.native.Connection, table: str, columns: list[str], column_list: str, stage: str, *, bulk: bool
+) -> int:
+    """The staged rows into the table: facts and days inserted once per version, dimension rows upserted."""
+    target = identifier(table)
+    if table in INSERT_ONLY:
+        insert = f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {stage} ON CONFLICT DO NOTHING"  # noqa: S608 - contract names quoted by identifier()
+        if not bulk:
+            con.run(insert)
+            return con.row_count
+        with foreign_keys_checked_once(con, table):
+            con.run(insert)
+            written = con.row_count
+        return written
+    keys = primary_key(con, table)
+    others = [c for c in columns if c not in keys]
+    updates = ", ".join(f"{identifier(c)} = EXCLUDED.{identifier(c)}" for c in others)
+    current = ", ".join(f"{target}.{identifier(c)}" for c in others)
+    incoming = ", ".join(f"EXCLUDED.{identifier(c)}" for c in others)
+    con.run(
+        f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {stage} "  # noqa: S608 - contract names quoted by identifier()
+        f"ON CONFLICT ({', '.join(identifier(k) for k in keys)}) DO UPDATE SET {updates} "
+        f"WHERE ROW({current}) IS DISTINCT FROM ROW({incoming})"
+    )
+    return con.row_count
 
 
 def merge_batch(
@@ -174,30 +256,12 @@ def merge_batch(
         counts.staged += part.num_rows
     if columns is None:
         return counts
-    if hold is not None:
-        hold(con, stage)
-    target = identifier(table)
-    if table in INSERT_ONLY:
-        insert = f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {stage} ON CONFLICT DO NOTHING"  # noqa: S608 - contract names quoted by identifier()
-        if counts.staged >= (BULK_ROWS if bulk_rows is None else bulk_rows):
-            with foreign_keys_checked_once(con, table):
-                con.run(insert)
-                written = con.row_count
-        else:
-            con.run(insert)
-            written = con.row_count
-    else:
-        keys = primary_key(con, table)
-        others = [c for c in columns if c not in keys]
-        updates = ", ".join(f"{identifier(c)} = EXCLUDED.{identifier(c)}" for c in others)
-        current = ", ".join(f"{target}.{identifier(c)}" for c in others)
-        incoming = ", ".join(f"EXCLUDED.{identifier(c)}" for c in others)
-        con.run(
-            f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {stage} "  # noqa: S608 - contract names quoted by identifier()
-            f"ON CONFLICT ({', '.join(identifier(k) for k in keys)}) DO UPDATE SET {updates} "
-            f"WHERE ROW({current}) IS DISTINCT FROM ROW({incoming})"
-        )
-        written = con.row_count
+    bulk = counts.staged >= (BULK_ROWS if bulk_rows is None else bulk_rows)
+    written = insert_into_empty_fact(con, table, column_list, stage) if bulk and _is_empty_fact(con, table) else None
+    if written is None:
+        if hold is not None:
+            hold(con, stage)
+        written = _merge(con, table, columns, column_list, stage, bulk=bulk)
     counts.written += written
     if "last_updated_date" in columns:
         counts.newest_change = con.run(f"SELECT max(last_updated_date + last_updated_time) FROM {stage}")[0][0]  # noqa: S608 - stage: a name quoted by identifier()
