@@ -26,7 +26,7 @@ from lambdas.common.tables import FACTS, TRANSFORM_INPUTS, require_warehouse_tab
 from lambdas.load import held
 from lambdas.load import warehouse as merging
 from lambdas.load.schema import ensure_schema
-from lambdas.load.warehouse import MergeCounts, lock_referenced, merge_batch, newest_loaded_change
+from lambdas.load.warehouse import MergeCounts, merge_batch, newest_loaded_change
 
 STAGE = "load"
 TRANSFORM_STAGE = "transform"
@@ -91,17 +91,15 @@ def load_table(
         return LoadResult(table, 0, 0, 0, newest_loaded=newest_loaded_change(con, table))
     holding = held.Holding(table) if table in FACTS else None
     counts = MergeCounts()
+    # A large fact load locks the dimensions before anything reads them (see lock_referenced): after staging its
+    # first rows, which reads none, so that other fact loads keep the locks while this one copies its rows in.
+    bulk = table in FACTS and sum(b.rows for b in batches) + (previous.num_rows if previous else 0) >= merging.BULK_ROWS
     con.run("START TRANSACTION")
     try:
-        if (
-            table in FACTS
-            and sum(b.rows for b in batches) + (previous.num_rows if previous else 0) >= merging.BULK_ROWS
-        ):
-            lock_referenced(con, table)  # before anything reads the dimensions: see lock_referenced
         if previous is not None:
-            counts += merge_batch(con, table, [held.as_staged(previous)], hold=holding)
+            counts += merge_batch(con, table, [held.as_staged(previous)], hold=holding, lock_first=bulk)
         for batch in batches:
-            counts += merge_batch(con, table, source.read(batch), hold=holding)
+            counts += merge_batch(con, table, source.read(batch), hold=holding, lock_first=bulk)
         still_held = holding.collect(con) if holding is not None else None
         key = held.version_key(con, table) if holding is not None else []
         con.run("COMMIT")

@@ -228,11 +228,14 @@ def merge_batch(
     *,
     bulk_rows: int | None = None,
     hold: StagedHook | None = None,
+    lock_first: bool = False,
 ) -> MergeCounts:
     """Stage the parts of one batch and merge them; the caller owns the transaction.
 
     `hold` (for facts) moves staged rows whose references are not in the warehouse yet out of staging, so
-    that they neither fail the insert nor are lost (see lambdas/load/held.py).
+    that they neither fail the insert nor are lost (see lambdas/load/held.py). `lock_first` locks the
+    referenced tables after staging, before anything reads them (lock_referenced): a load that will drop its
+    foreign keys in this transaction must, before its first read of a dimension.
     """
     target_columns = table_columns(con, table)
     stage = identifier(f"stage_{table}")
@@ -256,6 +259,8 @@ def merge_batch(
         counts.staged += part.num_rows
     if columns is None:
         return counts
+    if lock_first:
+        lock_referenced(con, table)
     bulk = counts.staged >= (BULK_ROWS if bulk_rows is None else bulk_rows)
     written = insert_into_empty_fact(con, table, column_list, stage) if bulk and _is_empty_fact(con, table) else None
     if written is None:
