@@ -8,11 +8,12 @@ inputs; nothing downstream has seen it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
 from lambdas.common.errors import StateError
@@ -77,6 +78,12 @@ class NewInput:
     def table(self) -> pa.Table | None:
         return concat(self.parts())
 
+    def parts_newest_first(self) -> Iterator[pa.Table]:
+        """The parts in the reverse of the order they were written, one at a time."""
+        for batch in reversed(self.batches):
+            for key, rows in reversed(list(zip(batch.parts, batch.part_rows, strict=True))):
+                yield from self.log.read(replace(batch, parts=(key,), part_rows=(rows,)))
+
 
 def _own_head(log: BatchLog, *, repair: bool) -> Head:
     """The transform's head; a repair replaces one that cannot be believed with a new epoch read from scratch."""
@@ -114,12 +121,7 @@ def transform_table(ingestion: Bucket, processed: Bucket, table: str, *, repair:
         parts: Iterator[pa.Table] = map(FACT_BUILDERS[table], only.parts())
     elif table in COPIED_DIMENSIONS:
         (only,) = inputs.values()
-        built = COPIED_DIMENSIONS[table](keep_last(only.table(), PRIMARY_KEYS[only.source]))
-        if table == "dim_currency":
-            warnings = [
-                f"currency code {code!r} is not in ISO 4217; its name is the code" for code in unknown_codes(built)
-            ]
-        parts = iter([built])
+        parts = _copied(table, only, warnings)
     elif table in JOINED_DIMENSIONS:
         parts = iter([_joined_dimension(processed, log, seq, inputs, state, whole=whole)])
     else:
@@ -130,6 +132,30 @@ def transform_table(ingestion: Bucket, processed: Bucket, table: str, *, repair:
     log.commit(head, batch, {"cursors": {s: i.cursor for s, i in inputs.items()}, **state})
     return TransformResult(table, batch.rows if batch else 0, batch.seq if batch else None,
                            {s: i.rows for s, i in inputs.items()}, warnings)  # fmt: skip
+
+
+def _copied(table: str, only: NewInput, warnings: list[str]) -> Iterator[pa.Table]:
+    """A copied dimension, one part of the input at a time, so memory stays that of one part, not the table's.
+
+    A dimension holds the latest version of each key. Reading the parts newest first and keeping each key's
+    first appearance (the last row of a key within a part) gives the same rows as keeping the last version of
+    the whole input, and every key in at most one output part, as the load's upsert needs; only the keys
+    already written are remembered.
+    """
+    key = PRIMARY_KEYS[only.source]
+    written: pa.Array | None = None
+    for part in only.parts_newest_first():
+        latest = keep_last(part, key)
+        if written is not None:
+            latest = latest.filter(pc.invert(pc.is_in(latest[key], value_set=written)))
+        if latest.num_rows == 0:
+            continue
+        keys = latest[key].combine_chunks()
+        written = keys if written is None else pa.concat_arrays([written, keys])
+        built = COPIED_DIMENSIONS[table](latest)
+        if table == "dim_currency":
+            warnings += [f"currency code {c!r} is not in ISO 4217; its name is the code" for c in unknown_codes(built)]
+        yield built
 
 
 def _current(processed: Bucket, log: BatchLog, key: str) -> pa.Table:
