@@ -196,9 +196,12 @@ def _joined_dimension(
 
 def _dates(inputs: dict[str, NewInput], state: dict[str, Any], *, whole: bool) -> list[pa.Table]:
     """Grow the covered range of dim_date to the dates the new fact rows reference (all of it in a new epoch)."""
-    columns = [col for i in inputs.values() for part in i.parts() for col in facts.referenced_dates(part, i.source)]
+    # one part at a time: only each part's earliest and latest date is kept
+    spans = [dates.span(facts.referenced_dates(part, i.source)) for i in inputs.values() for part in i.parts()]
+    bounds = [bound for found in spans if found is not None for bound in found]
+    seen = (min(bounds), max(bounds)) if bounds else None
     known = state.get("date_range")
-    covered, added = dates.grow(tuple(date.fromisoformat(d) for d in known) if known else None, dates.span(columns))
+    covered, added = dates.grow(tuple(date.fromisoformat(d) for d in known) if known else None, seen)
     if covered is not None:
         state["date_range"] = [covered[0].isoformat(), covered[1].isoformat()]
     if whole and covered is not None:
