@@ -20,6 +20,7 @@ from urllib.parse import quote, urlencode
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi
 import pyarrow as pa
+from adbc_driver_manager._reader import AdbcRecordBatchReader
 
 from lambdas.common.db import (
     CA_BUNDLE_ENV,
@@ -41,7 +42,13 @@ _KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval"
 _BATCH_BYTES_OPTION = adbc_driver_postgresql.StatementOptions.BATCH_SIZE_HINT_BYTES.value
 # libpq's words for a certificate it does not trust, or one issued to another host.
 _UNTRUSTED = re.compile(r"certificate verify failed|does not match host name|root certificate file", re.IGNORECASE)
-_AUTHENTICATION_REFUSED = re.compile(r"authentication failed|no password supplied|no pg_hba\.conf entry")
+# libpq reports why the server refused a connection in words only: the SQLSTATE the server sent, by its words.
+_REFUSALS = (
+    (re.compile(r"password authentication failed|authentication failed for user"), "28P01"),
+    (re.compile(r"no password supplied|no pg_hba\.conf entry|role \".*\" does not exist"), "28000"),
+    (re.compile(r"database \".*\" does not exist"), "3D000"),
+    (re.compile(r"too many connections|remaining connection slots"), "53300"),
+)
 
 
 def _root_certificates(credentials: Mapping[str, object]) -> str:
@@ -90,9 +97,9 @@ def _errors(settings: ConnectionSettings, *, connecting: bool) -> Iterator[None]
     """ADBC's errors in db.connect's terms: what failed, in words, retried only when retrying can help."""
     try:
         yield
-    except adbc_driver_manager.Error as exc:
+    except (adbc_driver_manager.Error, pa.ArrowException, OSError) as exc:
         text = truncated(_redacted(str(exc), settings))
-        code = exc.sqlstate or ""
+        code = getattr(exc, "sqlstate", None) or ""
         if not connecting:
             if not code:
                 raise TransientError(f"totesys: bulk read: connection lost: {text}") from None
@@ -101,8 +108,7 @@ def _errors(settings: ConnectionSettings, *, connecting: bool) -> Iterator[None]
         if _UNTRUSTED.search(text):  # not transient: the same certificate will be refused again
             raise PipelineError(f"{place}: the server's certificate is not trusted ({text}); see sslmode and "
                                 f"{CA_BUNDLE_ENV}") from None  # fmt: skip
-        if _AUTHENTICATION_REFUSED.search(text) and not code:
-            code = "28P01"  # libpq reports a refused login in words only
+        code = code or next((state for words, state in _REFUSALS if words.search(text)), "")
         if not code:
             raise TransientError(f"{place}: {text}") from None
         raise classified(f"{place}: {text}", code) from None
@@ -128,14 +134,29 @@ def record_batches(
     with _errors(con.settings, connecting=True):
         reader = adbc_driver_postgresql.dbapi.connect(libpq_uri(con.settings), autocommit=True)
     try:
-        with _errors(con.settings, connecting=False), reader.cursor() as cursor:
-            cursor.execute("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")  # checked against _SNAPSHOT_ID above
-            local = {"statement_timeout": str(int(con.settings.statement_timeout * 1000)), **settings}
-            for name, value in local.items():
-                cursor.execute("SELECT set_config($1, $2, true)", (name, value))
-            cursor.adbc_statement.set_options(**{_BATCH_BYTES_OPTION: str(batch_bytes)})
-            cursor.execute(query)
-            yield iter(cursor.fetch_record_batch())
+        with reader.cursor() as cursor:
+            with _errors(con.settings, connecting=False):
+                cursor.execute("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")  # checked against _SNAPSHOT_ID above
+                local = {"statement_timeout": str(int(con.settings.statement_timeout * 1000)), **settings}
+                for name, value in local.items():
+                    cursor.execute("SELECT set_config($1, $2, true)", (name, value))
+                cursor.adbc_statement.set_options(**{_BATCH_BYTES_OPTION: str(batch_bytes)})
+                cursor.execute(query)
+                # The driver manager's own wrapper of the stream (its dbapi uses it inside): a failure while
+                # reading then carries the server's SQLSTATE, where pyarrow's reader alone gives only the message.
+                stream = cursor.fetch_arrow()  # referenced until imported: it releases the stream when collected
+                batches = AdbcRecordBatchReader._import_from_c(stream.address)
+            yield _read(iter(batches), con.settings)
     finally:
         reader.close()  # ends the transaction: it only read
+
+
+def _read(batches: Iterator[pa.RecordBatch], settings: ConnectionSettings) -> Iterator[pa.RecordBatch]:
+    """The batches, with the reader's own failures translated; the consumer's errors pass through untouched."""
+    while True:
+        with _errors(settings, connecting=False):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
