@@ -132,8 +132,9 @@ class PipelineFunctions(Construct):
 
     Each function gets its own role (CloudWatch Logs access to its own log group only; data access is
     granted by the stack) and its own log group with the given retention. Extract's reserved concurrency is
-    ``max_source_connections``: each invocation holds one totesys connection, so the pipeline never opens
-    more than that, however many executions overlap. With ``database_network``, extract and load (the two
+    ``max_source_connections``: each invocation holds one totesys connection, and a second one during its bulk
+    read (lambdas/extract/bulk.py), so the pipeline never holds more than twice that, however many executions
+    overlap. With ``database_network``, extract and load (the two
     functions that reach a database) run in those subnets with those security groups.
 
     The lease function lets one run go at a time (``lambdas/lease``); a lease it takes expires after
