@@ -155,7 +155,8 @@ def source_clock(con: pg8000.native.Connection) -> datetime:
 
 @contextmanager
 def snapshot(con: pg8000.native.Connection) -> Iterator[None]:
-    """One consistent, read-only view of the table for the catalogue read and the COPY."""
+    """One consistent, read-only view of the table for the catalogue read and the bulk read, which imports this
+    transaction's snapshot into its own connection (pg_export_snapshot), so both see the same rows."""
     con.run("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
         yield
