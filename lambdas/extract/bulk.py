@@ -98,7 +98,7 @@ def _errors(settings: ConnectionSettings, *, connecting: bool) -> Iterator[None]
     try:
         yield
     except (adbc_driver_manager.Error, pa.ArrowException, OSError) as exc:
-        text = truncated(_redacted(str(exc), settings))
+        text = truncated(" ".join(_redacted(str(exc), settings).split()))  # libpq's lines, as one
         code = getattr(exc, "sqlstate", None) or ""
         if not connecting:
             if not code:
