@@ -206,3 +206,17 @@ def test_an_error_of_the_consumer_passes_through_unchanged_and_the_connection_is
         while con.run(others)[0][0] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert con.run(others) == [[0]]
+
+
+def test_text_is_formatted_as_in_the_pg8000_session_whatever_libpq_reads_from_its_environment(
+    databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_admin(databases, "CREATE TABLE stamps (id int, at timestamptz, span interval, last_updated timestamp)")
+    as_admin(databases, "INSERT INTO stamps VALUES (1, '2024-06-30 23:59:59.5+00', '1 day 02:03:04', now())")
+    monkeypatch.setenv("PGTZ", "Asia/Kathmandu")
+    monkeypatch.setenv("PGDATESTYLE", "SQL, DMY")
+    monkeypatch.setenv("PGOPTIONS", "-c IntervalStyle=iso_8601")
+    with read_only(databases) as con:
+        expected = con.run("SELECT at::text, span::text FROM stamps")
+        lake = read(con, "stamps")
+    assert [lake["at"][0].as_py(), lake["span"][0].as_py()] == expected[0]

@@ -114,6 +114,18 @@ def _errors(settings: ConnectionSettings, *, connecting: bool) -> Iterator[None]
         raise classified(f"{place}: {text}", code) from None
 
 
+# The settings that shape PostgreSQL's text output of a value: the bulk reader's session takes the pg8000 session's,
+# so a value read as text is exactly what the rest of the pipeline (and reconciliation's digests) see, whatever
+# libpq picks up from its environment (PGTZ, PGDATESTYLE, PGOPTIONS).
+_TEXT_OUTPUT_SETTINGS = ("TimeZone", "DateStyle", "IntervalStyle", "extra_float_digits", "bytea_output")
+
+
+def _text_output(con: Connection) -> dict[str, str]:
+    values = con.run("SELECT name, setting FROM pg_catalog.pg_settings WHERE name = ANY(:names)",
+                     names=list(_TEXT_OUTPUT_SETTINGS))  # fmt: skip
+    return {str(name): str(setting) for name, setting in values}
+
+
 def _snapshot_id(con: Connection) -> str:
     snapshot_id = str(con.run("SELECT pg_export_snapshot()")[0][0])
     if not _SNAPSHOT_ID.fullmatch(snapshot_id):
@@ -130,7 +142,7 @@ def record_batches(
     the query can read values through current_setting() without any value entering its text."""
     if not isinstance(con, Connection):
         raise TypeError("the bulk read needs a connection opened by lambdas.common.db.connect (it copies its settings)")
-    snapshot_id = _snapshot_id(con)
+    snapshot_id, text_output = _snapshot_id(con), _text_output(con)
     with _errors(con.settings, connecting=True):
         reader = adbc_driver_postgresql.dbapi.connect(libpq_uri(con.settings), autocommit=True)
     try:
@@ -138,7 +150,8 @@ def record_batches(
             with _errors(con.settings, connecting=False):
                 cursor.execute("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")  # checked against _SNAPSHOT_ID above
-                local = {"statement_timeout": str(int(con.settings.statement_timeout * 1000)), **settings}
+                timeout = str(int(con.settings.statement_timeout * 1000))
+                local = {**text_output, "statement_timeout": timeout, **settings}
                 for name, value in local.items():
                     cursor.execute("SELECT set_config($1, $2, true)", (name, value))
                 cursor.adbc_statement.set_options(**{_BATCH_BYTES_OPTION: str(batch_bytes)})
