@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+WHEELS_STAMP := .cache/lambda-wheels/.fetched
 
-.PHONY: install run dashboard browser test lint format synth stop benchmark clean
+.PHONY: install lambda-wheels run dashboard browser test lint format synth stop benchmark clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints-lambda.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +13,16 @@ $(STAMP): requirements.txt requirements-dev.txt constraints-lambda.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) $(WHEELS_STAMP)
+
+## The extract function's native wheels (ADBC) for the Lambda platform, hash-checked; the synth unpacks them offline
+lambda-wheels: $(STAMP)
+	$(PY) -m cdk.wheels
+	@mkdir -p $(dir $(WHEELS_STAMP)) && touch $(WHEELS_STAMP)
+
+$(WHEELS_STAMP): $(STAMP) cdk/lambda-wheels.txt cdk/functions.py
+	$(PY) -m cdk.wheels
+	@mkdir -p $(dir $(WHEELS_STAMP)) && touch $(WHEELS_STAMP)
 
 ## Run the pipeline once on the embedded PostgreSQL (seeded on first use); state persists in .local/
 run: install

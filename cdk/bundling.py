@@ -1,8 +1,9 @@
-"""Local (Docker-free) bundling of the Lambda code asset.
+"""Local (Docker-free) bundling of the Lambda code assets.
 
-The asset is the ``lambdas`` package plus the installed files of a few pure-Python distributions (and their
-installed dependency closure), copied from the environment that runs the synth. Nothing is imported from
-``lambdas``: the files are only copied, so the bundle builds while that package is still being written.
+An asset is the ``lambdas`` package plus the installed files of a few pure-Python distributions (and their
+installed dependency closure), copied from the environment that runs the synth, plus any native distributions
+as their wheels for the Lambda platform, unpacked (cdk/wheels.py). Nothing is imported from ``lambdas``: the
+files are only copied, so the bundle builds while that package is still being written.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import jsii
 from aws_cdk import BundlingOptions, ILocalBundling
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from cdk.wheels import unpack
 
 # Compiled or cached files never belong in the bundle: Lambda compiles what it needs, and a native extension
 # built on this machine would not match the Lambda platform.
@@ -102,14 +105,15 @@ def copy_package(package_dir: Path, destination: Path) -> int:
 
 @jsii.implements(ILocalBundling)
 class LocalPythonBundler:
-    """Builds the function asset in-process: source package + installed pure-Python requirements."""
+    """Builds a function asset in-process: source package + installed pure-Python requirements + platform wheels."""
 
     def __init__(self, *, package_dir: Path, requirements: Iterable[str], python_version: str,
-                 extra_files: dict[str, Path] | None = None) -> None:  # fmt: skip
+                 extra_files: dict[str, Path] | None = None, wheels: Iterable[Path] = ()) -> None:  # fmt: skip
         self._package_dir = package_dir
         self._requirements = tuple(requirements)
         self._python_version = python_version
         self._extra_files = dict(extra_files or {})  # name at the asset's root -> file to copy there
+        self._wheels = tuple(wheels)  # already for the Lambda platform: cdk.wheels.lambda_wheels
 
     def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:
         """Called by the CDK before Docker bundling; returning True means the asset is built."""
@@ -117,6 +121,8 @@ class LocalPythonBundler:
         copy_package(self._package_dir, destination)
         for distribution in dependency_closure(self._requirements, python_version=self._python_version):
             copy_distribution(distribution, destination)
+        for wheel in self._wheels:
+            unpack(wheel, destination)
         for name, source in self._extra_files.items():
             shutil.copyfile(source, destination / name)
         return True

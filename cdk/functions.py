@@ -15,6 +15,7 @@ from constructs import Construct
 
 from cdk.bundling import LocalPythonBundler
 from cdk.nag import acknowledge
+from cdk.wheels import LambdaPlatform, lambda_wheels, pins, pure_requirements
 from lambdas.common.db import CA_BUNDLE_ENV
 from lambdas.load.held import STUCK_AFTER_ENV
 
@@ -28,6 +29,9 @@ PANDAS_LAYER_ACCOUNT = "336392948345"
 
 # Pure-Python distributions bundled into the function code (with their installed dependency closure).
 BUNDLED_REQUIREMENTS = ("pg8000", "iso4217")
+# The extract function's asset also holds the native distributions of cdk/lambda-wheels.txt (ADBC's PostgreSQL
+# driver, for its bulk read), as their wheels for this runtime and architecture; the others do without them.
+WHEEL_STAGES = ("extract",)
 
 # Powertools Metrics namespace of the load function's RowsLoaded, LoadsSucceeded and SourceLagSeconds.
 METRICS_NAMESPACE = "TotesysEtl"
@@ -100,13 +104,37 @@ def pandas_layer_arn(*, region: str, runtime: lambda_.Runtime, architecture: lam
     return f"arn:aws:lambda:{region}:{PANDAS_LAYER_ACCOUNT}:layer:AWSSDKPandas-{name}{suffix}:{version}"
 
 
+def _code(
+    package_dir: Path, requirements: Sequence[str], extra_files: dict[str, Path] | None, wheels: Sequence[Path] = ()
+) -> lambda_.AssetCode:
+    return lambda_.Code.from_asset(
+        str(package_dir),
+        asset_hash_type=AssetHashType.OUTPUT,
+        bundling=BundlingOptions(
+            image=RUNTIME.bundling_image,
+            # Part of the CDK's key for reusing a bundle made from the same directory: assets with other wheels
+            # must not share one. (Docker bundling, which this replaces, would see it as an environment variable.)
+            environment={"BUNDLED_WHEELS": " ".join(wheel.name for wheel in wheels)},
+            local=LocalPythonBundler(
+                package_dir=package_dir,
+                requirements=requirements,
+                extra_files=extra_files,
+                python_version=RUNTIME.name.removeprefix("python"),
+                wheels=wheels,
+            ),
+        ),
+    )
+
+
 class PipelineFunctions(Construct):
-    """Extract, transform, load, report and lease functions sharing one code asset and the managed layers.
+    """Extract, transform, load, report and lease functions with the managed layers and their code assets: one
+    shared by all but extract, whose own also holds the native wheels of its bulk read (WHEEL_STAGES).
 
     Each function gets its own role (CloudWatch Logs access to its own log group only; data access is
     granted by the stack) and its own log group with the given retention. Extract's reserved concurrency is
-    ``max_source_connections``: each invocation holds one totesys connection, so the pipeline never opens
-    more than that, however many executions overlap. With ``database_network``, extract and load (the two
+    ``max_source_connections``: each invocation holds one totesys connection, and a second one during its bulk
+    read (lambdas/extract/bulk.py), so the pipeline never holds more than twice that, however many executions
+    overlap. With ``database_network``, extract and load (the two
     functions that reach a database) run in those subnets with those security groups.
 
     The lease function lets one run go at a time (``lambdas/lease``); a lease it takes expires after
@@ -145,19 +173,11 @@ class PipelineFunctions(Construct):
         self._log_retention = log_retention
         self._tracing = tracing
 
-        self.code = lambda_.Code.from_asset(
-            str(package_dir),
-            asset_hash_type=AssetHashType.OUTPUT,
-            bundling=BundlingOptions(
-                image=RUNTIME.bundling_image,
-                local=LocalPythonBundler(
-                    package_dir=package_dir,
-                    requirements=bundled_requirements,
-                    python_version=RUNTIME.name.removeprefix("python"),
-                    extra_files={CA_BUNDLE_FILE: database_ca_bundle} if database_ca_bundle else None,
-                ),
-            ),
-        )
+        extra_files = {CA_BUNDLE_FILE: database_ca_bundle} if database_ca_bundle else None
+        self.code = _code(package_dir, bundled_requirements, extra_files)
+        locked = pins()
+        wheels = lambda_wheels(LambdaPlatform.of(RUNTIME.name, ARCHITECTURE.name), locked)
+        self.extract_code = _code(package_dir, [*bundled_requirements, *pure_requirements(locked)], extra_files, wheels)
         # With @aws-cdk/aws-lambda:recognizeLayerVersion the layers are rendered sorted by construct path:
         # AwsSdkPandasLayer first, then PowertoolsLayer, whose files win where the two overlap.
         self.powertools_layer = lambda_.LayerVersion.from_layer_version_arn(
@@ -276,7 +296,7 @@ class PipelineFunctions(Construct):
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
             handler=f"lambdas.{stage}.handler.handler",
-            code=self.code,
+            code=self.extract_code if stage in WHEEL_STAGES else self.code,
             layers=list(layers),
             memory_size=settings.memory_size,
             timeout=settings.timeout,

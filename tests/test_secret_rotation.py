@@ -14,8 +14,10 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import pg8000.native
@@ -23,6 +25,8 @@ import pytest
 
 from lambdas.common.db import AuthenticationError, connect, connect_with_secret, forget_secrets
 from lambdas.extract import handler as extract
+from lambdas.extract.bulk import record_batches
+from lambdas.extract.source import snapshot
 from statemachine.local import postgres, runner
 from statemachine.local.deployment import synthesized_deployment
 from tests.conftest import Databases
@@ -188,3 +192,25 @@ def test_a_secret_that_is_wrong_after_a_fresh_read_fails_naming_the_refusal(
         forget_secrets()
         with pytest.raises(AuthenticationError, match="password authentication failed"):
             connect_with_secret(SECRETS["warehouse"])
+
+
+def test_a_password_the_server_refuses_to_the_bulk_reader_is_an_authentication_error_that_never_shows_it(
+    rotating: tuple[Databases, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bulk reader (libpq, through ADBC) logs in with the password in its URI: a refusal is classified as
+    pg8000's is (so the handler re-reads the secret), and neither the password nor its URI form is shown."""
+    _, credentials = rotating
+    wrong = "w@r:ng/pa ss%" + uuid.uuid4().hex
+    con = connect(credentials["source"])
+    try:
+        con.settings = replace(con.settings, credentials={**credentials["source"], "password": wrong})
+        with (
+            snapshot(con),
+            pytest.raises(AuthenticationError, match=r"password authentication failed.*28P01") as refused,
+            record_batches(con, "SELECT 1", {}, batch_bytes=1024),
+        ):
+            pass
+    finally:
+        con.close()
+    shown = str(refused.value) + repr(refused.value) + "".join(capsys.readouterr())
+    assert wrong not in shown and quote(wrong, safe="") not in shown and wrong[-32:] not in shown

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ import pytest
 
 from lambdas.common.db import connect
 from lambdas.common.errors import PipelineError, TransientError
+from lambdas.extract.bulk import record_batches
+from lambdas.extract.source import snapshot
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -171,3 +174,63 @@ def test_the_system_trust_store_is_used_when_no_bundle_is_given(
     with pytest.raises(PipelineError, match="certificate is not trusted"):  # a test CA is in no system store
         connect(credentials(tls_server))
     assert os.environ.get("PGSSLROOTCERT") is None
+
+
+# The extract's bulk reader (libpq, through ADBC) opens its connection with the settings of the pg8000 one.
+
+
+def bulk_read_through(server: dict[str, Any], port: int | None = None, **settings: str) -> list[Any]:
+    """A bulk read whose own connection uses `settings` (and `port`), beside a pg8000 connection that trusts the
+    test CA. Only the TLS front leads to the server over TCP: a read that returns went through TLS."""
+    con = connect(credentials(server, sslrootcert=str(server["certs"] / "test-ca.crt")))
+    try:
+        bulk = credentials(server, **settings) | ({"port": port} if port else {})
+        con.settings = replace(con.settings, credentials=bulk)
+        with snapshot(con), record_batches(con, "SELECT 1 AS one", {}, batch_bytes=1024) as batches:
+            return [row for batch in batches for row in batch.to_pylist()]
+    finally:
+        con.close()
+
+
+def test_the_bulk_reader_verifies_the_server_against_the_ca_bundle_given(
+    tls_server: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGSSLROOTCERT", str(tls_server["certs"] / "test-ca.crt"))
+    before = tls_server["front"].handshakes
+    assert bulk_read_through(tls_server) == [{"one": 1}]
+    assert tls_server["front"].handshakes > before + 1  # pg8000's connection and the bulk reader's
+
+
+def test_the_bulk_reader_refuses_an_untrusted_server_and_does_not_retry(
+    tls_server: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGSSLROOTCERT", str(tls_server["certs"] / "other-ca.crt"))
+    with pytest.raises(PipelineError, match="certificate is not trusted") as refused:
+        bulk_read_through(tls_server)
+    assert not isinstance(refused.value, TransientError)
+    monkeypatch.delenv("PGSSLROOTCERT")
+    with pytest.raises(PipelineError, match="certificate is not trusted"):  # nor is a test CA in the system store
+        bulk_read_through(tls_server)
+
+
+def test_the_bulk_reader_checks_the_host_name_in_verify_full_only(tls_server: dict[str, Any]) -> None:
+    bundle = str(tls_server["certs"] / "test-ca.crt")
+    certs = tls_server["certs"]
+    (certs / "san.ext").write_text("subjectAltName=DNS:elsewhere.example\n")
+    make_server_certificate(certs, "test-ca")
+    other = TlsFront(certs / "server.crt", certs / "server.key", tls_server["front"].unix_socket)
+    try:
+        with pytest.raises(PipelineError, match="certificate is not trusted"):
+            bulk_read_through(tls_server, other.port, sslmode="verify-full", sslrootcert=bundle)
+        assert bulk_read_through(tls_server, other.port, sslmode="verify-ca", sslrootcert=bundle) == [{"one": 1}]
+    finally:
+        other.close()
+        (certs / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        make_server_certificate(certs, "test-ca")
+
+
+def test_the_bulk_reader_honours_require_as_the_opt_out(tls_server: dict[str, Any]) -> None:
+    untrusted = str(tls_server["certs"] / "other-ca.crt")
+    before = tls_server["front"].handshakes
+    assert bulk_read_through(tls_server, sslmode="require", sslrootcert=untrusted) == [{"one": 1}]
+    assert tls_server["front"].handshakes > before + 1

@@ -14,6 +14,7 @@ import socket
 import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -25,6 +26,9 @@ from pg8000.native import identifier
 from lambdas.common.errors import AuthenticationError, PipelineError, TransientError, truncated
 
 __all__ = [
+    "Connection",
+    "ConnectionSettings",
+    "classified",
     "connect",
     "connect_with_secret",
     "credentials_from_dsn",
@@ -146,7 +150,7 @@ def _network_cause(exc: BaseException, timeout: float) -> str:
     return str(exc)
 
 
-def _classified(text: str, code: str) -> Exception:
+def classified(text: str, code: str) -> Exception:
     """Retrying helps with a broken connection or a conflict, never with a wrong password or missing object."""
     text += f" (SQLSTATE {code})" if code else ""
     if code.startswith(_AUTHENTICATION_SQLSTATE):
@@ -166,7 +170,24 @@ def database_errors(database: str) -> Iterator[None]:
         if server is None:
             raise TransientError(truncated(f"{database}: connection lost: {exc}")) from exc
         code, message = server
-        raise _classified(truncated(f"{database}: {message}"), code) from exc
+        raise classified(truncated(f"{database}: {message}"), code) from exc
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """How a connection was opened, so that a second client can open one to the same place in the same way."""
+
+    credentials: Mapping[str, Any] = field(repr=False)  # holds the password: never shown
+    application_name: str
+    statement_timeout: float
+    connect_timeout: float
+
+
+class Connection(pg8000.native.Connection):
+    """pg8000's connection, remembering its settings: the extract's bulk reader (lambdas/extract/bulk.py) opens
+    a second connection beside it, with the same credentials, TLS and timeouts, to read in the same snapshot."""
+
+    settings: ConnectionSettings
 
 
 def connect(
@@ -175,7 +196,7 @@ def connect(
     application_name: str = "totesys-etl",
     statement_timeout: float = 840.0,
     connect_timeout: float = 10.0,
-) -> pg8000.native.Connection:
+) -> Connection:
     """Open a connection; a server that cannot be reached is transient, a refused login is not.
 
     The server cancels any statement that runs longer than `statement_timeout` (give it less than the
@@ -201,7 +222,7 @@ def connect(
         rootcert = credentials.get("sslrootcert") or os.environ.get(CA_BUNDLE_ENV) or None
         options["ssl_context"] = _tls(str(credentials.get("sslmode") or DEFAULT_SSLMODE), rootcert)
     try:
-        con = pg8000.native.Connection(**options)
+        con = Connection(**options)
     except (pg8000.native.DatabaseError, pg8000.native.InterfaceError, OSError) as exc:
         server = _sqlstate(exc)
         untrusted = _certificate_problem(exc)
@@ -211,13 +232,14 @@ def connect(
             cause = _network_cause(exc, connect_timeout)
             raise TransientError(f"cannot connect to {where(credentials)}: {cause}") from exc
         code, message = server
-        raise _classified(f"cannot connect to {where(credentials)}: {message}", code) from exc
+        raise classified(f"cannot connect to {where(credentials)}: {message}", code) from exc
+    con.settings = ConnectionSettings(dict(credentials), application_name, statement_timeout, connect_timeout)
     con._usock.settimeout(statement_timeout + 30)  # pg8000 has no setter: its socket, from now on for statements
     con.run("SELECT set_config('statement_timeout', :ms, false)", ms=str(int(statement_timeout * 1000)))
     return con
 
 
-def connect_with_secret(secret_id: str, **options: Any) -> pg8000.native.Connection:
+def connect_with_secret(secret_id: str, **options: Any) -> Connection:
     """`connect` with the credentials of a secret; a refused login reads the secret again once and retries.
 
     A rotated password is then used by the next connection of every warm container, without waiting for the

@@ -1,14 +1,13 @@
-"""Reading totesys: which columns a table has, and its changed rows as Arrow, through COPY.
+"""Reading totesys: which columns a table has, and its changed rows as Arrow, through the bulk reader.
 
 The role the pipeline uses may only SELECT, so nothing here writes to totesys. Values never enter SQL
 text: the lower bound (and any key intervals) travel through `set_config(..., $1)` as bind parameters,
-because COPY cannot take parameters itself; table and column names come from the catalogue and are quoted
-as identifiers.
+because the bulk reader's COPY cannot take parameters itself; table and column names come from the catalogue
+and are quoted as identifiers.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,10 +15,10 @@ from datetime import datetime
 
 import pg8000.native
 import pyarrow as pa
-import pyarrow.csv as pcsv
 
-from lambdas.common.db import identifier
+from lambdas.common.db import Connection, identifier
 from lambdas.common.errors import PipelineError, UnknownTableError
+from lambdas.extract.bulk import record_batches
 
 # PostgreSQL type (pg_type.typname) -> Arrow type in the ingestion Parquet. numeric stays text: the
 # source's numeric is unscaled, and text is the only lossless form; the transform casts it to the
@@ -86,7 +85,7 @@ class KeyIntervals:
 
 @contextmanager
 def changed_rows(
-    con: pg8000.native.Connection,
+    con: Connection,
     table: str,
     columns: list[Column],
     since: datetime | None,
@@ -97,49 +96,49 @@ def changed_rows(
     """Rows with last_updated >= since (all rows when since is None), streamed as Arrow record batches.
 
     With `within`, only rows whose key lies in those intervals (joined to them, so each interval is an index
-    range scan on the key). COPY writes CSV to a temporary file (Lambda's /tmp), and Arrow parses it in blocks,
-    so memory stays bounded by the block size, not by the table. The settings are transaction-local: call it
-    inside `snapshot`.
+    range scan on the key). The rows come through the bulk reader (binary COPY decoded in C, batches of about
+    `block_bytes`), in the snapshot of `con`'s transaction: call it inside `snapshot`. Every column that the lake
+    keeps as text is read as PostgreSQL's own text output (`::text`), the form the reconciliation digests hash.
     """
     names = [c.name for c in columns]
     if WATERMARK_COLUMN not in names:
         raise PipelineError(f"{table}: column {WATERMARK_COLUMN!r} is missing, so changes cannot be found")
     source = identifier(table)
+    schema = arrow_schema(columns)
     # S608: identifiers quoted by identifier(), values bound
-    select = f"SELECT {', '.join(f'{source}.{identifier(n)}' for n in names)} FROM {source}"  # noqa: S608
+    select = f"SELECT {', '.join(_selected(source, c) for c in columns)} FROM {source}"  # noqa: S608
+    settings: dict[str, str] = {}
     if within is not None:
-        for name, side in ((_LOW_SETTING, 0), (_HIGH_SETTING, 1)):
-            con.run("SELECT set_config(:name, :value, true)", name=name, value=within.bounds_text(side))
+        settings.update({_LOW_SETTING: within.bounds_text(0), _HIGH_SETTING: within.bounds_text(1)})
         select += (
             f" JOIN unnest(current_setting('{_LOW_SETTING}')::int8[], current_setting('{_HIGH_SETTING}')::int8[])"
             f" AS totesys_etl_bounds(low, high)"
             f" ON {source}.{identifier(within.key)} BETWEEN totesys_etl_bounds.low AND totesys_etl_bounds.high"
         )
     if since is not None:
-        con.run("SELECT set_config(:name, :value, true)", name=_SINCE_SETTING, value=since.isoformat(sep=" "))
+        settings[_SINCE_SETTING] = since.isoformat(sep=" ")
         select += f" WHERE {source}.{identifier(WATERMARK_COLUMN)} >= current_setting('{_SINCE_SETTING}')::timestamp"
-    with tempfile.TemporaryFile() as spool:  # C-level buffered writes: COPY hands over one row per call
-        con.run(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", stream=spool)
-        spool.seek(0)
-        if spool.read(1) == b"":
-            yield iter(())
-            return
-        spool.seek(0)
-        reader = pcsv.open_csv(
-            spool,
-            read_options=pcsv.ReadOptions(column_names=names, block_size=block_bytes),
-            # COPY's CSV: an unquoted empty field is NULL, a quoted one ("") is the empty string.
-            parse_options=pcsv.ParseOptions(newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(
-                column_types=arrow_schema(columns),
-                null_values=[""],
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-                true_values=["t"],
-                false_values=["f"],
-            ),
-        )
-        yield iter(reader)
+    with record_batches(con, select, settings, batch_bytes=block_bytes) as batches:
+        yield (_conformed(batch, schema, table) for batch in batches if batch.num_rows)
+
+
+def _selected(source: str, column: Column) -> str:
+    """A column as the lake types it: the types of _ARROW_TYPES decoded from binary, any other as its text."""
+    name = identifier(column.name)
+    return f"{source}.{name}" if column.pg_type in _ARROW_TYPES else f"{source}.{name}::text AS {name}"
+
+
+def _conformed(batch: pa.RecordBatch, schema: pa.Schema, table: str) -> pa.RecordBatch:
+    """The batch in the lake's schema; the driver's types are expected to be it already, and a difference that a
+    safe cast cannot bridge is an error, never a silent change of the lake's contract."""
+    if batch.schema.equals(schema):
+        return batch
+    if batch.schema.names != schema.names:
+        raise PipelineError(f"{table}: the bulk read returned columns {batch.schema.names}, not {schema.names}")
+    try:
+        return batch.cast(schema, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise PipelineError(f"{table}: the bulk read returned {batch.schema}, which is not {schema}: {exc}") from exc
 
 
 def count_keys(con: pg8000.native.Connection, table: str, primary_key: str, keys: list[int]) -> int:
@@ -156,7 +155,8 @@ def source_clock(con: pg8000.native.Connection) -> datetime:
 
 @contextmanager
 def snapshot(con: pg8000.native.Connection) -> Iterator[None]:
-    """One consistent, read-only view of the table for the catalogue read and the COPY."""
+    """One consistent, read-only view of the table for the catalogue read and the bulk read, which imports this
+    transaction's snapshot into its own connection (pg_export_snapshot), so both see the same rows."""
     con.run("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
         yield

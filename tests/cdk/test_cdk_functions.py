@@ -187,8 +187,11 @@ def test_the_database_functions_verify_tls_against_the_ca_bundle_the_deployment_
         variables = variant.properties(logical)["Environment"]["Variables"]
         expected = "/var/task/database-ca-bundle.pem" if stage in ("extract", "load") else None
         assert variables.get("PGSSLROOTCERT") == expected, stage
+    for stage in ("extract", "load"):  # extract has a code asset of its own (its native wheels), load the shared one
+        key = variant.properties(variant.function_ids()[stage])["Code"]["S3Key"].removesuffix(".zip")
+        assert (variant.outdir / f"asset.{key}" / "database-ca-bundle.pem").read_text(encoding="ascii") == bundle
     shipped = list(variant.outdir.glob("asset.*/database-ca-bundle.pem"))
-    assert [p.read_text(encoding="ascii") for p in shipped] == [bundle]  # in the one code asset
+    assert [p.read_text(encoding="ascii") for p in shipped] == [bundle] * 2  # in the two code assets
     for logical in synthesized.function_ids().values():  # without a bundle: the runtime's trusted CAs
         assert "PGSSLROOTCERT" not in synthesized.properties(logical)["Environment"]["Variables"]
 
