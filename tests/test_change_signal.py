@@ -9,9 +9,14 @@ that they are never counted: the signal is then stale or lying on purpose, never
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,11 +25,13 @@ import pyarrow as pa
 import pytest
 from moto import mock_aws
 
+from lambdas.common.db import connect
 from lambdas.common.errors import StateError
 from lambdas.common.lake import BatchLog, Bucket, head_key
 from lambdas.common.tables import SOURCE_TABLES
 from lambdas.extract.extractor import STAGE, ExtractResult, extract_table
 from lambdas.extract.signal import SIGNAL, read_token
+from statemachine.local import postgres, sample_data
 from tests.conftest import Databases, as_admin
 
 HOUR = timedelta(hours=1)
@@ -40,8 +47,12 @@ def bucket() -> Iterator[Bucket]:
 
 def extract(db: Databases, bucket: Bucket, table: str, **options: Any) -> ExtractResult:
     """One extract through the read-only role; its session's statistics are flushed before it closes."""
+    return extract_from(db.source, bucket, table, **options)
+
+
+def extract_from(source: dict[str, Any], bucket: Bucket, table: str, **options: Any) -> ExtractResult:
     options.setdefault("signal_max_age", HOUR)
-    con = db.source_con()
+    con = connect(source)
     try:
         result = extract_table(con, BatchLog(bucket, STAGE, table), **options)
         con.run("SELECT pg_stat_force_next_flush()")
@@ -285,3 +296,70 @@ def test_a_scheduled_run_with_nothing_changed_scans_no_source_table(reader: Data
     assert {i.table for i in extracts} == set(SOURCE_TABLES)
     assert all(i.result.get("scanned") is False for i in extracts), [i.result for i in extracts]
     assert {table: reads(reader, table) for table in SOURCE_TABLES} == before
+
+
+@pytest.fixture
+def private_server() -> Iterator[dict[str, Any]]:
+    """A server of this test's own, with totesys's schema: the test crashes it."""
+    data_dir = Path(tempfile.mkdtemp(prefix="totesys-crash-pg-"))
+    server = postgres.start(data_dir, keep_running=False)
+    try:
+        postgres.ensure_database(server.admin, "totesys")
+        source = {**server.admin, "dbname": "totesys"}
+        con = connect(source)
+        try:
+            sample_data.create_schema(con)
+        finally:
+            con.close()
+        yield source
+    finally:
+        server.release()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def crash(source: dict[str, Any]) -> None:
+    """Kill one backend: the postmaster stays up, but recovers from a crash and discards every counter."""
+    victim = connect(source)
+    os.kill(victim.run("SELECT pg_backend_pid()")[0][0], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        time.sleep(0.2)
+        try:
+            connect(source).close()
+            return
+        except Exception:  # refused until the crash recovery has finished
+            if time.monotonic() > deadline:
+                raise
+
+
+def test_a_crash_restart_forces_a_scan_even_when_the_counters_come_back(
+    private_server: dict[str, Any], bucket: Bucket
+) -> None:
+    insert = "INSERT INTO currency (currency_code) VALUES ('GBP'), ('USD'), ('EUR')"
+
+    def counted_here(statement: str) -> None:
+        con = connect(private_server)
+        try:
+            con.run(statement)
+            con.run("SELECT pg_stat_force_next_flush()")
+        finally:
+            con.close()
+
+    counted_here(insert)
+    extract_from(private_server, bucket, "currency")
+    stored = head(bucket, "currency")[SIGNAL]["counters"]
+
+    crash(private_server)
+    counted_here(insert)  # the same three inserts, counted from zero again
+    con = connect(private_server)
+    try:
+        token = read_token(con, "currency")
+    finally:
+        con.close()
+    assert token is not None
+    same = ("table_oid", "filenode", "inserted", "updated", "deleted", "database_reset", "server_started")
+    assert {k: getattr(token.counters, k) for k in same} == {k: stored[k] for k in same}
+
+    after = extract_from(private_server, bucket, "currency")
+
+    assert (after.rows, after.scanned) == (3, True)
