@@ -140,7 +140,7 @@ def test_the_read_only_role_reads_a_trustworthy_signal(reader: Databases) -> Non
         token = read_token(con, "sales_order")
     finally:
         con.close()
-    assert token is not None and token.counting
+    assert token is not None and token.counters.counting
     assert token.counters.inserted > 0
 
 
@@ -241,7 +241,9 @@ def test_a_statistics_reset_forces_a_scan_even_when_the_counters_come_back(
     assert (after.rows, after.scanned) == (new_rows, True)
 
 
-def test_when_the_server_counts_nothing_every_run_scans(reader: Databases, bucket: Bucket) -> None:
+def test_when_the_server_counts_nothing_every_run_scans_also_the_first_after_counting_resumes(
+    reader: Databases, bucket: Bucket
+) -> None:
     # The setting for every session of the source database, writers and the pipeline alike.
     as_admin(reader, f"ALTER DATABASE {pg8000.native.identifier(reader.source['dbname'])} SET track_counts = off")
     extract(reader, bucket, "staff")
@@ -252,6 +254,12 @@ def test_when_the_server_counts_nothing_every_run_scans(reader: Databases, bucke
 
     assert (after.rows, after.scanned) == (1, True)
     assert (quiet.rows, quiet.scanned) == (0, True)
+
+    # a change made while nothing counted, then counting back on: the counters still equal the stored ones
+    counted(reader, touch("staff", "staff_id", "6"))
+    as_admin(reader, f"ALTER DATABASE {pg8000.native.identifier(reader.source['dbname'])} RESET track_counts")
+    back_on = extract(reader, bucket, "staff")
+    assert (back_on.rows, back_on.scanned) == (1, True)
 
 
 def test_a_head_without_a_signal_scans_then_stores_one(reader: Databases, bucket: Bucket) -> None:

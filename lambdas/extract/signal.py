@@ -83,12 +83,14 @@ class Counters:
     database_reset: str | None
     server_reset: str | None
     server_started: str
+    # track_counts is on and the server is not a standby (which does not count the changes it replays). Part of
+    # the comparison: a token stored while nothing was counted proves nothing about what happened after it.
+    counting: bool
 
 
 @dataclass(frozen=True)
 class Token:
     counters: Counters
-    counting: bool  # track_counts is on and the server is not a standby replaying changes it does not count
     read_at: datetime  # the source's now() when read (timestamptz)
     clock: datetime  # the source's localtimestamp, in the type of last_updated (for the watermark check)
 
@@ -111,8 +113,8 @@ def read_token(con: pg8000.native.Connection, table: str) -> Token | None:
         return None
     oid, filenode, ins, upd, dele, db_reset, server_reset, started, track_counts, recovery, now, clock = rows[0]
     counters = Counters(int(oid), int(filenode), int(ins), int(upd), int(dele), _iso(db_reset),
-                        _iso(server_reset), started.isoformat())  # fmt: skip
-    return Token(counters, bool(track_counts) and not recovery, now, clock)
+                        _iso(server_reset), started.isoformat(), bool(track_counts) and not recovery)  # fmt: skip
+    return Token(counters, now, clock)
 
 
 def state_digest(state: dict[str, Any]) -> str:
@@ -127,7 +129,7 @@ def unchanged(state: dict[str, Any], token: Token | None, max_age: timedelta) ->
     Anything else (no token, an unreadable one, a head edited since, counting off, a reset, a restart, a
     scan too old or from the future) is "could not tell", and the answer to that is a scan.
     """
-    if token is None or not token.counting or max_age <= timedelta(0):
+    if token is None or not token.counters.counting or max_age <= timedelta(0):
         return False
     stored = state.get(SIGNAL)
     if not isinstance(stored, dict) or stored.get("state") != state_digest(state):
