@@ -16,6 +16,7 @@ from typing import Any
 
 from cdk.workflow import STATE_MACHINE_NAME_MAX_LENGTH, STATE_MACHINE_NAME_SUFFIX
 from lambdas.common.tables import SOURCE_TABLES
+from lambdas.extract.signal import DEFAULT_MAX_AGE_SECONDS as DEFAULT_SIGNAL_MAX_AGE_SECONDS
 from lambdas.load.held import DEFAULT_STUCK_AFTER_SECONDS
 
 # Retention periods that CloudWatch Logs accepts (days).
@@ -71,6 +72,8 @@ DEFAULTS: dict[str, Any] = {
     "pandas_layer_version": 6,
     "max_source_connections": 4,
     "extract_lookback_seconds": 900,
+    # A table whose change signal says "unchanged" is still scanned when its last scan is this old; 0: always.
+    "extract_signal_max_age_seconds": DEFAULT_SIGNAL_MAX_AGE_SECONDS,
     "held_stuck_after_seconds": DEFAULT_STUCK_AFTER_SECONDS,
     "tracing": True,
     "vpc_id": None,
@@ -133,6 +136,7 @@ class PipelineConfig:
     pandas_layer_version: int
     max_source_connections: int
     extract_lookback_seconds: int
+    extract_signal_max_age_seconds: int
     held_stuck_after_seconds: int
     tracing: bool
     network: DatabaseNetwork | None
@@ -208,6 +212,8 @@ class PipelineConfig:
         lookback = _integer(
             value("extract_lookback_seconds"), "extract_lookback_seconds", errors, minimum=0, maximum=86_400
         )
+        max_age_key = "extract_signal_max_age_seconds"
+        signal_max_age = _integer(value(max_age_key), max_age_key, errors, minimum=0, maximum=86_400)
         # At least one scheduled run's worth, at most 30 days: a held fact row is reported stuck after this.
         stuck_after = _integer(
             value("held_stuck_after_seconds"), "held_stuck_after_seconds", errors, minimum=300, maximum=2_592_000
@@ -239,6 +245,7 @@ class PipelineConfig:
             log_retention_days=retention,
             max_source_connections=max_source_connections,
             extract_lookback_seconds=lookback,
+            extract_signal_max_age_seconds=signal_max_age,
             held_stuck_after_seconds=stuck_after,
             tracing=tracing,
             network=network,

@@ -27,6 +27,7 @@ from lambdas.common.events import SUCCEEDED, WATERMARK
 from lambdas.common.lake import RECONCILE_STAGE, BatchLog, Head, ReaderState, Reading, concat, reconcile_snapshot_key
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
 from lambdas.extract.reconcile import DEFAULT_RANGE_SIZE, latest_entries, ledger, reconcile_ledger
+from lambdas.extract.signal import DEFAULT_MAX_AGE_SECONDS, SIGNAL, Token, read_token, unchanged
 from lambdas.extract.source import arrow_schema, changed_rows, count_keys, snapshot, source_clock, table_columns
 from lambdas.extract.watermark import TS, Watermark, advance, drop_seen, version_keys
 
@@ -41,10 +42,12 @@ class ExtractResult:
     watermark: str | None
     repaired: bool = False
     reconciled: dict[str, object] | None = None  # what a reconciliation found (reconcile.ReconcileResult)
+    scanned: bool = True  # False: the change signal said the table was unchanged (signal.py)
 
     def as_dict(self) -> dict[str, object]:
         return {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "rows": self.rows, "batch": self.batch,
                 WATERMARK: self.watermark, **({"repaired": True} if self.repaired else {}),
+                **({} if self.scanned else {"scanned": False}),
                 **({"reconciled": self.reconciled} if self.reconciled is not None else {})}  # fmt: skip
 
 
@@ -101,8 +104,13 @@ def extract_table(
     repair: bool = False,
     lookback: timedelta = timedelta(minutes=15),
     part_rows: int = 500_000,
+    signal_max_age: timedelta = timedelta(seconds=DEFAULT_MAX_AGE_SECONDS),
 ) -> ExtractResult:
-    """Extract one table's new row versions into its batch log and advance its watermark."""
+    """Extract one table's new row versions into its batch log and advance its watermark.
+
+    An incremental run whose change signal proves the table unchanged since a recent scan does not read the
+    table (signal.py); every run that reads it stores the signal it read before its snapshot.
+    """
     table = require_source_table(log.table)
     primary_key = PRIMARY_KEYS[table]
     identity = database_identity(con)
@@ -113,6 +121,9 @@ def extract_table(
         head, previous = checked_head(log, identity)
         log.check_not_behind(head)
     whole = full_refresh or repair
+    token = read_token(con, table)  # before the snapshot: see signal.py
+    if not whole and head.stored and unchanged(head.state, token, signal_max_age):
+        return _unchanged(log, head, previous, token)
     since = None if whole else previous.window_start(lookback)
     window_keys: list[pa.Table] = []
 
@@ -148,13 +159,24 @@ def extract_table(
         newest = pc.max(keys["last_updated"]).as_py() if keys is not None else None
         check_window(log, previous, newest, lambda found: count_keys(con, table, primary_key, found))
     if batch is None and not repair:
+        if token is not None:  # nothing new, but the signal the next run compares with is this scan's
+            log.commit(head, None, {**head.state, SIGNAL: token.stored(head.state)})
         return ExtractResult(table, 0, None, head.state.get("watermark"))
     start = Watermark.empty() if whole else previous
     watermark = advance(start, keys, lookback, clock) if keys is not None else previous
     state = {"source": identity, **watermark.to_state(), "lookback_seconds": lookback.total_seconds()}
+    if token is not None:
+        state[SIGNAL] = token.stored(state)
     log.commit(head, batch, state)
     return ExtractResult(table, batch.rows if batch else 0, batch.seq if batch else None,
                          watermark.to_state()["watermark"], repair)  # fmt: skip
+
+
+def _unchanged(log: BatchLog, head: Head, previous: Watermark, token: Token) -> ExtractResult:
+    """The no-change result, without reading the table: the head (already checked against the source's
+    identity and its log) stays as it is, and its watermark must still not be later than the source's clock."""
+    check_watermark(log, previous, token.clock)
+    return ExtractResult(log.table, 0, None, head.state.get("watermark"), scanned=False)
 
 
 def _checkpoint(log: BatchLog, signature: list[list[str]]) -> tuple[ReaderState, Reading, pa.Table | None]:

@@ -15,6 +15,7 @@ from lambdas.common.events import TableEvent, env
 from lambdas.common.lake import BatchLog, Bucket
 from lambdas.common.tracing import annotate, traced, tracer
 from lambdas.extract.extractor import STAGE, extract_table, reconcile_table
+from lambdas.extract.signal import max_age_from_env
 
 logger = Logger()
 
@@ -28,6 +29,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     annotate(table=request.table, stage=STAGE)
     log = BatchLog(Bucket(env("INGESTION_BUCKET")), STAGE, request.table)
     lookback = timedelta(seconds=float(os.environ.get("EXTRACT_LOOKBACK_SECONDS", "900")))
+    signal_max_age = max_age_from_env()
     with database_errors("totesys"):
         with traced("postgres: connect to totesys"):
             con = connect_with_secret(env("TOTESYS_SECRET_ID"), application_name="totesys-etl-extract",
@@ -38,7 +40,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
                     result = reconcile_table(con, log, lookback=lookback)
                 else:
                     result = extract_table(con, log, full_refresh=request.full_refresh, repair=request.repair,
-                                           lookback=lookback)  # fmt: skip
+                                           lookback=lookback, signal_max_age=signal_max_age)  # fmt: skip
         finally:
             con.close()
     if result.reconciled is not None:

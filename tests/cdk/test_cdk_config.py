@@ -44,6 +44,7 @@ def test_cdk_json_context_gives_the_defaults(context: dict[str, Any]) -> None:
     assert config.log_retention_days == 30
     assert config.max_source_connections == 4
     assert config.extract_lookback_seconds == 900
+    assert config.extract_signal_max_age_seconds == 3600
     assert config.held_stuck_after_seconds == 86400
     assert config.tracing is True
     assert config.network is None
@@ -114,6 +115,8 @@ def test_an_empty_table_list_means_every_table() -> None:
         ({"max_source_connections": "four"}, "max_source_connections 'four' must be a whole number"),
         ({"extract_lookback_seconds": -1}, "extract_lookback_seconds -1 must be at least 0"),
         ({"extract_lookback_seconds": 100_000}, "extract_lookback_seconds 100000 must be at most 86400"),
+        ({"extract_signal_max_age_seconds": -5}, "extract_signal_max_age_seconds -5 must be at least 0"),
+        ({"extract_signal_max_age_seconds": 90_000}, "extract_signal_max_age_seconds 90000 must be at most 86400"),
         ({"held_stuck_after_seconds": 60}, "held_stuck_after_seconds 60 must be at least 300"),
         ({"held_stuck_after_seconds": 3_000_000}, "held_stuck_after_seconds 3000000 must be at most 2592000"),
         ({"tracing": "yes"}, "tracing 'yes' must be true or false"),

@@ -10,6 +10,7 @@ import pytest
 
 from cdk.functions import STAGES, VPC_ACCESS_ACTIONS, pandas_layer_arn, powertools_layer_arn
 from cdk.stack import DEFINITION_FILE, lease_ttl_seconds
+from lambdas.extract.signal import MAX_AGE_ENV as SIGNAL_MAX_AGE_ENV
 from lambdas.load.held import STUCK_AFTER_ENV
 from tests.cdk.support import HANDLERS, VARIANT_CONTEXT, Synthesized, as_list
 
@@ -86,6 +87,7 @@ def test_function_environment_variables(synthesized: Synthesized) -> None:
             "POWERTOOLS_SERVICE_NAME": "totesys-extract",
             "TOTESYS_SECRET_ID": "totesys/source",
             "EXTRACT_LOOKBACK_SECONDS": "900",
+            "EXTRACT_SIGNAL_MAX_AGE_SECONDS": "3600",
             "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
         },
         "transform": {**common, "POWERTOOLS_SERVICE_NAME": "totesys-transform"},
@@ -126,6 +128,7 @@ def test_lease_outlives_the_longest_execution_by_five_minutes(synthesized: Synth
 def test_extract_lookback_comes_from_the_context(variant: Synthesized) -> None:
     variables = variant.properties(variant.function_ids()["extract"])["Environment"]["Variables"]
     assert variables["EXTRACT_LOOKBACK_SECONDS"] == "600"
+    assert variables[SIGNAL_MAX_AGE_ENV] == "0"  # 0: every run scans
 
 
 def test_the_age_at_which_held_fact_rows_are_stuck_comes_from_the_context(variant: Synthesized) -> None:
