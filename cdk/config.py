@@ -16,6 +16,7 @@ from typing import Any
 
 from cdk.workflow import STATE_MACHINE_NAME_MAX_LENGTH, STATE_MACHINE_NAME_SUFFIX
 from lambdas.common.tables import SOURCE_TABLES
+from lambdas.extract.partitioned import DEFAULT_PARTITION_ROWS
 from lambdas.load.held import DEFAULT_STUCK_AFTER_SECONDS
 
 # Retention periods that CloudWatch Logs accepts (days).
@@ -71,6 +72,8 @@ DEFAULTS: dict[str, Any] = {
     "pandas_layer_version": 6,
     "max_source_connections": 4,
     "extract_lookback_seconds": 900,
+    # A whole-table read estimated above this many rows is split into key ranges of about this size (0: never).
+    "extract_partition_rows": DEFAULT_PARTITION_ROWS,
     "held_stuck_after_seconds": DEFAULT_STUCK_AFTER_SECONDS,
     "tracing": True,
     "vpc_id": None,
@@ -133,6 +136,7 @@ class PipelineConfig:
     pandas_layer_version: int
     max_source_connections: int
     extract_lookback_seconds: int
+    extract_partition_rows: int
     held_stuck_after_seconds: int
     tracing: bool
     network: DatabaseNetwork | None
@@ -208,6 +212,9 @@ class PipelineConfig:
         lookback = _integer(
             value("extract_lookback_seconds"), "extract_lookback_seconds", errors, minimum=0, maximum=86_400
         )
+        partition_rows = _integer(
+            value("extract_partition_rows"), "extract_partition_rows", errors, minimum=0, maximum=1_000_000_000
+        )
         # At least one scheduled run's worth, at most 30 days: a held fact row is reported stuck after this.
         stuck_after = _integer(
             value("held_stuck_after_seconds"), "held_stuck_after_seconds", errors, minimum=300, maximum=2_592_000
@@ -239,6 +246,7 @@ class PipelineConfig:
             log_retention_days=retention,
             max_source_connections=max_source_connections,
             extract_lookback_seconds=lookback,
+            extract_partition_rows=partition_rows,
             held_stuck_after_seconds=stuck_after,
             tracing=tracing,
             network=network,

@@ -16,6 +16,7 @@ from constructs import Construct
 from cdk.bundling import LocalPythonBundler
 from cdk.nag import acknowledge
 from lambdas.common.db import CA_BUNDLE_ENV
+from lambdas.extract.partitioned import PARTITION_ROWS_ENV
 from lambdas.load.held import STUCK_AFTER_ENV
 
 # The newest Python runtime that this CDK release knows and both managed layers are published for.
@@ -129,6 +130,7 @@ class PipelineFunctions(Construct):
         pandas_layer_version: int,
         max_source_connections: int,
         extract_lookback_seconds: int,
+        extract_partition_rows: int,
         held_stuck_after_seconds: int,
         lease_ttl_seconds: int,
         tracing: bool,
@@ -187,6 +189,7 @@ class PipelineFunctions(Construct):
                 **buckets,
                 "TOTESYS_SECRET_ID": totesys_secret_name,
                 "EXTRACT_LOOKBACK_SECONDS": str(extract_lookback_seconds),
+                PARTITION_ROWS_ENV: str(extract_partition_rows),
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,  # DriftRows: without it, publishing raises
                 **tls,
             },

@@ -40,6 +40,7 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "security_group_ids": "sg-0123456789abcdef0",
     "max_source_connections": "2",
     "extract_lookback_seconds": 600,
+    "extract_partition_rows": 0,
     "held_stuck_after_seconds": 7200,
     "tracing": "false",
     "log_retention_days": 90,
