@@ -16,7 +16,8 @@ three steps, each its own invocation of the extract function (statemachine/pipel
 3. **commit**: checks that the head is still where the plan found it and that every range manifest exists and its
    parts hold the rows it says, then writes the batch manifest over all ranges' parts and, last, the head with the
    watermark. Until then nothing downstream can see any of it; a plan that never commits leaves objects that no
-   manifest names (a later plan uses another token), which the lake's lifecycle rules expire with the other data.
+   manifest names (a later plan uses another token); the table's lifecycle rule expires them only where data
+   expires (`data_expiration_days`), so they cost storage until then (docs/operations.md).
 
 Exactly once, across ranges read in different snapshots. The commit takes the watermark
 W = min(newest last_updated read by any range, min_i C_i) and remembers as seen every version read with
@@ -74,7 +75,7 @@ PARTITION_ROWS_ENV = "EXTRACT_PARTITION_ROWS"
 # a slower source, a cold start and a busier database. 0 turns partitioning off.
 DEFAULT_PARTITION_ROWS = 1_500_000
 MAX_RANGES = 64  # the plan's ranges travel in the state machine's payload (256 KiB); wider ranges beyond this
-PARTITIONED = "partitioned"
+PARTITIONED, RANGE_EXTRACTED = "partitioned", "range extracted"  # statuses of a plan's and a range's results
 ACTION_RANGE, ACTION_COMMIT = "extract_range", "commit"
 _INT8 = (-(2**63), 2**63 - 1)
 
@@ -306,7 +307,7 @@ def extract_range(
         "plan": plan.token, "range": part, "low": low, "high": high, "clock": clock.isoformat(),
         "newest": newest.isoformat() if newest else None, "parts": keys, "part_rows": counts, "rows": sum(counts),
         "versions": versions_object, "versions_rows": near.num_rows})  # fmt: skip
-    return {"table": plan.table, "stage": STAGE, "status": "range extracted", "range": part, "rows": sum(counts)}
+    return {"table": plan.table, "stage": STAGE, "status": RANGE_EXTRACTED, "range": part, "rows": sum(counts)}
 
 
 @dataclass(frozen=True)
