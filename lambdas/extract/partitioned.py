@@ -248,9 +248,11 @@ def plan_extract(
     plan = Plan(table, head.seq + 1, new_id(), head.log, head.base, head.last, head.rebuilt, full_refresh, clock,
                 key, signature, ranges, identity, lookback.total_seconds(), estimate)  # fmt: skip
     log.bucket.put_json(plan.object_key, plan.as_json())
+    # the bounds are for the console (None: open); each range reads its bounds from the plan object
+    shown = [{"range": n, "low": None if lo == _INT8[0] else lo, "high": None if hi == _INT8[1] else hi}
+             for n, (lo, hi) in enumerate(ranges)]  # fmt: skip
     return {"table": table, "stage": STAGE, "status": PARTITIONED, "plan": plan.object_key, "batch": plan.seq,
-            "rows_estimated": estimate,
-            "ranges": [{"range": n, "low": lo, "high": hi} for n, (lo, hi) in enumerate(ranges)]}  # fmt: skip
+            "rows_estimated": estimate, "ranges": shown}  # fmt: skip
 
 
 def _parts(batches: Iterator[pa.RecordBatch], part_rows: int, versions: list[pa.Table], key: str) -> Iterator[pa.Table]:
