@@ -166,6 +166,39 @@ def test_a_process_that_dies_after_some_ranges_wrote_leaves_no_batch_and_the_rer
     assert small.differences() == {}
 
 
+def test_a_range_and_a_commit_retried_after_their_work_was_done_take_each_row_once(small: Databases) -> None:
+    """Their answers are lost (Lambda.ServiceException, retried): range 1 is read again into new parts and only the
+    second attempt's are in the batch; the commit finds its own head and says the same again."""
+    lost = {"range 1": 1, ACTION_COMMIT: 1}
+    lock = threading.Lock()
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, object]:
+        result = extract.handler(event, context)
+        step = runner.step_of(event) if event.get("table") == TABLE else ""
+        with lock:
+            if lost.get(step):
+                lost[step] -= 1
+                raise lambda_error("Lambda.ServiceException")
+        return result
+
+    outcome = run_with(small, handler)
+
+    assert outcome.succeeded, outcome
+    assert [i.ok for i in calls(outcome) if i.step in ("range 1", ACTION_COMMIT)].count(False) == 2
+    rows = small.source_sql(f"SELECT count(*) FROM {TABLE}")[0][0]
+    versions = extracted_versions(small)
+    assert len(versions) == len(set(versions)) == rows
+    batch = small.lake / runner.INGESTION_BUCKET / TABLE / f"{1:010d}"
+    attempts = {p.name.split("-")[3] for p in batch.glob("part-*-r0001-*.parquet")}
+    named = {
+        p.split("/")[-1].split("-")[3] for p in lake_object(small, manifest_key(TABLE, 1))["parts"] if "-r0001-" in p
+    }
+    assert len(attempts) == 2 and len(named) == 1  # the first attempt's parts are left, in no manifest
+    assert calls(outcome)[-1].result == {**calls(outcome)[-1].result, "batch": 1, "rows": rows}
+    assert lake_object(small, head_key("extract", TABLE))["seq"] == 1
+    assert small.differences() == {}
+
+
 def test_a_range_that_keeps_failing_leaves_the_head_and_warehouse_as_they_were(small: Databases) -> None:
     assert run_with(small).succeeded
     head_before = lake_object(small, head_key("extract", TABLE))
