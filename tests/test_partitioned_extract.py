@@ -23,7 +23,7 @@ from lambdas.common.errors import TransientError
 from lambdas.common.lake import BatchLog, Bucket, head_key, manifest_key
 from lambdas.extract import handler as extract
 from lambdas.extract.extractor import extract_table
-from lambdas.extract.partitioned import ACTION_COMMIT, ACTION_RANGE, key_ranges
+from lambdas.extract.partitioned import ACTION_COMMIT, ACTION_RANGE, key_quantiles, key_ranges
 from statemachine import definition
 from statemachine.local import runner
 from statemachine.local.deployment import Deployment, synthesized_deployment
@@ -103,6 +103,26 @@ def test_key_ranges_hold_every_int8_key_once() -> None:
     assert all(high + 1 == low for (_, high), (low, _) in itertools.pairwise(ranges))
     assert [r[1] for r in ranges[:-1]] == [250, 500, 750]
     assert key_ranges(5, 6, 10) == [(-(2**63), 5), (6, 2**63 - 1)]  # never more ranges than keys
+
+
+def test_ranges_cut_at_the_key_quantiles_hold_about_as_many_rows_each_however_the_keys_cluster(
+    databases: Databases,
+) -> None:
+    con = databases.source_con()
+    try:
+        con.run("CREATE TABLE skewed (id int8 PRIMARY KEY)")
+        con.run("INSERT INTO skewed SELECT g FROM generate_series(1, 1000) g UNION ALL SELECT 1000000000000")
+        con.run("ANALYZE skewed")
+        low, high = con.run("SELECT min(id), max(id) FROM skewed")[0]
+        ranges = key_ranges(low, high, 4, key_quantiles(con, "skewed", "id"))
+        held = [
+            con.run("SELECT count(*) FROM skewed WHERE id BETWEEN :lo AND :hi", lo=lo, hi=hi)[0][0] for lo, hi in ranges
+        ]
+    finally:
+        con.close()
+    assert sum(held) == 1001 and len(held) == 4
+    assert max(held) <= 300, held  # equal widths would put 1,000 of the 1,001 keys in the first range
+    assert key_ranges(low, high, 4)[0][1] > 1000  # which is what they do
 
 
 def test_the_commit_counts_a_part_s_rows_from_its_parquet_footer_alone() -> None:

@@ -197,12 +197,33 @@ def estimate_rows(con: pg8000.native.Connection, table: str, key: str) -> tuple[
     return estimate, low, high
 
 
-def key_ranges(low: int, high: int, count: int) -> list[tuple[int, int]]:
-    """`count` adjacent key intervals of equal width over [low, high], the first and last open to every int8, so
-    that together they hold every key, also one inserted after the plan."""
+def key_quantiles(con: pg8000.native.Connection, table: str, key: str) -> list[int]:
+    """The key's histogram bounds from the planner's statistics (about 100 quantiles of the keys, readable with
+    SELECT on the table), so that ranges hold about as many rows each however the keys cluster; [] without them."""
+    rows = con.run(
+        "SELECT histogram_bounds::text FROM pg_catalog.pg_stats WHERE schemaname = current_schema() "
+        "AND tablename = :table AND attname = :key",
+        table=table,
+        key=key,
+    )
+    text = rows[0][0] if rows and rows[0][0] else "{}"
+    try:
+        return sorted({int(v) for v in text.strip("{}").split(",") if v})
+    except ValueError:
+        return []
+
+
+def key_ranges(low: int, high: int, count: int, quantiles: list[int] | None = None) -> list[tuple[int, int]]:
+    """`count` adjacent key intervals over [low, high], cut at the key's quantiles when known, else of equal width;
+    the first and last are open to every int8, so that together they hold every key, also one inserted after the
+    plan."""
     count = max(1, min(count, high - low + 1))
-    width = (high - low + 1) / count
-    cuts = [low + round(width * n) for n in range(1, count)]
+    inside = [q for q in quantiles or [] if low < q <= high]
+    if len(inside) >= count:
+        cuts = sorted({inside[round(len(inside) * n / count)] for n in range(1, count)})
+    else:
+        width = (high - low + 1) / count
+        cuts = [low + round(width * n) for n in range(1, count)]
     lows = [_INT8[0], *cuts]
     highs = [c - 1 for c in cuts] + [_INT8[1]]
     return list(zip(lows, highs, strict=True))
@@ -237,9 +258,10 @@ def plan_extract(
         if key not in {c.name for c in columns}:
             return None  # extract_table names the missing key
         estimate, low, high = estimate_rows(con, table, key)
+        quantiles = key_quantiles(con, table, key)
     if low is None or high is None or estimate <= rows_per_range:
         return None
-    ranges = key_ranges(low, high, min(MAX_RANGES, math.ceil(estimate / rows_per_range)))
+    ranges = key_ranges(low, high, min(MAX_RANGES, math.ceil(estimate / rows_per_range)), quantiles)
     if len(ranges) < 2:
         return None
     if not head.rebuilt:
