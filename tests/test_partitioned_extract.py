@@ -317,9 +317,10 @@ def test_a_head_that_moved_between_plan_and_commit_fails_loudly_and_is_not_overw
     assert lake_object(small, manifest_key(TABLE, 1))["meta"].get("partitioned") is None  # the interloper's batch
 
 
-def test_a_partitioned_repair_starts_a_new_epoch_holding_the_whole_table(small: Databases) -> None:
+def test_a_partitioned_repair_of_a_lost_head_starts_a_new_epoch_holding_the_whole_table(small: Databases) -> None:
     assert run_with(small).succeeded
     before = lake_object(small, head_key("extract", TABLE))
+    (small.lake / runner.INGESTION_BUCKET / head_key("extract", TABLE)).unlink()  # state that cannot be believed
 
     repaired = run_with(small, tables=[TABLE], repair=True)
 

@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
 from lambdas.common.db import database_identity, identifier
-from lambdas.common.errors import PipelineError
+from lambdas.common.errors import PipelineError, StateError
 from lambdas.common.lake import (
     BatchLog,
     Head,
@@ -383,7 +383,12 @@ def _range_output(log: BatchLog, plan: Plan, part: int) -> _RangeOutput:
 
 def _committed(log: BatchLog, plan: Plan) -> ExtractResult | None:
     """The result of this plan's commit if it already happened (a retried commit must not fail on its own head)."""
-    head = log.head()
+    try:
+        head = log.head()
+    except StateError:
+        if plan.rebuilt:
+            return None  # the state a repair replaces: its commit writes a head that can be believed
+        raise
     if not (head.stored and head.log == plan.log and head.seq == plan.seq and head.last is not None):
         return None
     batch = log.manifest(plan.seq, plan.log)
