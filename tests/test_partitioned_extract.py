@@ -40,9 +40,10 @@ def partitioning() -> Deployment:
 
 
 @pytest.fixture
-def small(databases: Databases, partitioning: Deployment) -> Databases:
-    databases.deployment = partitioning
-    return databases.seed(scale=0.05)
+def small(reader: Databases, partitioning: Deployment) -> Databases:
+    """Sample data at scale 0.05, read through a role that may only SELECT (the estimate and the quantiles too)."""
+    reader.deployment = partitioning
+    return reader
 
 
 def run_with(db: Databases, handler: Handler | None = None, **execution_input: Any) -> runner.RunOutcome:
