@@ -1,6 +1,7 @@
 """Throughput of the pipeline against the floor PostgreSQL sets, on generated totesys data.
 
     python -m benchmarks.throughput [--sales-orders N] [--serial] [--tracemalloc] [--profile STAGE] [--keep]
+                                    [--partition-rows N]
 
 In one process, on one machine and one copy of the data, it measures:
 
@@ -12,7 +13,9 @@ In one process, on one machine and one copy of the data, it measures:
 3. an incremental run after 1% of the sales orders changed;
 4. a run in which nothing changed;
 5. a reconciliation (`{"reconcile": true}`): every source table compared with the lake per key range;
-6. the memory of every Lambda invocation (see benchmarks/instrument.py for the method).
+6. with --partition-rows N, a full refresh whose whole-table reads are split into key ranges of about N rows
+   (EXTRACT_PARTITION_ROWS forced small: lambdas/extract/partitioned.py), each range its own invocation;
+7. the memory of every Lambda invocation (see benchmarks/instrument.py for the method).
 
 The totesys is generated once per size with `statemachine.local.sample_data` in an embedded PostgreSQL under
 benchmarks/.data/ and kept there with --keep, so the next run at that size skips the seeding; every run works
@@ -43,7 +46,9 @@ from benchmarks import report
 from benchmarks.instrument import Instruments, MemoryProbe, cold_rss
 from lambdas.common.db import connect, identifier
 from lambdas.common.tables import SOURCE_TABLES
+from lambdas.extract.partitioned import PARTITION_ROWS_ENV
 from statemachine.local import postgres, runner, sample_data
+from statemachine.local.deployment import Deployment, synthesized_deployment
 from statemachine.local.report import progress_line
 
 HERE = Path(__file__).resolve().parent
@@ -58,7 +63,7 @@ CHANGE_1_PERCENT = (
 STAGES = ("extract", "transform", "load")
 RUNS = (("full", "full load"), ("incremental", "incremental 1%"), ("no-change", "no change"),
         ("reconcile", "reconciliation"))  # fmt: skip
-RUN_INPUTS: dict[str, dict[str, Any]] = {"reconcile": {"reconcile": True}}
+RUN_INPUTS: dict[str, dict[str, Any]] = {"reconcile": {"reconcile": True}, "partitioned": {"full_refresh": True}}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +105,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=[key for key, _ in RUNS],
         default="full",
         help="the run whose invocations --profile profiles (default: full)",
+    )
+    parser.add_argument(
+        "--partition-rows",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add a full refresh whose whole-table reads are split into key ranges of about N rows (the extract's "
+        "EXTRACT_PARTITION_ROWS forced to N; every table with more rows is read by several invocations)",
     )
     parser.add_argument(
         "--keep",
@@ -256,7 +269,13 @@ reconciled: dict[str, int] = {}  # what the reconciliation run found, for the re
 
 
 def _pipeline_run(
-    key: str, label: str, serial: bool, server: postgres.EmbeddedServer, lake: Path, instruments: Instruments
+    key: str,
+    label: str,
+    serial: bool,
+    server: postgres.EmbeddedServer,
+    lake: Path,
+    instruments: Instruments,
+    deployment: Deployment | None = None,
 ) -> report.RunFigures:
     _say(f"Pipeline run: {label}")
     started = time.monotonic()
@@ -267,6 +286,7 @@ def _pipeline_run(
         execution_input=RUN_INPUTS.get(key, {}),
         on_invocation=_progress,
         handlers=instruments.handlers(),
+        deployment=deployment,
     )
     wall = time.monotonic() - started
     found = [i.result["reconciled"] for i in outcome.invocations if i.ok and "reconciled" in i.result]
@@ -338,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.sales_orders < 1:
         raise SystemExit("--sales-orders must be at least 1")
+    if args.partition_rows < 0:
+        raise SystemExit("--partition-rows must be at least 1 (or 0, the default: no partitioned run)")
     lake = DATA_DIR / "lake"  # the runner writes the handlers' logs under lake/logs/
     shutil.rmtree(lake, ignore_errors=True)
 
@@ -361,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
             plan = [(key, label, args.serial) for key, label in RUNS]
             if not args.serial:  # the Lambda work of a no-change run, without threads competing for the GIL
                 plan.append(("no-change-serial", "no change, serial", True))
+            partitioned = None
+            if args.partition_rows:
+                plan.append(("partitioned", f"full refresh, key ranges of {args.partition_rows:,} rows", args.serial))
+                partitioned = synthesized_deployment().with_environment(
+                    "extract", **{PARTITION_ROWS_ENV: str(args.partition_rows)}
+                )
             for key, label, serial in plan:
                 if key == "incremental":
                     changed = _change_one_percent(server)
@@ -368,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                 profile = args.profile if key == args.profile_run else ()
                 instruments = Instruments(probe, serial=serial, profile=profile)
                 before = _rows_scanned(server) if key.startswith("no-change") else {}
-                runs.append(_pipeline_run(key, label, serial, server, lake, instruments))
+                deployment = partitioned if key == "partitioned" else None
+                runs.append(_pipeline_run(key, label, serial, server, lake, instruments, deployment))
                 if before:
                     after = _rows_scanned(server)
                     for table, rows in after.items():
@@ -390,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                 "profile": ", ".join(args.profile),
                 "changed_rows": changed,
                 **({"no_change_rows_scanned": scanned} if scanned else {}),
+                "partition_rows": args.partition_rows,
                 **reconciled,
             },
             machine=_machine(server),

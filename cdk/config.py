@@ -16,6 +16,7 @@ from typing import Any
 
 from cdk.workflow import STATE_MACHINE_NAME_MAX_LENGTH, STATE_MACHINE_NAME_SUFFIX
 from lambdas.common.tables import SOURCE_TABLES
+from lambdas.extract.partitioned import DEFAULT_PARTITION_ROWS
 from lambdas.extract.signal import DEFAULT_MAX_AGE_SECONDS as DEFAULT_SIGNAL_MAX_AGE_SECONDS
 from lambdas.load.held import DEFAULT_STUCK_AFTER_SECONDS
 
@@ -74,6 +75,8 @@ DEFAULTS: dict[str, Any] = {
     "extract_lookback_seconds": 900,
     # A table whose change signal says "unchanged" is still scanned when its last scan is this old; 0: always.
     "extract_signal_max_age_seconds": DEFAULT_SIGNAL_MAX_AGE_SECONDS,
+    # A whole-table read estimated above this many rows is split into key ranges of about this size (0: never).
+    "extract_partition_rows": DEFAULT_PARTITION_ROWS,
     "held_stuck_after_seconds": DEFAULT_STUCK_AFTER_SECONDS,
     "tracing": True,
     "vpc_id": None,
@@ -137,6 +140,7 @@ class PipelineConfig:
     max_source_connections: int
     extract_lookback_seconds: int
     extract_signal_max_age_seconds: int
+    extract_partition_rows: int
     held_stuck_after_seconds: int
     tracing: bool
     network: DatabaseNetwork | None
@@ -214,6 +218,9 @@ class PipelineConfig:
         )
         max_age_key = "extract_signal_max_age_seconds"
         signal_max_age = _integer(value(max_age_key), max_age_key, errors, minimum=0, maximum=86_400)
+        partition_rows = _integer(
+            value("extract_partition_rows"), "extract_partition_rows", errors, minimum=0, maximum=1_000_000_000
+        )
         # At least one scheduled run's worth, at most 30 days: a held fact row is reported stuck after this.
         stuck_after = _integer(
             value("held_stuck_after_seconds"), "held_stuck_after_seconds", errors, minimum=300, maximum=2_592_000
@@ -246,6 +253,7 @@ class PipelineConfig:
             max_source_connections=max_source_connections,
             extract_lookback_seconds=lookback,
             extract_signal_max_age_seconds=signal_max_age,
+            extract_partition_rows=partition_rows,
             held_stuck_after_seconds=stuck_after,
             tracing=tracing,
             network=network,

@@ -17,6 +17,7 @@ from cdk.bundling import LocalPythonBundler
 from cdk.nag import acknowledge
 from cdk.wheels import LambdaPlatform, lambda_wheels, pins, pure_requirements
 from lambdas.common.db import CA_BUNDLE_ENV
+from lambdas.extract.partitioned import PARTITION_ROWS_ENV
 from lambdas.extract.signal import MAX_AGE_ENV as SIGNAL_MAX_AGE_ENV
 from lambdas.load.held import STUCK_AFTER_ENV
 
@@ -159,6 +160,7 @@ class PipelineFunctions(Construct):
         max_source_connections: int,
         extract_lookback_seconds: int,
         extract_signal_max_age_seconds: int,
+        extract_partition_rows: int,
         held_stuck_after_seconds: int,
         lease_ttl_seconds: int,
         tracing: bool,
@@ -210,6 +212,7 @@ class PipelineFunctions(Construct):
                 "TOTESYS_SECRET_ID": totesys_secret_name,
                 "EXTRACT_LOOKBACK_SECONDS": str(extract_lookback_seconds),
                 SIGNAL_MAX_AGE_ENV: str(extract_signal_max_age_seconds),
+                PARTITION_ROWS_ENV: str(extract_partition_rows),
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,  # DriftRows: without it, publishing raises
                 **tls,
             },

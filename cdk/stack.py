@@ -130,6 +130,7 @@ class PipelineStack(Stack):
             max_source_connections=config.max_source_connections,
             extract_lookback_seconds=config.extract_lookback_seconds,
             extract_signal_max_age_seconds=config.extract_signal_max_age_seconds,
+            extract_partition_rows=config.extract_partition_rows,
             held_stuck_after_seconds=config.held_stuck_after_seconds,
             # The Workflow reads the same TimeoutSeconds, but it is built after the functions it invokes.
             lease_ttl_seconds=lease_ttl_seconds(asl_timeout_seconds(DEFINITION_FILE)),

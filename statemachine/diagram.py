@@ -88,8 +88,23 @@ def markdown(definition: dict[str, Any] | None = None) -> str:
             f"backoff and full jitter on: {', '.join(retries)}. Any other error is caught per table: the table "
             "is reported as failed, tables that depend on it are skipped, and the run ends FAILED after the report.",
             "",
+            "What the states do (their `Comment`s):",
+            "",
+            *_comments(definition["States"], ""),
+            "",
         ]
     )
+
+
+def _comments(states: dict[str, Any], indent: str) -> list[str]:
+    """A list of the states that explain themselves, nested as the Maps nest them."""
+    lines = []
+    for name, state in states.items():
+        if state.get("Comment"):
+            lines.append(f"{indent}- **{name}**: {state['Comment']}")
+        if state["Type"] == "Map":
+            lines.extend(_comments(state["ItemProcessor"]["States"], indent + "  "))
+    return lines
 
 
 def _tasks(definition: dict[str, Any]) -> list[dict[str, Any]]:

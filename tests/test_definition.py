@@ -45,6 +45,25 @@ def test_every_table_iteration_catches_its_failure_so_the_other_tables_go_on() -
             assert inner[task["Catch"][0]["Next"]]["Parameters"]["status"] == "failed", name
 
 
+def test_every_state_of_a_table_iteration_that_can_fail_ends_in_its_failed_result() -> None:
+    """Also the partitioned extract's inner Map and commit: an error anywhere is that table's failure alone."""
+    for name, state in definition.load()["States"].items():
+        if state["Type"] != "Map":
+            continue
+        inner = state["ItemProcessor"]["States"]
+        failed = {
+            n for n, s in inner.items() if s["Type"] == "Pass" and s.get("Parameters", {}).get("status") == "failed"
+        }
+        for inner_name, inner_state in inner.items():
+            if inner_state["Type"] in ("Task", "Map"):
+                assert [(c["ErrorEquals"], c["Next"] in failed) for c in inner_state["Catch"]] == [
+                    (["States.ALL"], True)
+                ], (
+                    name,
+                    inner_name,
+                )
+
+
 def test_payloads_carry_keys_and_counts_not_rows() -> None:
     for name, task in tasks(definition.load()["States"]):
         assert task["Resource"] == "arn:aws:states:::lambda:invoke", name

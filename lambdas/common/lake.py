@@ -139,6 +139,22 @@ class Bucket:
             Bucket=self.name, Key=key, Body=sink.getvalue(), ContentType="application/vnd.apache.parquet"
         )
 
+    def parquet_rows(self, key: str, *, tail: int = 64 * 1024) -> int:
+        """The row count a Parquet object's footer states, read with ranged GETs (the rows are not downloaded)."""
+        got = self.s3.get_object(Bucket=self.name, Key=key, Range=f"bytes=-{tail}")
+        end = got["Body"].read()
+        size = int(str(got.get("ContentRange", f"/{len(end)}")).rsplit("/", 1)[-1])
+        if len(end) < 8 or end[-4:] != b"PAR1":
+            raise pa.ArrowInvalid(f"{self.uri(key)} does not end as Parquet does")
+        footer = int.from_bytes(end[-8:-4], "little") + 8
+        if footer > size:
+            raise pa.ArrowInvalid(f"{self.uri(key)} states a footer longer than the object")
+        if footer > len(end):
+            got = self.s3.get_object(Bucket=self.name, Key=key, Range=f"bytes=-{footer}")
+            end = got["Body"].read()
+        # the footer alone, behind the 4-byte magic a reader expects at the start of a file
+        return pq.read_metadata(io.BytesIO(b"PAR1" + end[-footer:])).num_rows
+
     def get_parquet(self, key: str) -> pa.Table:
         body = self.s3.get_object(Bucket=self.name, Key=key)["Body"].read()
         return pq.read_table(io.BytesIO(body))
@@ -154,6 +170,28 @@ def manifest_key(table: str, seq: int) -> str:
 
 def head_key(stage: str, table: str) -> str:
     return f"{STATE_PREFIX}/{stage}/{table}.json"
+
+
+# A partitioned extract (lambdas/extract/partitioned.py) writes its plan and each key range's output inside the
+# batch it will become; `token` is the plan's, so a later plan for the same batch number never meets these
+# objects, and nothing names them until the batch's manifest does.
+def plan_key(table: str, seq: int, token: str) -> str:
+    return f"{batch_prefix(table, seq)}_plan-{token}.json"
+
+
+def range_manifest_key(table: str, seq: int, token: str, part: int) -> str:
+    """What key range ``part`` of a plan wrote: overwritten by a retry of that range, and only by it."""
+    return f"{batch_prefix(table, seq)}_range-{token}-{part:04d}.json"
+
+
+def range_part_key(table: str, seq: int, token: str, part: int, attempt: str, n: int) -> str:
+    """A key range's rows: new names per attempt, so a retried range never overwrites what an earlier one wrote."""
+    return f"{batch_prefix(table, seq)}part-{token}-r{part:04d}-{attempt}-{n:05d}.parquet"
+
+
+def range_versions_key(table: str, seq: int, token: str, part: int, attempt: str) -> str:
+    """The (key, last_updated) versions a key range read near the watermark the plan's commit will take."""
+    return f"{batch_prefix(table, seq)}_range-{token}-{part:04d}-{attempt}-versions.parquet"
 
 
 @dataclass(frozen=True)
@@ -270,6 +308,12 @@ class BatchLog:
             counts.append(table.num_rows)
         if not keys:
             return None
+        return self.write_manifest(head, keys, counts, meta)
+
+    def write_manifest(self, head: Head, keys: list[str], counts: list[int], meta: dict[str, Any] | None) -> Batch:
+        """The manifest of batch head.seq + 1 over parts already written (by `write`, or by a partitioned extract's
+        key ranges); the head that makes it visible is written after it, by `commit`."""
+        seq = head.seq + 1
         prev = head.last if seq > head.base else None
         batch = Batch(self.table, seq, tuple(keys), sum(counts), meta or {}, tuple(counts), new_id(), head.log, prev)
         self.bucket.put_json(manifest_key(self.table, seq), batch.manifest())

@@ -43,12 +43,14 @@ class ExtractResult:
     repaired: bool = False
     reconciled: dict[str, object] | None = None  # what a reconciliation found (reconcile.ReconcileResult)
     scanned: bool = True  # False: the change signal said the table was unchanged (signal.py)
+    ranges: int | None = None  # a partitioned whole-table read (partitioned.py): the key ranges it was read in
 
     def as_dict(self) -> dict[str, object]:
         return {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "rows": self.rows, "batch": self.batch,
                 WATERMARK: self.watermark, **({"repaired": True} if self.repaired else {}),
                 **({} if self.scanned else {"scanned": False}),
-                **({"reconciled": self.reconciled} if self.reconciled is not None else {})}  # fmt: skip
+                **({"reconciled": self.reconciled} if self.reconciled is not None else {}),
+                **({"ranges": self.ranges} if self.ranges else {})}  # fmt: skip
 
 
 def checked_head(log: BatchLog, identity: dict[str, Any]) -> tuple[Head, Watermark]:

@@ -15,6 +15,14 @@ from lambdas.common.events import TableEvent, env
 from lambdas.common.lake import BatchLog, Bucket
 from lambdas.common.tracing import annotate, traced, tracer
 from lambdas.extract.extractor import STAGE, extract_table, reconcile_table
+from lambdas.extract.partitioned import (
+    ACTION_COMMIT,
+    RangeTask,
+    commit_plan,
+    extract_range,
+    partition_rows,
+    plan_extract,
+)
 from lambdas.extract.signal import max_age_from_env
 
 logger = Logger()
@@ -30,6 +38,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     log = BatchLog(Bucket(env("INGESTION_BUCKET")), STAGE, request.table)
     lookback = timedelta(seconds=float(os.environ.get("EXTRACT_LOOKBACK_SECONDS", "900")))
     signal_max_age = max_age_from_env()
+    task = RangeTask.parse(event)
+    if task is not None:
+        return partitioned(task, log, context)
     with database_errors("totesys"):
         with traced("postgres: connect to totesys"):
             con = connect_with_secret(env("TOTESYS_SECRET_ID"), application_name="totesys-etl-extract",
@@ -39,6 +50,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
                 if request.reconcile:
                     result = reconcile_table(con, log, lookback=lookback)
                 else:
+                    plan = plan_extract(con, log, full_refresh=request.full_refresh, repair=request.repair,
+                                        lookback=lookback, rows_per_range=partition_rows())  # fmt: skip
+                    if plan is not None:
+                        logger.info("partitioned", extra={k: v for k, v in plan.items() if k != "ranges"})
+                        return plan
                     result = extract_table(con, log, full_refresh=request.full_refresh, repair=request.repair,
                                            lookback=lookback, signal_max_age=signal_max_age)  # fmt: skip
         finally:
@@ -50,6 +66,26 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
             logger.warning("the source and the lake differed", extra={"reconciled": result.reconciled})
     logger.info("extracted", extra=result.as_dict())
     return result.as_dict()
+
+
+def partitioned(task: RangeTask, log: BatchLog, context: LambdaContext) -> dict[str, object]:
+    """A key range of a partitioned whole-table read, or its commit (which needs S3 only, no database)."""
+    if task.action == ACTION_COMMIT:
+        with traced("s3: commit a partitioned extract"):
+            result = commit_plan(log, task.plan).as_dict()
+        logger.info("extracted", extra=result)
+        return result
+    with database_errors("totesys"):
+        with traced("postgres: connect to totesys"):
+            con = connect_with_secret(env("TOTESYS_SECRET_ID"), application_name="totesys-etl-extract",
+                                      statement_timeout=statement_budget(context))  # fmt: skip
+        try:
+            with traced("postgres to s3: copy one key range into the ingestion bucket"):
+                found = extract_range(con, log, task.plan, task.part)
+        finally:
+            con.close()
+    logger.info("extracted a key range", extra=found)
+    return found
 
 
 def drifted(found: dict[str, object]) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambdas.common.errors import TransientError, repair_tables, truncated
+from lambdas.common.events import SUCCEEDED
 from lambdas.common.tables import TRANSFORM_INPUTS
 from statemachine.local.runner import Invocation, RunOutcome
 
@@ -41,9 +42,12 @@ def progress_line(invocation: Invocation) -> str:
         mark, detail = "✘", _error(invocation.result)
     elif invocation.result.get("status") == "skipped":
         mark, detail = "·", f"skipped: needs {invocation.result.get('reason')}"
+    elif invocation.result.get("status") == "partitioned":
+        mark, detail = "✔", f"{len(invocation.result.get('ranges') or [])} key ranges planned"
     else:
         mark, detail = "✔", _rows(invocation.result) + _held(invocation.result)
-    return f"  {mark} {invocation.stage:<9} {invocation.table:<20} {invocation.seconds:6.2f}s  {detail}"
+    name = f"{invocation.table} {invocation.step}".strip()
+    return f"  {mark} {invocation.stage:<9} {name:<20} {invocation.seconds:6.2f}s  {detail}"
 
 
 class Progress:
@@ -55,7 +59,7 @@ class Progress:
         self._lock = threading.Lock()
 
     def __call__(self, invocation: Invocation) -> None:
-        key = (invocation.execution_id, invocation.stage, invocation.table)
+        key = (invocation.execution_id, invocation.stage, invocation.table, invocation.step)
         with self._lock:
             self._attempts[key] += 1
             attempt = self._attempts[key]
@@ -114,7 +118,7 @@ def execution_graph(outcome: RunOutcome) -> str:
         for table in tables:
             calls = per_stage[stage][table]
             last = calls[-1]
-            retries = len(calls) - 1
+            retries = len(calls) - len({c.step for c in calls})  # a partitioned extract's ranges are not retries
             if not last.ok:
                 state, detail = "FAILED", f"{last.result.get('errorType')}: {last.result.get('errorMessage')}"
             elif last.result.get("status") == "skipped":
@@ -241,13 +245,15 @@ def drift_summary(outcome: RunOutcome) -> tuple[str, bool]:
 
 
 def _totals(outcome: RunOutcome) -> dict[str, int]:
-    last: dict[tuple[str, str], Invocation] = {}
+    last: dict[tuple[str, str, str], Invocation] = {}
     for invocation in outcome.invocations:
-        last[(invocation.stage, invocation.table)] = invocation
+        last[(invocation.stage, invocation.table, invocation.step)] = invocation
     final = list(last.values())
+    # a partitioned extract's ranges carry rows too: its commit counts them once, as the table's result
+    table_results = [i for i in final if i.stage == "extract" and i.ok and i.result.get("status") == SUCCEEDED]
     return {
         "tables": len({i.table for i in final if i.stage == "extract"}),
-        "rows_extracted": sum(int(i.result.get("rows", 0)) for i in final if i.stage == "extract" and i.ok),
+        "rows_extracted": sum(int(i.result.get("rows", 0)) for i in table_results),
         "rows_loaded": sum(int(i.result.get("rows_written", 0)) for i in final if i.stage == "load" and i.ok),
         "failures": sum(1 for i in final if not i.ok and i.stage in ("extract", "transform", "load")),
         "skipped": sum(1 for i in final if i.ok and i.result.get("status") == "skipped"),
@@ -276,6 +282,7 @@ def as_json(outcome: RunOutcome, seconds: float, plan: Rerun | None, command: st
             {
                 "stage": i.stage,
                 "table": i.table,
+                **({"step": i.step} if i.step else {}),
                 "ok": i.ok,
                 "seconds": round(i.seconds, 3),
                 "status": i.result.get("status") if i.ok else "failed",

@@ -71,6 +71,16 @@ class Invocation:
     seconds: float
     ok: bool
     result: dict[str, Any]
+    step: str = ""  # one step of a table's work that takes several invocations (a partitioned extract's range)
+
+
+def step_of(payload: dict[str, Any]) -> str:
+    """The step of a partitioned extract after its plan ("range 3", "commit"); "" for a table's usual invocation."""
+    action = payload.get("action")
+    if not isinstance(action, str) or "table" not in payload:
+        return ""
+    item = payload.get("range")
+    return f"range {item.get('range')}" if isinstance(item, dict) else action
 
 
 @dataclass
@@ -132,6 +142,7 @@ class Dispatcher:
             seconds=time.monotonic() - started,
             ok=ok,
             result=body,
+            step=step_of(payload),
         )
         with self._lock:
             self.invocations.append(invocation)

@@ -41,6 +41,7 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "max_source_connections": "2",
     "extract_lookback_seconds": 600,
     "extract_signal_max_age_seconds": 0,
+    "extract_partition_rows": 0,
     "held_stuck_after_seconds": 7200,
     "tracing": "false",
     "log_retention_days": 90,

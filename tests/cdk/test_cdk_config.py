@@ -117,6 +117,8 @@ def test_an_empty_table_list_means_every_table() -> None:
         ({"extract_lookback_seconds": 100_000}, "extract_lookback_seconds 100000 must be at most 86400"),
         ({"extract_signal_max_age_seconds": -5}, "extract_signal_max_age_seconds -5 must be at least 0"),
         ({"extract_signal_max_age_seconds": 90_000}, "extract_signal_max_age_seconds 90000 must be at most 86400"),
+        ({"extract_partition_rows": -5}, "extract_partition_rows -5 must be at least 0"),
+        ({"extract_partition_rows": "many"}, "extract_partition_rows 'many' must be a whole number"),
         ({"held_stuck_after_seconds": 60}, "held_stuck_after_seconds 60 must be at least 300"),
         ({"held_stuck_after_seconds": 3_000_000}, "held_stuck_after_seconds 3000000 must be at most 2592000"),
         ({"tracing": "yes"}, "tracing 'yes' must be true or false"),

@@ -88,6 +88,7 @@ def test_function_environment_variables(synthesized: Synthesized) -> None:
             "TOTESYS_SECRET_ID": "totesys/source",
             "EXTRACT_LOOKBACK_SECONDS": "900",
             "EXTRACT_SIGNAL_MAX_AGE_SECONDS": "3600",
+            "EXTRACT_PARTITION_ROWS": "1500000",
             "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
         },
         "transform": {**common, "POWERTOOLS_SERVICE_NAME": "totesys-transform"},
@@ -129,6 +130,11 @@ def test_extract_lookback_comes_from_the_context(variant: Synthesized) -> None:
     variables = variant.properties(variant.function_ids()["extract"])["Environment"]["Variables"]
     assert variables["EXTRACT_LOOKBACK_SECONDS"] == "600"
     assert variables[SIGNAL_MAX_AGE_ENV] == "0"  # 0: every run scans
+
+
+def test_extract_partition_rows_comes_from_the_context(variant: Synthesized) -> None:
+    variables = variant.properties(variant.function_ids()["extract"])["Environment"]["Variables"]
+    assert variables["EXTRACT_PARTITION_ROWS"] == "0"  # 0: whole-table reads are never split
 
 
 def test_the_age_at_which_held_fact_rows_are_stuck_comes_from_the_context(variant: Synthesized) -> None:
