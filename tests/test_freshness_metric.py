@@ -6,7 +6,10 @@ rows while totesys changes, which is what the liveness alarm (LoadsSucceeded) ca
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,3 +110,60 @@ def test_runs_that_succeed_with_zero_rows_while_the_source_changes_show_the_ware
     behind = behind_seconds(stage_results(silent), now=datetime.now(UTC))
     assert behind["fact_sales_order"] >= 2 * 3600
     assert behind["fact_payment"] == 0.0
+
+
+FACTS = ("fact_sales_order", "fact_purchase_order", "fact_payment")
+
+
+def processed(db: Databases) -> Path:
+    return db.lake / runner.PROCESSED_BUCKET
+
+
+def newest_in_the_warehouse(db: Databases, table: str) -> str | None:
+    (newest,) = db.warehouse_sql(f"SELECT max(last_updated_date + last_updated_time) FROM {table}")[0]
+    return newest.isoformat() if newest else None
+
+
+def fact_scans(db: Databases) -> int:
+    time.sleep(0.5)  # a backend's statistics reach the shared counters as it exits
+    return db.warehouse_sql("SELECT sum(seq_scan) FROM pg_stat_user_tables WHERE relname = ANY(:t)", t=list(FACTS))[0][
+        0
+    ]
+
+
+def test_the_newest_loaded_change_comes_from_the_load_cursor_and_a_quiet_run_does_not_scan_the_facts(
+    databases: Databases,
+) -> None:
+    small = databases.seed(scale=0.02)
+    assert small.run().succeeded
+    scans = fact_scans(small)
+
+    quiet = small.run()
+
+    assert quiet.succeeded
+    assert fact_scans(small) == scans
+    loaded = {r["table"]: r["newest_loaded"] for r in stage_results(quiet)["loaded_facts"] if r["table"] in FACTS}
+    assert loaded == {t: newest_in_the_warehouse(small, t) for t in FACTS}
+
+
+def test_a_load_cursor_that_does_not_remember_the_newest_change_has_it_read_from_the_table(
+    databases: Databases,
+) -> None:
+    small = databases.seed(scale=0.02)
+    assert small.run().succeeded
+    cursor = processed(small) / "_state" / "load" / "fact_sales_order.json"
+    state = json.loads(cursor.read_text())
+    state["newest_loaded"] = "not a time"  # unreadable: not believed
+    cursor.write_text(json.dumps(state))
+    other = processed(small) / "_state" / "load" / "fact_payment.json"
+    state = json.loads(other.read_text())
+    del state["newest_loaded"]  # written by an earlier version
+    other.write_text(json.dumps(state))
+
+    again = small.run()
+
+    assert again.succeeded
+    loaded = {r["table"]: r["newest_loaded"] for r in stage_results(again)["loaded_facts"] if r["table"] in FACTS}
+    assert loaded == {t: newest_in_the_warehouse(small, t) for t in FACTS}
+    for path, table in ((cursor, "fact_sales_order"), (other, "fact_payment")):
+        assert json.loads(path.read_text())["newest_loaded"] == newest_in_the_warehouse(small, table)

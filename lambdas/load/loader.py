@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pg8000.native
 import pyarrow as pa
@@ -85,10 +86,13 @@ def load_table(
     except (PipelineError, ClientError, pa.ArrowException, OSError) as error:
         raise source.fail(f"the held rows named by {processed.uri(taken.key)} cannot be read ({error})") from error
     batches = reading.batches
+    known, remembered = _remembered_newest(saved, identity, table)
     if not batches and previous is None:
-        if saved is not None and saved.get("cursor") != reading.cursor:
-            taken.commit({"cursor": reading.cursor, "warehouse": identity})  # an empty new epoch was followed
-        return LoadResult(table, 0, 0, 0, newest_loaded=newest_loaded_change(con, table))
+        newest = remembered if known else newest_loaded_change(con, table)
+        if saved is not None and (saved.get("cursor") != reading.cursor or not known):
+            # an empty new epoch was followed, or the newest loaded change was not remembered yet
+            taken.commit({"cursor": reading.cursor, "warehouse": identity, **_newest_state(table, newest)})
+        return LoadResult(table, 0, 0, 0, newest_loaded=newest)
     holding = held.Holding(table) if table in FACTS else None
     counts = MergeCounts()
     # A large fact load locks the dimensions before anything reads them (see lock_referenced): after staging its
@@ -107,12 +111,43 @@ def load_table(
         con.run("ROLLBACK")
         raise
     settled = held.settle(still_held, previous, key, now=now or datetime.now(UTC), stuck_after=stuck_after)
-    if batches or settled.released or (saved or {}).get("cursor") != reading.cursor:
+    if known:
+        newest = max((c for c in (remembered, counts.newest_change) if c is not None), default=None)
+    else:
+        newest = newest_loaded_change(con, table)  # after the commit: this load's rows included
+    if batches or settled.released or (saved or {}).get("cursor") != reading.cursor or not known:
         seq = batches[-1].seq if batches else reading.cursor["seq"] if reading.cursor else 0
         entry = held.write(processed, table, seq, settled)  # held rows that merely stay held write nothing new
-        state: dict[str, object] = {"cursor": reading.cursor, "warehouse": identity}
+        state: dict[str, object] = {"cursor": reading.cursor, "warehouse": identity, **_newest_state(table, newest)}
         if entry:
             state["held"] = entry
         taken.commit(state)
-    return LoadResult(table, len(batches), counts.staged, counts.written, counts.newest_change, settled,
-                      newest_loaded_change(con, table))  # fmt: skip
+    return LoadResult(table, len(batches), counts.staged, counts.written, counts.newest_change, settled, newest)
+
+
+def _remembered_newest(
+    saved: dict[str, Any] | None, identity: dict[str, Any], table: str
+) -> tuple[bool, datetime | None]:
+    """The newest fact version loaded, as the cursor remembers it: (known, value).
+
+    The freshness metric needs it on every run, and reading it from the table is a scan of the whole fact table
+    (no index on the version's time, and the schema is the contract's), about 0.5 s at 1 M rows. The cursor is
+    written with each load, so it holds the newest version of what it says was loaded. A cursor of another
+    warehouse, one without it (written by an earlier version) or an unreadable value is not believed: the table
+    is read instead, and the cursor carries the value from then on.
+    """
+    if table not in FACTS:
+        return True, None
+    if saved is None or saved.get("warehouse") != identity or NEWEST_LOADED not in saved:
+        return False, None
+    raw = saved[NEWEST_LOADED]
+    if raw is None:
+        return True, None
+    try:
+        return True, datetime.fromisoformat(raw)
+    except (TypeError, ValueError):
+        return False, None
+
+
+def _newest_state(table: str, newest: datetime | None) -> dict[str, object]:
+    return {NEWEST_LOADED: newest.isoformat() if newest else None} if table in FACTS else {}
