@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             runs=runs,
             cold_rss=cold_rss(REPO),
             memory_baseline=baseline,
-            reference_after=reference_after,
+            reference_after=[vars(r) for r in reference_after],
         )
         _say("")
         _say(results.text())
