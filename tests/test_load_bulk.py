@@ -141,3 +141,32 @@ def test_into_an_empty_fact_the_bulk_batch_gives_the_rows_the_exact_path_gives(a
         assert primary_key_index(con) != index  # built after the insert: the bulk path, not the exact one, ran
     finally:
         con.close()
+
+
+def test_into_an_empty_dimension_a_bulk_batch_rebuilds_its_key_and_the_foreign_keys_to_it(awkward: Databases) -> None:
+    assert awkward.run().succeeded
+    con = awkward.warehouse_con()
+    try:
+        everything = "SELECT transaction_id, transaction_type, sales_order_id, purchase_order_id FROM dim_transaction"
+        exact = sorted(con.run(everything))
+        schema = pa.schema([("transaction_id", pa.int32()), ("transaction_type", pa.string()),
+                            ("sales_order_id", pa.int32()), ("purchase_order_id", pa.int32())])  # fmt: skip
+        rows = pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in exact], schema=schema)
+        con.run("TRUNCATE fact_payment, dim_transaction")
+        before = catalogue(con)
+        index = con.run("SELECT to_regclass('dim_transaction_pkey')::oid")[0][0]
+        con.run("START TRANSACTION")
+        counts = warehouse.merge_batch(con, "dim_transaction", [rows], bulk_rows=1)
+        con.run("COMMIT")
+        assert counts.written == len(exact) > 0 and sorted(con.run(everything)) == exact
+        assert catalogue(con) == before  # fact_payment's foreign key to it is back, validated
+        assert con.run("SELECT to_regclass('dim_transaction_pkey')::oid")[0][0] != index  # built after the insert
+
+        con.run("TRUNCATE fact_payment, dim_transaction")
+        con.run("START TRANSACTION")
+        with pytest.raises(pg8000.native.DatabaseError, match="cannot affect row a second time"):
+            warehouse.merge_batch(con, "dim_transaction", [pa.concat_tables([rows, rows])], bulk_rows=1)
+        con.run("ROLLBACK")  # a key staged twice: the exact path's own error, and nothing changed
+        assert catalogue(con) == before and con.run("SELECT count(*) FROM dim_transaction") == [[0]]
+    finally:
+        con.close()

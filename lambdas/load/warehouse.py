@@ -135,51 +135,61 @@ def foreign_keys_checked_once(con: pg8000.native.Connection, table: str) -> Iter
         con.run(f"ALTER TABLE {target} ADD CONSTRAINT {identifier(name)} {definition}")
 
 
-def _constraints(con: pg8000.native.Connection, table: str, kinds: str) -> list[tuple[str, str]]:
-    """(name, definition) of the table's constraints of these kinds (p, u, f), keys before foreign keys."""
+def _constraints(con: pg8000.native.Connection, table: str) -> list[tuple[str, str, str]]:
+    """(owner, name, definition) of what a bulk load into the table rebuilds, in the order to add them back.
+
+    A fact: its primary key, version key and foreign keys. A dimension: its primary key, and the foreign keys of
+    the facts that point at it (a primary key cannot be dropped under them).
+    """
+    own = "puf" if table in FACTS else "p"
     rows = con.run(
-        "SELECT conname, pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint "
-        "WHERE conrelid = to_regclass(quote_ident(:t)) AND contype::text = ANY(:kinds) "
-        "ORDER BY CASE contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 ELSE 2 END, conname",
+        "SELECT r.relname, c.conname, pg_get_constraintdef(c.oid) FROM pg_catalog.pg_constraint c "
+        "JOIN pg_catalog.pg_class r ON r.oid = c.conrelid "
+        "WHERE (c.conrelid = to_regclass(quote_ident(:t)) AND c.contype::text = ANY(:own)) "
+        "OR (c.confrelid = to_regclass(quote_ident(:t)) AND c.contype = 'f' AND :dimension) "
+        "ORDER BY c.conrelid <> to_regclass(quote_ident(:t)), "
+        "CASE c.contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 ELSE 2 END, r.relname, c.conname",
         t=table,
-        kinds=list(kinds),
+        own=list(own),
+        dimension=table not in FACTS,
     )
-    return [(name, definition) for name, definition in rows]
+    return [(owner, name, definition) for owner, name, definition in rows]
 
 
-def _is_empty_fact(con: pg8000.native.Connection, table: str) -> bool:
-    return table in FACTS and not con.run(f"SELECT EXISTS (SELECT FROM {identifier(table)})")[0][0]  # noqa: S608 - contract name quoted by identifier()
+def _bulk_into_empty(con: pg8000.native.Connection, table: str) -> bool:
+    """An empty fact or dimension table (dim_date, a few thousand days, is always merged)."""
+    return table != "dim_date" and not con.run(f"SELECT EXISTS (SELECT FROM {identifier(table)})")[0][0]  # noqa: S608 - contract name quoted by identifier()
 
 
-# A staged row that breaks the rebuilt version key or a foreign key: the fast path gives way to the exact one.
+# A staged row that breaks a rebuilt key or foreign key: the fast path gives way to the exact one.
 _FALL_BACK_SQLSTATES = ("23505", "23503")
 _SAVEPOINT = "totesys_bulk_into_empty"
 
 
-def insert_into_empty_fact(con: pg8000.native.Connection, table: str, column_list: str, stage: str) -> int | None:
-    """Insert a large batch into an empty fact table as a bulk load: indexes and constraints built once, after.
+def insert_into_empty(con: pg8000.native.Connection, table: str, column_list: str, stage: str) -> int | None:
+    """Insert a large batch into an empty table as a bulk load: indexes and constraints built once, after.
 
     Into an empty table, INSERT ... ON CONFLICT costs twice a plain INSERT (a speculative probe per row and
-    per index), and every index grows row by row; building the primary key and the version key after the
-    insert sorts once, and the foreign keys are validated with one join each. So, under a savepoint and with
-    the referenced tables locked (lock_referenced), the constraints are dropped, the staged rows inserted and
-    the same constraints (name and definition from the catalogue) added back, which checks every row.
+    per index), and every index grows row by row; building the keys after the insert sorts once, and foreign
+    keys are validated with one join each. So, under a savepoint and with a fact's referenced tables locked
+    (lock_referenced), the constraints are dropped (_constraints), the staged rows inserted and the same
+    constraints (owner, name and definition from the catalogue) added back, which checks every row.
 
-    The constraints are also the check: a staged version twice (UNIQUE) or a row whose dimension row is not
-    in the warehouse yet (FOREIGN KEY) fails the rebuild, the savepoint is rolled back, and None tells the
-    caller to take the exact path (held rows, ON CONFLICT) instead; so the result is always the exact path's.
+    The constraints are also the check: a key staged twice (a fact's version, a dimension's primary key) or a
+    fact row whose dimension row is not in the warehouse yet fails the rebuild, the savepoint is rolled back,
+    and None tells the caller to take the exact path (held rows, ON CONFLICT) instead; so the result is always
+    the exact path's. Into an empty table that path inserts every staged row too, once per key.
     """
-    rebuilt = _constraints(con, table, "puf")
-    target = identifier(table)
+    rebuilt = _constraints(con, table)
     lock_referenced(con, table)
     con.run(f"SAVEPOINT {_SAVEPOINT}")
     try:
-        for name, _ in reversed(rebuilt):
-            con.run(f"ALTER TABLE {target} DROP CONSTRAINT {identifier(name)}")
-        con.run(f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {stage}")  # noqa: S608 - contract names quoted by identifier()
+        for owner, name, _ in reversed(rebuilt):
+            con.run(f"ALTER TABLE {identifier(owner)} DROP CONSTRAINT {identifier(name)}")
+        con.run(f"INSERT INTO {identifier(table)} ({column_list}) SELECT {column_list} FROM {stage}")  # noqa: S608 - contract names quoted by identifier()
         written = con.row_count
-        for name, definition in rebuilt:  # DDL text from the catalogue itself, not from any input
-            con.run(f"ALTER TABLE {target} ADD CONSTRAINT {identifier(name)} {definition}")
+        for owner, name, definition in rebuilt:  # DDL text from the catalogue itself, not from any input
+            con.run(f"ALTER TABLE {identifier(owner)} ADD CONSTRAINT {identifier(name)} {definition}")
     except pg8000.native.DatabaseError as error:
         details = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
         if details.get("C") not in _FALL_BACK_SQLSTATES:
@@ -262,7 +272,7 @@ def merge_batch(
     if lock_first:
         lock_referenced(con, table)
     bulk = counts.staged >= (BULK_ROWS if bulk_rows is None else bulk_rows)
-    written = insert_into_empty_fact(con, table, column_list, stage) if bulk and _is_empty_fact(con, table) else None
+    written = insert_into_empty(con, table, column_list, stage) if bulk and _bulk_into_empty(con, table) else None
     if written is None:
         if hold is not None:
             hold(con, stage)
