@@ -29,7 +29,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -155,9 +155,15 @@ class Bucket:
         # the footer alone, behind the 4-byte magic a reader expects at the start of a file
         return pq.read_metadata(io.BytesIO(b"PAR1" + end[-footer:])).num_rows
 
-    def get_parquet(self, key: str) -> pa.Table:
+    def get_parquet(self, key: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """The object as a table; with `columns`, only those of them it has (a reader that needs a few columns
+        of wide parts decodes only those; one that needs a column the part lacks says so itself)."""
         body = self.s3.get_object(Bucket=self.name, Key=key)["Body"].read()
-        return pq.read_table(io.BytesIO(body))
+        if columns is None:
+            return pq.read_table(io.BytesIO(body))
+        parquet = pq.ParquetFile(io.BytesIO(body))
+        present = set(parquet.schema_arrow.names)
+        return parquet.read(columns=[c for c in columns if c in present])
 
 
 def batch_prefix(table: str, seq: int) -> str:
@@ -414,11 +420,12 @@ class BatchLog:
         # a log not written yet has no id to follow: the reader stays new until it is
         return Reading(batches, head.cursor() if head.stored else None, restarted)
 
-    def read(self, batch: Batch) -> Iterator[pa.Table]:
-        """The parts of a batch, each checked against the row count its manifest promised."""
+    def read(self, batch: Batch, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+        """The parts of a batch (only `columns` of them, if given), each checked against the row count its
+        manifest promised."""
         for key, rows in zip(batch.parts, batch.part_rows, strict=True):
             try:
-                table = self.bucket.get_parquet(key)
+                table = self.bucket.get_parquet(key, columns)
             except ClientError as error:
                 if _is_missing(error):
                     raise self.fail(f"batch {batch.seq} lists {self.bucket.uri(key)}, which is missing") from error

@@ -7,7 +7,7 @@ inputs; nothing downstream has seen it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -71,9 +71,9 @@ class NewInput:
     def span(self) -> list[int]:
         return [self.batches[0].seq, self.batches[-1].seq] if self.batches else []
 
-    def parts(self) -> Iterator[pa.Table]:
+    def parts(self, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
         for batch in self.batches:
-            yield from self.log.read(batch)
+            yield from self.log.read(batch, columns)
 
     def table(self) -> pa.Table | None:
         return concat(self.parts())
@@ -197,7 +197,8 @@ def _joined_dimension(
 def _dates(inputs: dict[str, NewInput], state: dict[str, Any], *, whole: bool) -> list[pa.Table]:
     """Grow the covered range of dim_date to the dates the new fact rows reference (all of it in a new epoch)."""
     # one part at a time: only each part's earliest and latest date is kept
-    spans = [dates.span(facts.referenced_dates(part, i.source)) for i in inputs.values() for part in i.parts()]
+    spans = [dates.span(facts.referenced_dates(part, i.source))
+             for i in inputs.values() for part in i.parts([c for c, _ in facts.FACT_DATES[i.source]])]  # fmt: skip
     bounds = [bound for found in spans if found is not None for bound in found]
     seen = (min(bounds), max(bounds)) if bounds else None
     known = state.get("date_range")
