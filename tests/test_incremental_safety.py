@@ -211,9 +211,9 @@ def test_a_runs_reads_grow_with_what_changed_not_with_the_number_of_earlier_runs
     for method in ("get_json", "get_parquet"):
         original = getattr(lake.Bucket, method)
 
-        def counted(self: lake.Bucket, key: str, _original: Callable[..., Any] = original) -> Any:
+        def counted(self: lake.Bucket, key: str, *args: Any, _original: Callable[..., Any] = original) -> Any:
             reads.append(key)
-            return _original(self, key)
+            return _original(self, key, *args)
 
         monkeypatch.setattr(lake.Bucket, method, counted)
 

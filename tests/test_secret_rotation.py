@@ -157,14 +157,27 @@ def test_a_password_rotated_in_the_middle_of_a_run_does_not_fail_its_tables(
     rotated: list[str] = []
     lock = threading.Lock()
 
+    started: list[str] = []
+    rotation_done = threading.Event()
+
     def extract_then_rotate(event: dict[str, Any], context: Any) -> dict[str, object]:
-        """The first table extracted caches the secret; the rotation happens before most others connect."""
-        result = extract.handler(event, context)
+        """The first table extracted caches the secret; the rotation happens before the others connect.
+
+        The others wait for the rotation to be complete (password and secrets both changed): a rotation is not
+        atomic, and a connection between its two steps would be refused with the old password and, fresh from
+        the secret, again, which is another test's case (a secret that is wrong after a fresh read).
+        """
         with lock:
-            if not rotated:  # done by the rotation, not by the function: another thread, outside its sandbox
-                rotation = threading.Thread(target=lambda: rotated.append(rotate(checked.admin, credentials)))
-                rotation.start()
-                rotation.join()
+            first = not started
+            started.append(event["table"])
+        if not first:
+            assert rotation_done.wait(timeout=60)
+        result = extract.handler(event, context)
+        if first:  # done by the rotation, not by the function: another thread, outside its sandbox
+            rotation = threading.Thread(target=lambda: rotated.append(rotate(checked.admin, credentials)))
+            rotation.start()
+            rotation.join()
+            rotation_done.set()
         return result
 
     replaced = {"totesys-extract": extract_then_rotate}
