@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.report import TARGET_SALES_ORDERS, Results
+from benchmarks.report import TARGET_SALES_ORDERS, Results, RunFigures
 
 
 def results(sales_orders: int) -> Results:
@@ -31,6 +31,18 @@ def test_the_floor_is_the_mean_of_the_reference_before_and_after_the_runs() -> N
 
 def test_a_no_change_run_that_scans_a_big_table_misses_its_target() -> None:
     measured = results(TARGET_SALES_ORDERS)
+    measured.runs = [RunFigures.of("no-change", "no change", False, 1.0, [], "SUCCEEDED", "")]
     measured.config["no_change_rows_scanned"] = {"sales_order": 1_000_000, "payment": 0}
     verdict = next(v for v in measured.targets() if v.target == "no-change run scans no big source table")
-    assert verdict.value is None and not verdict.met  # no no-change run took place: not measured, not passed
+    assert verdict.value == 1_000_000 and not verdict.met
+    assert "sales_order 1,000,000" in verdict.detail
+
+    measured.config["no_change_rows_scanned"] = {"sales_order": 0, "payment": 0}
+    assert next(v for v in measured.targets() if v.target == verdict.target).met
+
+
+def test_a_scan_target_without_a_no_change_run_is_not_measured_and_not_met() -> None:
+    measured = results(TARGET_SALES_ORDERS)
+    measured.config["no_change_rows_scanned"] = {"sales_order": 0}
+    verdict = next(v for v in measured.targets() if v.target == "no-change run scans no big source table")
+    assert verdict.value is None and not verdict.met

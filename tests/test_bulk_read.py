@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -21,26 +19,10 @@ from lambdas.common.tables import PRIMARY_KEYS, SOURCE_TABLES
 from lambdas.extract.bulk import libpq_uri, record_batches
 from lambdas.extract.reconcile import differing_ranges, lake_digests, source_digests
 from lambdas.extract.source import Column, arrow_schema, changed_rows, snapshot, table_columns
-from statemachine.local.postgres import READER_ROLE, grant_read_only
 from tests.conftest import Databases, as_admin
+from tests.test_reconcile_core import reader as read_only
 
 SECRET = "s3cr3t:@/?&=%'\"pw"  # every character a URI or a connection string would have to escape
-
-
-@contextmanager
-def read_only(databases: Databases) -> Iterator[Connection]:
-    """The pipeline's view of the source: the role that may only SELECT, inside one read-only snapshot."""
-    con = connect(databases.source)
-    try:
-        grant_read_only(con, READER_ROLE)
-    finally:
-        con.close()
-    con = connect({**databases.source, "username": READER_ROLE})
-    try:
-        with snapshot(con):
-            yield con
-    finally:
-        con.close()
 
 
 def read(con: Connection, table: str) -> pa.Table:
@@ -201,7 +183,10 @@ def test_an_error_of_the_consumer_passes_through_unchanged_and_the_connection_is
         with pytest.raises(OSError, match="disk full"), changed_rows(con, "payment", columns, None, block_bytes=1) as b:
             next(b)
             raise OSError("disk full")
-        others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        others = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )  # not autovacuum's workers
         deadline = time.monotonic() + 5  # the server notices a closed connection a moment later
         while con.run(others)[0][0] and time.monotonic() < deadline:
             time.sleep(0.05)

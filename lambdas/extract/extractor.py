@@ -98,6 +98,44 @@ def check_window(
     )
 
 
+def starting_head(
+    con: pg8000.native.Connection, log: BatchLog, *, repair: bool
+) -> tuple[Head, Watermark, dict[str, Any]]:
+    """The head a read starts from, its watermark and the source's identity: a repair's new epoch, or the
+    committed head, checked as checked_head does (the caller also checks it is not behind its log, once it
+    knows it will write)."""
+    identity = database_identity(con)
+    if repair:
+        return log.start_epoch({"source": identity}), Watermark.empty(), identity
+    head, previous = checked_head(log, identity)
+    return head, previous, identity
+
+
+def in_parts(
+    batches: Iterator[pa.RecordBatch],
+    part_rows: int,
+    primary_key: str,
+    versions: list[pa.Table],
+    keep: Callable[[pa.Table], pa.Table] | None = None,
+) -> Iterator[pa.Table]:
+    """Record batches regrouped into Parquet parts of about `part_rows` rows, so memory holds one part; the
+    (key, last_updated) of every version read is collected in `versions`, before `keep` drops any."""
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    for record_batch in batches:
+        chunk = pa.Table.from_batches([record_batch])
+        versions.append(version_keys(chunk, primary_key))
+        if keep is not None:
+            chunk = keep(chunk)
+        pending.append(chunk)
+        pending_rows += chunk.num_rows
+        if pending_rows >= part_rows:
+            yield pa.concat_tables(pending)
+            pending, pending_rows = [], 0
+    if pending:
+        yield pa.concat_tables(pending)
+
+
 def extract_table(
     con: pg8000.native.Connection,
     log: BatchLog,
@@ -115,12 +153,8 @@ def extract_table(
     """
     table = require_source_table(log.table)
     primary_key = PRIMARY_KEYS[table]
-    identity = database_identity(con)
-    if repair:
-        previous = Watermark.empty()
-        head = log.start_epoch({"source": identity})
-    else:
-        head, previous = checked_head(log, identity)
+    head, previous, identity = starting_head(con, log, repair=repair)
+    if not repair:
         log.check_not_behind(head)
     whole = full_refresh or repair
     token = read_token(con, table)  # before the snapshot: see signal.py
@@ -128,22 +162,7 @@ def extract_table(
         return _unchanged(log, head, previous, token)
     since = None if whole else previous.window_start(lookback)
     window_keys: list[pa.Table] = []
-
-    def parts(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
-        pending: list[pa.Table] = []
-        pending_rows = 0
-        for record_batch in batches:
-            chunk = pa.Table.from_batches([record_batch])
-            window_keys.append(version_keys(chunk, primary_key))
-            if not whole:
-                chunk = drop_seen(chunk, primary_key, previous.seen)
-            pending.append(chunk)
-            pending_rows += chunk.num_rows
-            if pending_rows >= part_rows:
-                yield pa.concat_tables(pending)
-                pending, pending_rows = [], 0
-        if pending:
-            yield pa.concat_tables(pending)
+    fresh = None if whole else (lambda chunk: drop_seen(chunk, primary_key, previous.seen))
 
     with snapshot(con):
         clock = source_clock(con)
@@ -154,7 +173,7 @@ def extract_table(
             raise PipelineError(f"{table}: primary key column {primary_key!r} is missing from the source")
         with changed_rows(con, table, columns, since) as batches:
             meta = {"since": since.isoformat() if since else None, **({"repair": True} if repair else {})}
-            batch = log.write(head, parts(batches), meta)
+            batch = log.write(head, in_parts(batches, part_rows, primary_key, window_keys, fresh), meta)
 
     keys = pa.concat_tables(window_keys) if window_keys else None
     if not whole:

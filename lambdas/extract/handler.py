@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+import pg8000.native
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -41,24 +44,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     task = RangeTask.parse(event)
     if task is not None:
         return partitioned(task, log, context)
-    with database_errors("totesys"):
-        with traced("postgres: connect to totesys"):
-            con = connect_with_secret(env("TOTESYS_SECRET_ID"), application_name="totesys-etl-extract",
-                                      statement_timeout=statement_budget(context))  # fmt: skip
-        try:
-            with traced("postgres to s3: copy changed rows into the ingestion bucket"):
-                if request.reconcile:
-                    result = reconcile_table(con, log, lookback=lookback)
-                else:
-                    plan = plan_extract(con, log, full_refresh=request.full_refresh, repair=request.repair,
-                                        lookback=lookback, rows_per_range=partition_rows())  # fmt: skip
-                    if plan is not None:
-                        logger.info("partitioned", extra={k: v for k, v in plan.items() if k != "ranges"})
-                        return plan
-                    result = extract_table(con, log, full_refresh=request.full_refresh, repair=request.repair,
-                                           lookback=lookback, signal_max_age=signal_max_age)  # fmt: skip
-        finally:
-            con.close()
+    with totesys(context) as con, traced("postgres to s3: copy changed rows into the ingestion bucket"):
+        if request.reconcile:
+            result = reconcile_table(con, log, lookback=lookback)
+        else:
+            plan = plan_extract(con, log, full_refresh=request.full_refresh, repair=request.repair,
+                                lookback=lookback, rows_per_range=partition_rows())  # fmt: skip
+            if plan is not None:
+                logger.info("partitioned", extra={k: v for k, v in plan.items() if k != "ranges"})
+                return plan
+            result = extract_table(con, log, full_refresh=request.full_refresh, repair=request.repair,
+                                   lookback=lookback, signal_max_age=signal_max_age)  # fmt: skip
     if result.reconciled is not None:
         for metric_set in drift_metrics(result.table, result.reconciled):
             metric_set.flush_metrics()
@@ -75,17 +71,23 @@ def partitioned(task: RangeTask, log: BatchLog, context: LambdaContext) -> dict[
             result = commit_plan(log, task.plan).as_dict()
         logger.info("extracted", extra=result)
         return result
+    with totesys(context) as con, traced("postgres to s3: copy one key range into the ingestion bucket"):
+        found = extract_range(con, log, task.plan, task.part)
+    logger.info("extracted a key range", extra=found)
+    return found
+
+
+@contextmanager
+def totesys(context: LambdaContext) -> Iterator[pg8000.native.Connection]:
+    """A connection to totesys for this invocation, closed after it; its errors classified (database_errors)."""
     with database_errors("totesys"):
         with traced("postgres: connect to totesys"):
             con = connect_with_secret(env("TOTESYS_SECRET_ID"), application_name="totesys-etl-extract",
                                       statement_timeout=statement_budget(context))  # fmt: skip
         try:
-            with traced("postgres to s3: copy one key range into the ingestion bucket"):
-                found = extract_range(con, log, task.plan, task.part)
+            yield con
         finally:
             con.close()
-    logger.info("extracted a key range", extra=found)
-    return found
 
 
 def drifted(found: dict[str, object]) -> bool:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,9 +64,9 @@ from lambdas.common.lake import (
     table_prefix,
 )
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
-from lambdas.extract.extractor import STAGE, ExtractResult, checked_head
+from lambdas.extract.extractor import STAGE, ExtractResult, in_parts, starting_head
 from lambdas.extract.source import KeyIntervals, changed_rows, snapshot, source_clock, table_columns
-from lambdas.extract.watermark import TS, Watermark, advance, version_keys
+from lambdas.extract.watermark import TS, Watermark, advance
 
 PARTITION_ROWS_ENV = "EXTRACT_PARTITION_ROWS"
 # Rows one range reads. One extract invocation read `payment`, the widest large table, at about 240,000 rows/s
@@ -246,13 +245,10 @@ def plan_extract(
         return None
     table = require_source_table(log.table)
     key = PRIMARY_KEYS[table]
-    identity = database_identity(con)
-    if repair:
-        head = log.start_epoch({"source": identity})
-    else:
-        head, previous = checked_head(log, identity)
-        if previous.value is not None and not full_refresh:
-            return None  # an incremental window
+    head, previous, identity = starting_head(con, log, repair=repair)
+    if previous.value is not None and not full_refresh:
+        return None  # an incremental window
+    if not repair:
         log.check_not_behind(head)
     with snapshot(con):
         clock = source_clock(con)
@@ -279,21 +275,6 @@ def plan_extract(
             "rows_estimated": estimate, "ranges": shown}  # fmt: skip
 
 
-def _parts(batches: Iterator[pa.RecordBatch], part_rows: int, versions: list[pa.Table], key: str) -> Iterator[pa.Table]:
-    pending: list[pa.Table] = []
-    pending_rows = 0
-    for record_batch in batches:
-        chunk = pa.Table.from_batches([record_batch])
-        versions.append(version_keys(chunk, key))
-        pending.append(chunk)
-        pending_rows += chunk.num_rows
-        if pending_rows >= part_rows:
-            yield pa.concat_tables(pending)
-            pending, pending_rows = [], 0
-    if pending:
-        yield pa.concat_tables(pending)
-
-
 def extract_range(
     con: pg8000.native.Connection, log: BatchLog, plan_object: str, part: int, *, part_rows: int = 500_000
 ) -> dict[str, Any]:
@@ -317,7 +298,7 @@ def extract_range(
             raise PipelineError(f"{plan.table}: the source's columns changed since the plan "
                                 f"{log.bucket.uri(plan_object)} was made; re-run the table for a new plan")  # fmt: skip
         with changed_rows(con, plan.table, columns, None, within=KeyIntervals(plan.key, ((low, high),))) as batches:
-            for table in _parts(batches, part_rows, versions, plan.key):
+            for table in in_parts(batches, part_rows, plan.key, versions):
                 key = range_part_key(plan.table, plan.seq, plan.token, part, attempt, len(keys))
                 log.bucket.put_parquet(key, table)
                 keys.append(key)
