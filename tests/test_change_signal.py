@@ -33,6 +33,7 @@ from lambdas.extract import extractor
 from lambdas.extract.extractor import STAGE, ExtractResult, extract_table
 from lambdas.extract.signal import SIGNAL, read_token
 from statemachine.local import postgres, sample_data
+from statemachine.local.report import progress_line
 from tests.conftest import Databases, as_admin
 
 HOUR = timedelta(hours=1)
@@ -327,6 +328,7 @@ def test_a_scheduled_run_with_nothing_changed_scans_no_source_table(reader: Data
     extracts = [i for i in quiet.invocations if i.stage == "extract"]
     assert {i.table for i in extracts} == set(SOURCE_TABLES)
     assert all(i.result.get("scanned") is False for i in extracts), [i.result for i in extracts]
+    assert all("0 rows, not read: unchanged since its last scan" in progress_line(i) for i in extracts)
     assert {table: reads(reader, table) for table in SOURCE_TABLES} == before
 
 

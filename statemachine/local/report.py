@@ -24,6 +24,11 @@ def _rows(result: dict[str, Any]) -> str:
     return ""
 
 
+def _unread(result: dict[str, Any]) -> str:
+    """An extract that skipped its table says why: its change signal had not moved since its last scan."""
+    return ", not read: unchanged since its last scan (change signal)" if result.get("scanned") is False else ""
+
+
 def _held(result: dict[str, Any]) -> str:
     """A fact's rows held back for a missing dimension row, with the first reason."""
     if not result.get("rows_held"):
@@ -45,7 +50,7 @@ def progress_line(invocation: Invocation) -> str:
     elif invocation.result.get("status") == "partitioned":
         mark, detail = "✔", f"{len(invocation.result.get('ranges') or [])} key ranges planned"
     else:
-        mark, detail = "✔", _rows(invocation.result) + _held(invocation.result)
+        mark, detail = "✔", _rows(invocation.result) + _held(invocation.result) + _unread(invocation.result)
     name = f"{invocation.table} {invocation.step}".strip()
     return f"  {mark} {invocation.stage:<9} {name:<20} {invocation.seconds:6.2f}s  {detail}"
 
