@@ -80,7 +80,7 @@ def test_ctrl_c_mid_run_is_one_line_exit_130_and_the_kept_execution_reruns_to_a_
     databases: Databases,
 ) -> None:
     databases.seed(scale=0.02)
-    run = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    run = subprocess.Popen(
         [sys.executable, "-m", "statemachine.local", "run", *options(databases)], cwd=ROOT, env=clean_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job starts with it ignored
@@ -136,9 +136,9 @@ def test_a_revoked_grant_met_by_the_bulk_read_or_pg8000_names_the_grant_not_the_
     con = connect(reader.source)
     try:
         con.run("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        with pytest.raises(PipelineError) as bulk:
-            with record_batches(con, "SELECT staff_id FROM staff", {}, batch_bytes=1 << 20) as batches:
-                list(batches)
+        with pytest.raises(PipelineError) as bulk, record_batches(con, "SELECT staff_id FROM staff", {},
+                                                                   batch_bytes=1 << 20) as batches:  # fmt: skip
+            list(batches)
         con.run("ROLLBACK")
         with pytest.raises(PipelineError) as direct, database_errors("totesys", role=role):
             con.run("SELECT count(*) FROM staff")
@@ -224,7 +224,8 @@ def test_given_only_the_lake_the_dashboard_finds_the_warehouse_its_runs_load(dat
 
 def test_the_printed_dashboard_command_never_carries_a_dsn_and_says_when_a_password_is_needed(tmp_path: Path) -> None:
     default_lake = Path(".local").resolve()
-    assert dashboard_hint(default_lake) == f"Dashboard: `make dashboard` draws it at {default_lake.as_uri()}/dashboard.html"
+    page = f"{default_lake.as_uri()}/dashboard.html"
+    assert dashboard_hint(default_lake) == f"Dashboard: `make dashboard` draws it at {page}"
     hint = dashboard_hint(tmp_path, password_needed=True)
     assert hint.startswith(f'Dashboard: `make dashboard ARGS="--lake-dir {tmp_path}"` (with the warehouse\'s '
                            "password in PGPASSWORD or TOTESYS_WAREHOUSE_DSN)")  # fmt: skip
