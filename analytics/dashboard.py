@@ -77,20 +77,22 @@ def figure(data_set: DataSet, rows: Rows) -> go.Figure:
         values = [_plotted(row[chart.y]) for row in members]
         fig.add_trace(
             go.Bar(
-                name=str(group) if chart.colour else chart.y,
+                name=str(group) if chart.colour else data_set.title_of(chart.y),
                 x=values if chart.horizontal else categories,
                 y=categories if chart.horizontal else values,
                 orientation="h" if chart.horizontal else "v",
             )
         )
+    category, measure = data_set.title_of(chart.x), data_set.title_of(chart.y)
     fig.update_layout(
         barmode="stack" if chart.colour and chart.y.startswith("units") else "group",
-        height=360,
-        margin={"l": 40, "r": 10, "t": 10, "b": 40},
-        legend_title_text=chart.colour or "",
+        height=380,
+        # the top margin holds plotly's toolbar, so that it never covers the legend's title
+        margin={"l": 40, "r": 10, "t": 36, "b": 40},
+        legend_title_text=data_set.title_of(chart.colour) if chart.colour else "",
         showlegend=chart.colour is not None,
-        xaxis_title=chart.y if chart.horizontal else chart.x,
-        yaxis_title=chart.x if chart.horizontal else chart.y,
+        xaxis_title=measure if chart.horizontal else category,
+        yaxis_title=category if chart.horizontal else measure,
     )
     if chart.horizontal:
         fig.update_yaxes(autorange="reversed", automargin=True)
@@ -98,7 +100,7 @@ def figure(data_set: DataSet, rows: Rows) -> go.Figure:
 
 
 def _table(data_set: DataSet, rows: Rows) -> str:
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in data_set.column_names)
+    head = "".join(f"<th>{html.escape(column.title)}</th>" for column in data_set.columns)
     numeric = {column.name for column in data_set.columns if column.type in ("INTEGER", "DECIMAL")}
     body = "".join(
         "<tr>"
