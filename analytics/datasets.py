@@ -251,7 +251,7 @@ ORDER BY t.payment_type_name, c.currency_code
         description="The newest order or payment change each fact table holds, and its age when this was read. It "
         "measures how recent the business's newest activity in the warehouse is, not the pipeline's lag: on the "
         "sample data, whose newest change is years old, it is the sample's age. How far the warehouse is behind "
-        "totesys is the stack's freshness alarm (docs/operations.md#when-a-run-fails).",
+        "totesys is the stack's WarehouseBehind alarm (docs/deploy.md#what-the-alarms-mean).",
         sql=_freshness_sql(),
         columns=(
             Column("fact_table", "STRING", "Fact table"),
