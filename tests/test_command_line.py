@@ -162,6 +162,20 @@ def test_a_wrong_password_fails_the_command_in_one_line_without_showing_any_pass
     assert wrong not in result.stdout + result.stderr and PASSWORD not in result.stdout + result.stderr
 
 
+def test_a_password_the_server_asks_for_and_nobody_gave_is_one_line_for_the_run_and_the_dashboard(
+    password_server: dict[str, Any], tmp_path: Path
+) -> None:
+    run = cli("run", "--source-dsn", dsn(password_server, "totesys"), "--warehouse-dsn",
+              dsn(password_server, "warehouse"), "--lake-dir", str(tmp_path))  # fmt: skip
+    dashboard = subprocess.run([sys.executable, "-m", "analytics.dashboard", "--warehouse-dsn",
+                                dsn(password_server, "warehouse"), "--lake-dir", str(tmp_path)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=60,
+                               env={k: v for k, v in os.environ.items() if k != "PGPASSWORD"})  # fmt: skip
+    for result in (run, dashboard):
+        assert result.returncode == 69
+        assert "asks for a password and none was given (in the DSN, PGPASSWORD or the secret)" in one_line_error(result)
+
+
 def test_the_statement_timeout_still_applies_once_connected(pg_admin: dict[str, Any]) -> None:
     con = connect({**pg_admin, "dbname": "postgres"}, statement_timeout=1.0, connect_timeout=0.5)
     try:

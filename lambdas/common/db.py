@@ -269,6 +269,11 @@ def connect(
         options["ssl_context"] = _tls(str(credentials.get("sslmode") or DEFAULT_SSLMODE), rootcert)
     try:
         con = Connection(**options)
+    except AttributeError as exc:  # pg8000, asked for a SCRAM password it was not given, calls None.decode()
+        if options["password"]:
+            raise
+        raise AuthenticationError(f"cannot connect to {where(credentials)}: the server asks for a password and none "
+                                  f"was given (in the DSN, {PASSWORD_ENV} or the secret)") from exc  # fmt: skip
     except (pg8000.native.DatabaseError, pg8000.native.InterfaceError, OSError) as exc:
         server = _sqlstate(exc)
         untrusted = _certificate_problem(exc)
