@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,7 +298,10 @@ def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
                 warehouse = server.credentials("warehouse")
         remember_warehouse(lake_dir, request.warehouse_dsn)
         if request.execution_input.get("repair"):
-            inform(f"Repair: the lake of {', '.join(chosen)} is rebuilt from the source in a new epoch, then the "
+            named = (
+                ", ".join(request.execution_input["tables"]) if "tables" in request.execution_input else "every table"
+            )
+            inform(f"Repair: the lake of {named} is rebuilt from the source in a new epoch, then the "
                    "warehouse is brought up to date from it (docs/operations.md#repair)")  # fmt: skip
 
         if not deployment.is_cached():
@@ -311,25 +314,9 @@ def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
         stopping = threading.Event()  # after Ctrl-C the invocations in flight finish unreported
         progress = report.Progress((lambda line: None if stopping.is_set() else _say(line)) if text else lambda _: None)
 
-        def interrupted(outcome: runner.RunOutcome) -> None:
-            """Keep the stopped execution for statemachine.rerun, say so in one line, and end at once: the
-            invocations still running in threads are cut off as a killed Lambda would be (the lake is written
-            object by object, as S3 is, so the next run resumes from the last durable state)."""
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the keeping
-            stopping.set()
-            history.save(lake_dir, outcome, request.execution_input, repeated_options(request))
-            name = outcome.execution_arn.rsplit(":", 1)[-1]
-            if not text:
-                print(json.dumps({"execution": name, "status": outcome.status, "error": INTERRUPTED,
-                                  "exit_code": EXIT_INTERRUPTED}, indent=1))  # fmt: skip
-            print(f"{INTERRUPTED} (execution {name} is kept: `{rerun_of(request, name)}`)", file=sys.stderr)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(EXIT_INTERRUPTED)
-
         outcome = runner.run(source=source, warehouse=warehouse, lake_dir=lake_dir,
-                             execution_input=request.execution_input, on_invocation=progress,
-                             deployment=stack, on_interrupt=interrupted)  # fmt: skip
+                             execution_input=request.execution_input, on_invocation=progress, deployment=stack,
+                             on_interrupt=on_interrupt(request, lake_dir, text, stopping))  # fmt: skip
         seconds = time.monotonic() - started
         history.save(lake_dir, outcome, request.execution_input, repeated_options(request))
         warehouse_dsn = redact_dsn(request.warehouse_dsn) if request.warehouse_dsn else server.dsn("warehouse")
@@ -373,6 +360,29 @@ def _typed_password(dsn: str | None, env: str) -> bool:
         return bool(credentials_from_dsn(dsn, environ={})["password"])
     except ValueError:
         return False
+
+
+def on_interrupt(request: RunRequest, lake_dir: Path, text: bool,
+                 stopping: threading.Event) -> Callable[[Any], None]:  # fmt: skip
+    """What Ctrl-C during the execution does: keep the stopped execution for statemachine.rerun, say so in one line,
+    and end at once. The invocations still running in threads are cut off as a killed Lambda would be (the lake is
+    written object by object, as S3 is, so the next run resumes from the last durable state)."""
+    from statemachine.local import history
+
+    def interrupted(outcome: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the keeping
+        stopping.set()
+        history.save(lake_dir, outcome, request.execution_input, repeated_options(request))
+        name = outcome.execution_arn.rsplit(":", 1)[-1]
+        if not text:
+            print(json.dumps({"execution": name, "status": outcome.status, "error": INTERRUPTED,
+                              "exit_code": EXIT_INTERRUPTED}, indent=1))  # fmt: skip
+        print(f"{INTERRUPTED} (execution {name} is kept: `{rerun_of(request, name)}`)", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    return interrupted
 
 
 def rerun_of(request: RunRequest, execution: str) -> str:
