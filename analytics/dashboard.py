@@ -13,19 +13,24 @@ import contextlib
 import functools
 import html
 import http.server
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pg8000.native
 import plotly.graph_objects as go
 import plotly.offline
 
-from analytics import dashboard_path
+from analytics import WAREHOUSE_DSN_ENV, dashboard_path, remembered_warehouse
 from analytics.datasets import DATA_SETS, DataSet, fetch
-from lambdas.common.db import connect, credentials_from_dsn
+from lambdas.common.db import PASSWORD_ENV, connect, credentials_from_dsn, where
+from lambdas.common.errors import PipelineError, TransientError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 69
 
 Rows = list[dict[str, Any]]
 
@@ -72,20 +77,22 @@ def figure(data_set: DataSet, rows: Rows) -> go.Figure:
         values = [_plotted(row[chart.y]) for row in members]
         fig.add_trace(
             go.Bar(
-                name=str(group) if chart.colour else chart.y,
+                name=str(group) if chart.colour else data_set.title_of(chart.y),
                 x=values if chart.horizontal else categories,
                 y=categories if chart.horizontal else values,
                 orientation="h" if chart.horizontal else "v",
             )
         )
+    category, measure = data_set.title_of(chart.x), data_set.title_of(chart.y)
     fig.update_layout(
         barmode="stack" if chart.colour and chart.y.startswith("units") else "group",
-        height=360,
-        margin={"l": 40, "r": 10, "t": 10, "b": 40},
-        legend_title_text=chart.colour or "",
+        height=380,
+        # the top margin holds plotly's toolbar, so that it never covers the legend's title
+        margin={"l": 40, "r": 10, "t": 36, "b": 40},
+        legend_title_text=data_set.title_of(chart.colour) if chart.colour else "",
         showlegend=chart.colour is not None,
-        xaxis_title=chart.y if chart.horizontal else chart.x,
-        yaxis_title=chart.x if chart.horizontal else chart.y,
+        xaxis_title=measure if chart.horizontal else category,
+        yaxis_title=category if chart.horizontal else measure,
     )
     if chart.horizontal:
         fig.update_yaxes(autorange="reversed", automargin=True)
@@ -93,7 +100,7 @@ def figure(data_set: DataSet, rows: Rows) -> go.Figure:
 
 
 def _table(data_set: DataSet, rows: Rows) -> str:
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in data_set.column_names)
+    head = "".join(f"<th>{html.escape(column.title)}</th>" for column in data_set.columns)
     numeric = {column.name for column in data_set.columns if column.type in ("INTEGER", "DECIMAL")}
     body = "".join(
         "<tr>"
@@ -131,7 +138,7 @@ def page(results: Sequence[tuple[DataSet, Rows]], *, source: str, generated: dat
 <script>{plotly.offline.get_plotlyjs()}</script>
 </head><body>
 <h1>Terrific Totes: how the business is going</h1>
-<p class="meta">Warehouse {html.escape(source)}, read {generated:%Y-%m-%d %H:%M} UTC.
+<p class="meta">Warehouse: {html.escape(source)}; read {generated:%Y-%m-%d %H:%M} UTC.
 The same data sets as the QuickSight dashboard; only the latest version of each order and payment counts.</p>
 <main>
 {sections}
@@ -151,9 +158,73 @@ def build(credentials: dict[str, Any], out: Path, *, source: str) -> Path:
     return out
 
 
-def _without_password(dsn: str) -> str:
-    credentials = credentials_from_dsn(dsn)
-    return f"{credentials.get('username')}@{credentials.get('host')}/{credentials.get('dbname')}"
+class DashboardError(Exception):
+    """What stops the page from being drawn, said in one line with the exit code (no traceback)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def warehouse_dsn(given: str | None, lake_dir: Path, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The warehouse as `run` finds it: the option, else TOTESYS_WAREHOUSE_DSN, else the one the lake's runs load
+    (kept there without its password, which PGPASSWORD gives); None for the lake's embedded server."""
+    if given:
+        return given
+    return environ.get(WAREHOUSE_DSN_ENV) or remembered_warehouse(lake_dir)
+
+
+def draw(dsn: str | None, lake_dir: Path, out: Path) -> Path:
+    """The page of the warehouse at `dsn`, or of the lake's embedded server: the one already running, else started
+    on the lake's data (never a new, empty one: a lake no run has used has no warehouse to show)."""
+    if dsn is not None:
+        try:
+            credentials = credentials_from_dsn(dsn)
+        except ValueError as exc:
+            raise DashboardError(f"--warehouse-dsn: {exc}", EXIT_USAGE) from None
+        return _built(credentials, out, source=label(credentials))
+    from statemachine.local import postgres
+
+    data_dir = lake_dir / "postgres"
+    if not (data_dir / "PG_VERSION").is_file():
+        raise DashboardError(f"No warehouse for {lake_dir}: `make run` makes and fills it (or give --warehouse-dsn "
+                             f"or {WAREHOUSE_DSN_ENV})", EXIT_FAILED)  # fmt: skip
+    server = postgres.start(data_dir)
+    try:
+        admin = {**server.admin, "dbname": "postgres"}
+        if not _exists(admin, "warehouse"):
+            raise DashboardError(f"No warehouse in {lake_dir} yet: `make run` makes and fills it.", EXIT_FAILED)
+        return _built(server.credentials("warehouse"), out, source="the local run's embedded PostgreSQL")
+    finally:
+        server.release()
+
+
+def label(credentials: Mapping[str, Any]) -> str:
+    """Which warehouse, as the page's subtitle names it: its database and server, never a folder of this machine
+    (a socket directory) nor a password."""
+    host = str(credentials["host"])
+    return f"database {credentials.get('dbname')!r} on " + ("this machine" if host.startswith("/") else host)
+
+
+def _exists(admin: dict[str, Any], database: str) -> bool:
+    con = connect(admin)
+    try:
+        return bool(con.run("SELECT 1 FROM pg_database WHERE datname = :n", n=database))
+    finally:
+        con.close()
+
+
+def _built(credentials: dict[str, Any], out: Path, *, source: str) -> Path:
+    """`build`, its database errors as one line: one that cannot be reached (69), or holds no warehouse yet (1)."""
+    try:
+        return build(credentials, out, source=source)
+    except (TransientError, PipelineError) as exc:
+        raise DashboardError(f"warehouse database: {exc}", EXIT_UNAVAILABLE) from None
+    except pg8000.native.DatabaseError as exc:
+        detail = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        message = detail.get("M", str(exc))
+        hint = ": has a run loaded it? (`make run`)" if detail.get("C") == "42P01" else ""
+        raise DashboardError(f"warehouse database {where(credentials)}: {message}{hint}", EXIT_FAILED) from None
 
 
 def serve(path: Path, port: int) -> None:
@@ -165,26 +236,24 @@ def serve(path: Path, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analytics.dashboard", description=__doc__)
-    parser.add_argument("--warehouse-dsn", help="the warehouse as a libpq URI (default: the embedded server)")
+    parser = argparse.ArgumentParser(prog="python -m analytics.dashboard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit codes: 0 drawn, 1 no warehouse yet, 2 a mistake on the "
+                                            "command line, 69 the warehouse cannot be reached or refuses "
+                                            "the login")  # fmt: skip
+    parser.add_argument("--warehouse-dsn", help=f"the warehouse as a libpq URI (default: ${WAREHOUSE_DSN_ENV}, else "
+                                                "the one the lake's runs load, else the lake's embedded server; a "
+                                                f"DSN without a password takes ${PASSWORD_ENV}'s)")  # fmt: skip
     parser.add_argument("--lake-dir", type=Path, default=Path(".local"), help="where the page goes (default .local/)")
     parser.add_argument("--serve", type=int, metavar="PORT", help="also serve the page on 127.0.0.1:PORT")
     args = parser.parse_args(argv)
     lake_dir: Path = args.lake_dir.resolve()
     out = dashboard_path(lake_dir)
-    if args.warehouse_dsn:
-        build(credentials_from_dsn(args.warehouse_dsn), out, source=_without_password(args.warehouse_dsn))
-    else:
-        from statemachine.local import postgres
-
-        server = postgres.start(lake_dir / "postgres")
-        try:
-            if postgres.ensure_database(server.admin, "warehouse"):
-                print(f"No warehouse in {lake_dir} yet: `make run` makes and fills it.", file=sys.stderr)
-                return 1
-            build(server.credentials("warehouse"), out, source=server.dsn("warehouse"))
-        finally:
-            server.release()
+    try:
+        draw(warehouse_dsn(args.warehouse_dsn, lake_dir), lake_dir, out)
+    except DashboardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     print(f"Dashboard: {out.as_uri()}")
     if args.serve is not None:
         serve(out, args.serve)

@@ -37,6 +37,11 @@ assert set(FACT_KEYS) == set(FACTS), "every fact of the contract has a business 
 class Column:
     name: str
     type: ColumnType
+    label: str = ""  # what a person reads on an axis, a legend or a table header (default: the name, in words)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,10 @@ class DataSet:
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)
+
+    def title_of(self, name: str) -> str:
+        """The column's name as a person reads it."""
+        return next(column.title for column in self.columns if column.name == name)
 
 
 def latest_versions(fact: str) -> str:
@@ -106,7 +115,7 @@ DATA_SETS: tuple[DataSet, ...] = (
     DataSet(
         name="sales_by_month",
         title="Sales by month",
-        description="Value (per currency) and units of the sales orders created each month.",
+        description="The value of the sales orders created each month, per currency (their units are in the table).",
         sql=f"""
 SELECT make_date(d.year, d.month, 1)::timestamp AS month, c.currency_code,
        {_SALES_VALUE} AS sales_value, sum(s.units_sold)::bigint AS units_sold
@@ -117,17 +126,17 @@ GROUP BY d.year, d.month, c.currency_code
 ORDER BY month, c.currency_code
 """,  # noqa: S608 - the module's own SQL; table names through identifier()
         columns=(
-            Column("month", "DATETIME"),
-            Column("currency_code", "STRING"),
-            Column("sales_value", "DECIMAL"),
-            Column("units_sold", "INTEGER"),
+            Column("month", "DATETIME", "Month"),
+            Column("currency_code", "STRING", "Currency"),
+            Column("sales_value", "DECIMAL", "Sales value (in its currency)"),
+            Column("units_sold", "INTEGER", "Units sold"),
         ),
         chart=Chart(x="month", y="sales_value", colour="currency_code"),
     ),
     DataSet(
         name="sales_by_delivery_city",
         title="Sales by country and city of delivery",
-        description="Value (per currency) and units of the sales orders, by where they are delivered.",
+        description="Units sold by city of delivery, by country (their value per currency is in the table).",
         sql=f"""
 SELECT l.country, l.city, c.currency_code,
        {_SALES_VALUE} AS sales_value, sum(s.units_sold)::bigint AS units_sold
@@ -138,18 +147,18 @@ GROUP BY l.country, l.city, c.currency_code
 ORDER BY l.country, l.city, c.currency_code
 """,  # noqa: S608 - the module's own SQL; table names through identifier()
         columns=(
-            Column("country", "STRING"),
-            Column("city", "STRING"),
-            Column("currency_code", "STRING"),
-            Column("sales_value", "DECIMAL"),
-            Column("units_sold", "INTEGER"),
+            Column("country", "STRING", "Country of delivery"),
+            Column("city", "STRING", "City of delivery"),
+            Column("currency_code", "STRING", "Currency"),
+            Column("sales_value", "DECIMAL", "Sales value (in its currency)"),
+            Column("units_sold", "INTEGER", "Units sold"),
         ),
         chart=Chart(x="city", y="units_sold", colour="country", horizontal=True),
     ),
     DataSet(
         name="top_designs",
         title="Top designs",
-        description="The twenty designs with the most units sold (name #id), and their number of orders.",
+        description="The twenty designs with the most units sold (name #id; their number of orders is in the table).",
         sql=f"""
 SELECT g.design_id, g.design_name || ' #' || g.design_id AS design,
        sum(s.units_sold)::bigint AS units_sold, count(*) AS orders
@@ -160,10 +169,10 @@ ORDER BY units_sold DESC, g.design_id
 LIMIT 20
 """,  # noqa: S608 - the module's own SQL; table names through identifier()
         columns=(
-            Column("design_id", "INTEGER"),
+            Column("design_id", "INTEGER", "Design id"),
             Column("design", "STRING"),
-            Column("units_sold", "INTEGER"),
-            Column("orders", "INTEGER"),
+            Column("units_sold", "INTEGER", "Units sold"),
+            Column("orders", "INTEGER", "Orders"),
         ),
         # Several designs share a name: the label carries the id so that they stay apart.
         chart=Chart(x="design", y="units_sold", horizontal=True),
@@ -171,7 +180,7 @@ LIMIT 20
     DataSet(
         name="sales_by_staff",
         title="Sales by staff and department",
-        description="Value (per currency) and units of the sales orders each member of staff made.",
+        description="Units sold by each member of staff, by department (their value per currency is in the table).",
         sql=f"""
 SELECT st.department_name, st.first_name || ' ' || st.last_name AS staff_name, c.currency_code,
        {_SALES_VALUE} AS sales_value, sum(s.units_sold)::bigint AS units_sold
@@ -182,18 +191,19 @@ GROUP BY st.staff_id, st.department_name, st.first_name, st.last_name, c.currenc
 ORDER BY st.department_name, staff_name, c.currency_code
 """,  # noqa: S608 - the module's own SQL; table names through identifier()
         columns=(
-            Column("department_name", "STRING"),
-            Column("staff_name", "STRING"),
-            Column("currency_code", "STRING"),
-            Column("sales_value", "DECIMAL"),
-            Column("units_sold", "INTEGER"),
+            Column("department_name", "STRING", "Department"),
+            Column("staff_name", "STRING", "Member of staff"),
+            Column("currency_code", "STRING", "Currency"),
+            Column("sales_value", "DECIMAL", "Sales value (in its currency)"),
+            Column("units_sold", "INTEGER", "Units sold"),
         ),
         chart=Chart(x="staff_name", y="units_sold", colour="department_name"),
     ),
     DataSet(
         name="purchases_by_supplier",
         title="Purchases by supplier",
-        description="Value (per currency) and number of purchase orders placed with each counterparty.",
+        description="The value of the purchase orders placed with each counterparty, per currency "
+        "(their number is in the table).",
         sql=f"""
 SELECT cp.counterparty_legal_name AS supplier, c.currency_code,
        sum(p.item_quantity * p.item_unit_price) AS purchase_value, count(*) AS purchase_orders
@@ -204,17 +214,18 @@ GROUP BY cp.counterparty_id, cp.counterparty_legal_name, c.currency_code
 ORDER BY supplier, c.currency_code
 """,  # noqa: S608 - the module's own SQL; table names through identifier()
         columns=(
-            Column("supplier", "STRING"),
-            Column("currency_code", "STRING"),
-            Column("purchase_value", "DECIMAL"),
-            Column("purchase_orders", "INTEGER"),
+            Column("supplier", "STRING", "Supplier"),
+            Column("currency_code", "STRING", "Currency"),
+            Column("purchase_value", "DECIMAL", "Purchase value (in its currency)"),
+            Column("purchase_orders", "INTEGER", "Purchase orders"),
         ),
         chart=Chart(x="supplier", y="purchase_value", colour="currency_code", horizontal=True),
     ),
     DataSet(
         name="payments_by_type",
         title="Payments by payment type and currency",
-        description="Number and amount of payments per payment type and currency, and the amount already paid.",
+        description="The amount of the payments per payment type and currency "
+        "(their number and the amount already paid are in the table).",
         sql=f"""
 SELECT t.payment_type_name, c.currency_code, count(*) AS payments,
        sum(p.payment_amount) AS payment_amount,
@@ -226,23 +237,26 @@ GROUP BY t.payment_type_name, c.currency_code
 ORDER BY t.payment_type_name, c.currency_code
 """,  # noqa: S608 - the module's own SQL; table names through identifier()
         columns=(
-            Column("payment_type_name", "STRING"),
-            Column("currency_code", "STRING"),
-            Column("payments", "INTEGER"),
-            Column("payment_amount", "DECIMAL"),
-            Column("paid_amount", "DECIMAL"),
+            Column("payment_type_name", "STRING", "Payment type"),
+            Column("currency_code", "STRING", "Currency"),
+            Column("payments", "INTEGER", "Payments"),
+            Column("payment_amount", "DECIMAL", "Amount (in its currency)"),
+            Column("paid_amount", "DECIMAL", "Amount paid (in its currency)"),
         ),
         chart=Chart(x="payment_type_name", y="payment_amount", colour="currency_code"),
     ),
     DataSet(
         name="freshness",
-        title="Age of the newest data",
-        description="The newest version of each fact table (UTC) and how many hours old it is.",
+        title="Newest change in the warehouse",
+        description="The newest order or payment change each fact table holds, and its age when this was read. It "
+        "measures how recent the business's newest activity in the warehouse is, not the pipeline's lag: on the "
+        "sample data, whose newest change is years old, it is the sample's age. How far the warehouse is behind "
+        "totesys is the stack's WarehouseBehind alarm (docs/deploy.md#what-the-alarms-mean).",
         sql=_freshness_sql(),
         columns=(
-            Column("fact_table", "STRING"),
-            Column("newest_update", "DATETIME"),
-            Column("age_hours", "DECIMAL"),
+            Column("fact_table", "STRING", "Fact table"),
+            Column("newest_update", "DATETIME", "Newest change loaded (UTC)"),
+            Column("age_hours", "DECIMAL", "Its age when read (hours)"),
         ),
         chart=Chart(x="fact_table", y="age_hours"),
     ),

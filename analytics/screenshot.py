@@ -6,6 +6,7 @@ distribution's (`apt-get install chromium`); Playwright's own browser download i
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -47,10 +48,30 @@ def screenshot(page_file: Path, out: Path, *, width: int = 1200) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    page_file = Path(args[0]) if args else dashboard_path(Path(".local"))
-    out = Path(args[1]) if len(args) > 1 else Path("docs/dashboard.png")
-    print(f"Screenshot: {screenshot(page_file, out)}")
+    parser = argparse.ArgumentParser(prog="python -m analytics.screenshot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument(
+        "page",
+        nargs="?",
+        type=Path,
+        default=dashboard_path(Path(".local")),
+        help="the dashboard page (default .local/dashboard.html, as `make dashboard` writes it)",
+    )
+    parser.add_argument(
+        "out",
+        nargs="?",
+        type=Path,
+        default=Path("docs/dashboard.png"),
+        help="the PNG to write (default docs/dashboard.png)",
+    )
+    args = parser.parse_args(argv)
+    if not args.page.is_file():
+        print(f"error: no page at {args.page}: `make dashboard` draws it", file=sys.stderr)
+        return 1
+    if chromium_executable() is None:
+        print("error: no Chromium: apt-get install -y chromium", file=sys.stderr)
+        return 1
+    print(f"Screenshot: {screenshot(args.page, args.out)}")
     return 0
 
 

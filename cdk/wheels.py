@@ -8,6 +8,9 @@ unpacks it into the function's asset, with neither network nor Docker.
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
 import re
 import subprocess
 import sys
@@ -146,11 +149,36 @@ def unpack(wheel: Path, destination: Path) -> int:
     return unpacked
 
 
+def _functions_platform() -> tuple[str, str]:
+    """The functions' runtime and architecture, read without Node's banner: importing aws-cdk-lib starts jsii's
+    Node, which on Node 20 prints an end-of-life banner (harmless: see the README) that jsii forwards to stderr as
+    Python byte strings. Anything else Node says is passed on, as text."""
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured):
+        from cdk.functions import ARCHITECTURE, RUNTIME
+
+        platform = (RUNTIME.name, ARCHITECTURE.name)  # calls into Node: its banner has been written by now
+    for line in captured.getvalue().splitlines():
+        text = _as_text(line).rstrip()
+        if text and not text.startswith("!!"):  # the banner's lines are framed in "!!"
+            print(text, file=sys.stderr)
+    return platform
+
+
+def _as_text(line: str) -> str:
+    """A line jsii forwarded as the repr of bytes (b'...\\n'), decoded; any other line as it is."""
+    if line.startswith(("b'", 'b"')):
+        try:
+            value = ast.literal_eval(line)
+        except (ValueError, SyntaxError):
+            return line
+        return value.decode(errors="replace") if isinstance(value, bytes) else line
+    return line
+
+
 def main() -> None:
     """`python -m cdk.wheels`: fetch the locked wheels for the functions' runtime and architecture."""
-    from cdk.functions import ARCHITECTURE, RUNTIME
-
-    platform = LambdaPlatform.of(RUNTIME.name, ARCHITECTURE.name)
+    platform = LambdaPlatform.of(*_functions_platform())
     check_installed(pins())
     platform.cache.mkdir(parents=True, exist_ok=True)
     subprocess.run(download_command(platform), check=True)  # noqa: S603 - pip with fixed arguments

@@ -5,7 +5,9 @@
 
 Reads the failed execution's history, works out which source tables must be extracted again (those that
 failed, and the sources of every warehouse table that failed or was skipped), and starts a new execution
-of the same state machine with just those tables. `--dry-run` prints the input instead. A local execution
+of the same state machine with just those tables; a local execution interrupted by Ctrl-C is started again
+with its own input (the watermarks moved only for what was durable, so it resumes). `--dry-run` prints the
+input instead. A local execution
 (`local-…`, as `python -m statemachine.local run` names them) is read from the lake directory that ran it,
 and re-run locally with the options it had. For a transient
 failure, `aws stepfunctions redrive-execution` (same input, same definition) is the other way.
@@ -104,18 +106,23 @@ def _local(args: argparse.Namespace) -> int:
         print(f"{args.execution_arn} SUCCEEDED: there is nothing to re-run", file=sys.stderr)
         return 1
     found = failures_in(record.get("history") or [])
-    if not found:
+    kept_input = record.get("input") or {}
+    if found:
+        execution_input = rerun_input(found, kept_input)
+    elif record.get("status") == "ABORTED":  # interrupted (Ctrl-C): the same run again resumes where it stopped
+        execution_input = dict(kept_input)
+    else:
         print(f"{args.execution_arn} failed before any table did ({record.get('error')}); start a full run",
               file=sys.stderr)  # fmt: skip
         return 1
-    execution_input = rerun_input(found, record.get("input") or {})
     if args.dry_run:
         print(json.dumps(execution_input))
         return 0
     from statemachine.local.__main__ import main as local_main
 
-    tables = ["--tables", ",".join(execution_input["tables"])]
-    return local_main(["run", *record.get("options", []), *tables,
+    verb = "repair" if execution_input.get("repair") else "reconcile" if execution_input.get("reconcile") else "run"
+    tables = ["--tables", ",".join(execution_input["tables"])] if execution_input.get("tables") else []
+    return local_main([verb, *record.get("options", []), *tables,
                        *(["--full-refresh"] if execution_input.get("full_refresh") else [])])  # fmt: skip
 
 

@@ -162,6 +162,20 @@ def test_a_wrong_password_fails_the_command_in_one_line_without_showing_any_pass
     assert wrong not in result.stdout + result.stderr and PASSWORD not in result.stdout + result.stderr
 
 
+def test_a_password_the_server_asks_for_and_nobody_gave_is_one_line_for_the_run_and_the_dashboard(
+    password_server: dict[str, Any], tmp_path: Path
+) -> None:
+    run = cli("run", "--source-dsn", dsn(password_server, "totesys"), "--warehouse-dsn",
+              dsn(password_server, "warehouse"), "--lake-dir", str(tmp_path))  # fmt: skip
+    dashboard = subprocess.run([sys.executable, "-m", "analytics.dashboard", "--warehouse-dsn",
+                                dsn(password_server, "warehouse"), "--lake-dir", str(tmp_path)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=60,
+                               env={k: v for k, v in os.environ.items() if k != "PGPASSWORD"})  # fmt: skip
+    for result in (run, dashboard):
+        assert result.returncode == 69
+        assert "asks for a password and none was given (in the DSN, PGPASSWORD or the secret)" in one_line_error(result)
+
+
 def test_the_statement_timeout_still_applies_once_connected(pg_admin: dict[str, Any]) -> None:
     con = connect({**pg_admin, "dbname": "postgres"}, statement_timeout=1.0, connect_timeout=0.5)
     try:
@@ -254,7 +268,8 @@ def test_a_failed_run_never_writes_a_password_and_its_pasted_rerun_completes(
         sample_data.create_schema(con)
         sample_data.seed(con, scale=0.02)
         postgres.grant_read_only(con, ROLE)
-        con.run(f"REVOKE SELECT ON design FROM {ROLE}")
+        # a table the pipeline cannot read changes from (a missing grant is refused before the run starts)
+        con.run("ALTER TABLE design RENAME COLUMN last_updated TO last_changed")
     finally:
         con.close()
     lake = tmp_path / "lake"
@@ -281,7 +296,7 @@ def test_a_failed_run_never_writes_a_password_and_its_pasted_rerun_completes(
 
     con = connect(owner)
     try:
-        con.run(f"GRANT SELECT ON design TO {ROLE}")
+        con.run("ALTER TABLE design RENAME COLUMN last_changed TO last_updated")
     finally:
         con.close()
     pasted = subprocess.run([*shlex.split(rerun_line), "--output", "json"], cwd=ROOT, capture_output=True, text=True,
@@ -386,4 +401,6 @@ def test_a_successful_run_ends_with_its_summary_and_shows_the_graph_only_when_as
         assert result.stdout.strip().splitlines()[-1].startswith("SUCCEEDED: 2 tables, ")
     assert "Execution local-" not in quiet.stdout and "Extract source tables" not in quiet.stdout
     assert "Execution local-" in verbose.stdout and "Extract source tables" in verbose.stdout
+    graph = [line for line in verbose.stdout.splitlines() if line.startswith("  ") and "SUCCEEDED" in line]
+    assert len({line.index("SUCCEEDED") for line in graph}) == 1, graph  # states and tables in one column
     assert " 0 rows extracted, 0 rows loaded, 0 failed" in verbose.stdout  # the second run finds nothing new

@@ -137,12 +137,12 @@ def test_the_dashboard_command_refuses_a_lake_without_a_warehouse_run(tmp_path, 
 
 def test_a_local_run_names_the_command_that_draws_its_dashboard_and_where(tmp_path):
     default_lake = Path(".local").resolve()
-    assert dashboard_hint(default_lake, None) == (
+    assert dashboard_hint(default_lake) == (
         f"Dashboard: `make dashboard` draws it at {default_lake.as_uri()}/dashboard.html"
     )
     other = tmp_path / "lake"
-    hint = dashboard_hint(other, "postgresql://u@db:5432/warehouse")
-    assert f"make dashboard ARGS=\"--warehouse-dsn 'postgresql://u@db:5432/warehouse' --lake-dir {other}\"" in hint
+    hint = dashboard_hint(other)  # the dashboard finds the lake's warehouse itself: no DSN to paste (or to redact)
+    assert f'make dashboard ARGS="--lake-dir {other}"' in hint
     assert hint.endswith(dashboard_path(other).as_uri())
 
 
@@ -176,3 +176,25 @@ def test_the_dashboard_command_serves_the_page_it_wrote(built, databases, tmp_pa
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_the_charts_speak_in_words_and_the_toolbar_leaves_the_legend_readable(built):
+    page_file, _ = built
+    with open_page(page_file) as (page, _, _):
+        for data_set in DATA_SETS:
+            chart = data_set.chart
+            titles = page.evaluate(
+                f"""() => Array.from(document.querySelectorAll('#chart-{data_set.name} .g-xtitle, '
+                                     + '#chart-{data_set.name} .g-ytitle')).map(t => t.textContent)"""
+            )
+            category, measure = data_set.title_of(chart.x), data_set.title_of(chart.y)
+            assert titles == ([measure, category] if chart.horizontal else [category, measure]), data_set.name
+            if chart.colour is None:
+                continue
+            page.hover(f"#chart-{data_set.name} .nsewdrag")  # plotly shows its toolbar while the mouse is over
+            toolbar = page.locator(f"#chart-{data_set.name} .modebar").bounding_box()
+            legend = page.locator(f"#chart-{data_set.name} .legendtitletext").bounding_box()
+            assert toolbar and legend, data_set.name
+            assert page.locator(f"#chart-{data_set.name} .legendtitletext").text_content() == \
+                   data_set.title_of(chart.colour)  # fmt: skip
+            assert toolbar["y"] + toolbar["height"] <= legend["y"], f"{data_set.name}: the toolbar covers the legend"

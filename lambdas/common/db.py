@@ -39,6 +39,7 @@ __all__ = [
     "describe_identity",
     "forget_secrets",
     "identifier",
+    "permission_denied",
     "read_secret",
     "redact_dsn",
     "statement_budget",
@@ -170,8 +171,32 @@ def _network_cause(exc: BaseException, timeout: float) -> str:
     return str(exc)
 
 
-def classified(text: str, code: str) -> Exception:
-    """Retrying helps with a broken connection or a conflict, never with a wrong password or missing object."""
+INSUFFICIENT_PRIVILEGE = "42501"
+_DENIED = re.compile(r"permission denied for (table|schema) (\S+)")
+
+
+def _sql_name(name: str) -> str:
+    """A name as a person would type it into SQL: bare when it can be, quoted when it must be."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else identifier(name)
+
+
+def permission_denied(tables: list[str], role: str, *, kind: str = "table") -> str:
+    """The one line a missing grant gets: what was refused, and the statement that grants it."""
+    names = ", ".join(_sql_name(t) for t in tables)
+    grant = "USAGE ON SCHEMA" if kind == "schema" else "SELECT ON"
+    return f"permission denied for {kind}{'s' if len(tables) > 1 else ''} {', '.join(tables)}: " \
+           f"GRANT {grant} {names} TO {_sql_name(role)}"  # fmt: skip
+
+
+def classified(text: str, code: str, *, role: str | None = None) -> Exception:
+    """Retrying helps with a broken connection or a conflict, never with a wrong password or missing object.
+
+    A privilege the role lacks (42501) says which grant is missing when the role is known, in place of the server's
+    message and its code: `permission denied for table staff: GRANT SELECT ON staff TO etl`.
+    """
+    denied = _DENIED.search(text) if code == INSUFFICIENT_PRIVILEGE and role else None
+    if denied and role:
+        return PipelineError(text[: denied.start()] + permission_denied([denied.group(2)], role, kind=denied.group(1)))
     text += f" (SQLSTATE {code})" if code else ""
     if code.startswith(_AUTHENTICATION_SQLSTATE):
         return AuthenticationError(text)
@@ -179,8 +204,9 @@ def classified(text: str, code: str) -> Exception:
 
 
 @contextmanager
-def database_errors(database: str) -> Iterator[None]:
-    """Turn pg8000's errors into ones that say what failed, in words, and that retry when retrying can help."""
+def database_errors(database: str, *, role: str | None = None) -> Iterator[None]:
+    """Turn pg8000's errors into ones that say what failed, in words, and that retry when retrying can help;
+    `role`, the connection's, lets a missing privilege name its grant."""
     try:
         yield
     except (TransientError, PipelineError):
@@ -190,7 +216,7 @@ def database_errors(database: str) -> Iterator[None]:
         if server is None:
             raise TransientError(truncated(f"{database}: connection lost: {exc}")) from exc
         code, message = server
-        raise classified(truncated(f"{database}: {message}"), code) from exc
+        raise classified(truncated(f"{database}: {message}"), code, role=role) from exc
 
 
 @dataclass(frozen=True)
@@ -243,6 +269,11 @@ def connect(
         options["ssl_context"] = _tls(str(credentials.get("sslmode") or DEFAULT_SSLMODE), rootcert)
     try:
         con = Connection(**options)
+    except AttributeError as exc:  # pg8000, asked for a SCRAM password it was not given, calls None.decode()
+        if options["password"]:
+            raise
+        raise AuthenticationError(f"cannot connect to {where(credentials)}: the server asks for a password and none "
+                                  f"was given (in the DSN, {PASSWORD_ENV} or the secret)") from exc  # fmt: skip
     except (pg8000.native.DatabaseError, pg8000.native.InterfaceError, OSError) as exc:
         server = _sqlstate(exc)
         untrusted = _certificate_problem(exc)

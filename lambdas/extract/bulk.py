@@ -103,7 +103,8 @@ def _errors(settings: ConnectionSettings, *, connecting: bool) -> Iterator[None]
         if not connecting:
             if not code:
                 raise TransientError(f"totesys: bulk read: connection lost: {text}") from None
-            raise classified(f"totesys: bulk read: {text}", code) from None
+            said = _server_message(exc, settings) or text  # the server's words, not libpq's with the query twice
+            raise classified(f"totesys: bulk read: {said}", code, role=str(settings.credentials["username"])) from None
         place = f"cannot connect to {where(settings.credentials)} for the bulk read"
         if _UNTRUSTED.search(text):  # not transient: the same certificate will be refused again
             raise PipelineError(f"{place}: the server's certificate is not trusted ({text}); see sslmode and "
@@ -112,6 +113,19 @@ def _errors(settings: ConnectionSettings, *, connecting: bool) -> Iterator[None]
         if not code:
             raise TransientError(f"{place}: {text}") from None
         raise classified(f"{place}: {text}", code) from None
+
+
+def _server_message(exc: BaseException, settings: ConnectionSettings) -> str:
+    """What the server said (its primary message and detail, from the driver's diagnostics), without libpq's
+    wrapping, which quotes the whole query; "" when the driver kept no diagnostics."""
+    fields = {}
+    for key, value in getattr(exc, "details", None) or ():
+        name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+        fields[name] = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    message = fields.get("PG_DIAG_MESSAGE_PRIMARY", "")
+    if message and fields.get("PG_DIAG_MESSAGE_DETAIL"):
+        message += f": {fields['PG_DIAG_MESSAGE_DETAIL']}"
+    return truncated(_redacted(message, settings)) if message else ""
 
 
 # The settings that shape PostgreSQL's text output of a value: the bulk reader's session takes the pg8000 session's,

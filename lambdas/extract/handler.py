@@ -85,7 +85,8 @@ def totesys(context: LambdaContext) -> Iterator[pg8000.native.Connection]:
             con = connect_with_secret(env("TOTESYS_SECRET_ID"), application_name="totesys-etl-extract",
                                       statement_timeout=statement_budget(context))  # fmt: skip
         try:
-            yield con
+            with database_errors("totesys", role=str(con.settings.credentials["username"])):  # names a grant
+                yield con
         finally:
             con.close()
 

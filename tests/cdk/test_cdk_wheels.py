@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -84,3 +86,13 @@ def test_a_wheel_is_unpacked_as_pip_installs_it_without_its_scripts(tmp_path: Pa
         "demo_native.so",
     }
     assert not (tmp_path / "escape.py").exists()
+
+
+def test_reading_the_functions_platform_prints_no_node_banner_as_byte_strings() -> None:
+    read = subprocess.run(
+        [sys.executable, "-c", "from cdk.wheels import _functions_platform; print(_functions_platform())"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.strip() == str((RUNTIME.name, ARCHITECTURE.name))
+    assert "b'" not in read.stderr and "!!" not in read.stderr, read.stderr
