@@ -96,6 +96,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake-dir", type=Path, default=DEFAULT_LAKE, help="buckets, state, logs (default .local/)")
     parser.add_argument("--tables", help="comma-separated source tables to extract (default: all 11)")
     parser.add_argument("--full-refresh", action="store_true", help="re-read the chosen tables completely")
+    parser.add_argument(
+        "--ignore-change-signal",
+        action="store_true",
+        help="read the chosen tables' changes even when their change signal says unchanged (for a change "
+        "committed seconds ago, not counted yet); incremental, not a full refresh",
+    )
     parser.add_argument("--verbose", action="store_true", help="print the whole execution graph, also on success")
     parser.add_argument(
         "--output",
@@ -157,6 +163,8 @@ def run_request(args: argparse.Namespace, **execution_input: Any) -> RunRequest:
         request_input["tables"] = tables
     if args.full_refresh:
         request_input["full_refresh"] = True
+    if args.ignore_change_signal:
+        request_input["ignore_change_signal"] = True
     request = RunRequest(args.source_dsn, args.warehouse_dsn, args.lake_dir, request_input)
     if args.source_dsn:
         request.source = _credentials("--source-dsn", args.source_dsn)
@@ -287,6 +295,9 @@ def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
             print()
         if drift:
             print(drift)
+            print()
+        if report.signal_hint(outcome):
+            print(report.signal_hint(outcome))
             print()
         print(f"Lake (buckets, state, logs): {lake_dir}")
         print(f"Warehouse: {warehouse_dsn}")

@@ -29,6 +29,15 @@ def _unread(result: dict[str, Any]) -> str:
     return ", not read: unchanged since its last scan (change signal)" if result.get("scanned") is False else ""
 
 
+def signal_hint(outcome: RunOutcome) -> str:
+    """One line when the change signal kept tables unread: a change made seconds ago may not be counted yet."""
+    unread = sorted({i.table for i in outcome.invocations if i.ok and i.result.get("scanned") is False})
+    if not unread:
+        return ""
+    return (f"Not read, unchanged by their change signal: {', '.join(unread)}. A change committed in the last "
+            "seconds may not be counted yet; --ignore-change-signal reads them anyway.")  # fmt: skip
+
+
 def _held(result: dict[str, Any]) -> str:
     """A fact's rows held back for a missing dimension row, with the first reason."""
     if not result.get("rows_held"):
