@@ -234,7 +234,7 @@ def drift_summary(outcome: RunOutcome) -> tuple[str, bool]:
     """What a reconciliation found, one line per table, and whether the source and the lake differed at all."""
     found = [i.result["reconciled"] for i in outcome.invocations if i.ok and "reconciled" in i.result]
     if not found:
-        return "", False
+        return warehouse_summary(outcome)
     lines = ["Reconciliation (source against what the pipeline has taken):"]
     drifted = False
     for r in sorted(found, key=lambda r: r["table"]):
@@ -255,7 +255,24 @@ def drift_summary(outcome: RunOutcome) -> tuple[str, bool]:
         lines.append("The differing rows went through transform and load as new versions (a dimension takes a change")
         lines.append("without a new last_updated; a fact keeps the first content it saw of a version). Something")
         lines.append("upstream or in the lake's state changed unseen: docs/operations.md#reconciliation.")
-    return "\n".join(lines), drifted
+    warehouse, restored = warehouse_summary(outcome)
+    return "\n".join([*lines, *([warehouse] if warehouse else [])]), drifted or restored
+
+
+def warehouse_summary(outcome: RunOutcome) -> tuple[str, bool]:
+    """What the verification of the warehouse against the lake found (lambdas/load/verify.py), one line per table
+    that differed, and whether any row was restored."""
+    found = [i.result["verified"] for i in outcome.invocations if i.ok and "verified" in i.result]
+    if not found:
+        return "", False
+    differing = [r for r in found if r["rows_restored"] or r["rows_not_in_lake"]]
+    lines = [f"Warehouse against the lake: {len(found) - len(differing)} of {len(found)} tables agree"
+             + (":" if differing else ".")]  # fmt: skip
+    for r in sorted(differing, key=lambda r: r["table"]):
+        lines.append(f"  ! {r['table']:<20} {r['rows_missing']} missing and {r['rows_changed']} changed rows restored"
+                     f" from the lake; {r['rows_not_in_lake']} rows the lake does not have, kept"
+                     + (f" ({'; '.join(r['not_in_lake_sample'][:3])})" if r["rows_not_in_lake"] else ""))  # fmt: skip
+    return "\n".join(lines), any(r["rows_restored"] for r in found)
 
 
 def _totals(outcome: RunOutcome) -> dict[str, int]:
@@ -318,6 +335,7 @@ def as_json(outcome: RunOutcome, seconds: float, plan: Rerun | None, command: st
         else None,
         "held_facts": _held_facts(outcome),
         "reconciled": [i.result["reconciled"] for i in outcome.invocations if i.ok and "reconciled" in i.result],
+        "verified": [i.result["verified"] for i in outcome.invocations if i.ok and "verified" in i.result],
         "lake_dir": str(lake_dir),
         "warehouse": warehouse,
     }
