@@ -20,11 +20,13 @@ Why a skip never loses a change (the order is the argument):
    (a rolled-back insert counts too: a harmless extra scan).
    A later token equal to the stored one therefore means that no counted change reached the statistics since
    the stored token was read: every change they count was already in the scan that stored it.
-3. A change not counted yet makes the token stale, not wrong. A session flushes its counts when it goes idle,
-   but not more often than once a second: otherwise 10 s later (PGSTAT_IDLE_INTERVAL), at the latest 60 s
-   (PGSTAT_MAX_INTERVAL), or when it disconnects. Meanwhile a run may skip, but a skip does not move the
-   watermark, so the first run whose counters moved reads the window from the same watermark and finds the
-   change. It is delayed, never lost.
+3. A change not counted yet makes the token stale, not wrong. A session flushes its counts when it goes idle
+   outside a transaction, but not more often than once a second: otherwise after 10 s idle
+   (PGSTAT_IDLE_INTERVAL), or when it disconnects; never while it sits inside a transaction, so a session that
+   commits and at once opens its next transaction keeps the count until it idles or ends. Meanwhile a run may
+   skip, but a skip does not move the watermark, so the first run whose counters moved (or the forced scan of
+   point 4, or a run told to ignore the signal) reads the window from the same watermark and finds the change.
+   It is delayed, never lost.
 4. A change never counted (a superuser session with `SET track_counts = off`, or anything else that bypasses
    the counters) is a signal that lies. Only a scan finds it, so a scan is forced when the last one is older
    than `max_age` (EXTRACT_SIGNAL_MAX_AGE_SECONDS): such a change waits at most max_age plus one schedule

@@ -84,8 +84,13 @@ class Shape:
     """How a warehouse table is compared: its compared columns, its identity and the column its ranges cut."""
 
     columns: list[Column]
+    types: dict[str, pa.DataType]  # each compared column's Arrow type, from its SQL type (held.arrow_type)
     identity: list[str]  # a dimension's primary key; a fact's version key
     ranged: str  # the first identity column: the key ranges are over it
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([(c.name, self.types[c.name]) for c in self.columns])
 
     def range_sql(self) -> str:
         column = identifier(self.ranged)
@@ -107,18 +112,17 @@ class Shape:
 def shape(con: pg8000.native.Connection, table: str) -> Shape:
     """The table's shape from the warehouse catalogue (the contract): a fact's serial surrogate key left out."""
     rows = con.run(
-        "SELECT a.attname, t.typname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+        "SELECT a.attname, t.typname, format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a "
+        "JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
         "WHERE a.attrelid = to_regclass(quote_ident(:t)) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
         t=table,
     )
     keys = primary_key(con, table)
-    if table in FACTS:
-        identity = held.version_key(con, table)
-        columns = [Column(name, pg_type) for name, pg_type in rows if name not in keys]
-    else:
-        identity = keys
-        columns = [Column(name, pg_type) for name, pg_type in rows]
-    return Shape(columns, identity, identity[0])
+    identity = held.version_key(con, table) if table in FACTS else keys
+    compared = [(name, typname, sql_type) for name, typname, sql_type in rows if table not in FACTS or name not in keys]
+    columns = [Column(name, typname) for name, typname, _ in compared]
+    types = {name: held.arrow_type(sql_type) for name, _, sql_type in compared}
+    return Shape(columns, types, identity, identity[0])
 
 
 def _row_hash_sql(columns: list[Column]) -> str:
@@ -139,23 +143,13 @@ def warehouse_digests(
     return {int(r): RangeDigest(int(n), int(d)) for r, n, d in rows}
 
 
-def _arrow_type(column: Column) -> pa.DataType:
-    return held.arrow_type(
-        {"int4": "integer", "int8": "bigint", "int2": "smallint", "bool": "boolean", "date": "date",
-         "time": "time without time zone", "numeric": "numeric(10,2)"}.get(column.pg_type, "text")
-    )  # fmt: skip
-
-
-def _conform(rows: pa.Table, columns: list[Column]) -> pa.Table:
+def _conform(rows: pa.Table, form: Shape) -> pa.Table:
     """The lake's rows in the warehouse's compared columns and types (a column it lacks is NULL)."""
-    return pa.table(
-        {
-            c.name: pc.cast(rows[c.name], _arrow_type(c))
-            if c.name in rows.column_names
-            else pa.nulls(rows.num_rows, _arrow_type(c))
-            for c in columns
-        }
-    )
+    return pa.Table.from_arrays(
+        [pc.cast(rows[f.name], f.type) if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type)
+         for f in form.schema],
+        schema=form.schema,
+    )  # fmt: skip
 
 
 def _first_or_last(rows: pa.Table, identity: list[str], *, last: bool) -> pa.Table:
@@ -178,8 +172,8 @@ def lake_truth(processed: Bucket, table: str, form: Shape, saved: dict[str, Any]
     parts = [part.select([n for n in names if n in part.column_names]) for b in batches for part in log.read(b)]
     rows = concat(parts)
     if rows is None:
-        return pa.schema([(c.name, _arrow_type(c)) for c in form.columns]).empty_table()
-    rows = _first_or_last(_conform(rows, form.columns), form.identity, last=table not in FACTS)
+        return form.schema.empty_table()
+    rows = _first_or_last(_conform(rows, form), form.identity, last=table not in FACTS)
     kept = held.read(processed, saved)
     if table in FACTS and kept is not None and kept.num_rows:
         away = kept.select(form.identity).append_column("__held", pa.array([True] * kept.num_rows))
