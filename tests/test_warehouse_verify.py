@@ -3,6 +3,7 @@ deleted or edited in the warehouse itself (issue 20, item 3); lambdas/load/verif
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from lambdas.load.handler import drift_metrics
 from lambdas.load.verify import VerifyResult
 from statemachine.local import runner
+from statemachine.local.deployment import PROCESSED_BUCKET
 from tests.conftest import Databases
 from tests.test_incremental_safety import ROOT
 
@@ -77,6 +79,27 @@ def test_rows_deleted_and_edited_in_the_warehouse_are_restored_exactly_by_a_reco
     assert all(r["rows_not_in_lake"] == 0 for r in found.values())
     again = verified(small.run(reconcile=True))
     assert all(r["rows_restored"] == 0 and r["ranges_differing"] == 0 for r in again.values()), again
+
+
+def test_a_verification_hashes_only_the_batches_since_its_checkpoint_and_a_lost_ledger_is_rebuilt(
+    small: Databases,
+) -> None:
+    processed = small.lake / PROCESSED_BUCKET
+    assert small.run(reconcile=True).succeeded
+    first = json.loads((processed / "_state" / "verify" / "fact_sales_order.json").read_text())
+    small.source_sql("UPDATE sales_order SET units_sold = 7, last_updated = now() WHERE sales_order_id = 3")
+    assert small.run().succeeded
+
+    second = small.run(reconcile=True)
+    checkpoint = json.loads((processed / "_state" / "verify" / "fact_sales_order.json").read_text())
+    (processed / checkpoint["ledger"]).unlink()  # lost: the next verification hashes the epoch from its base
+    small.warehouse_sql("DELETE FROM fact_sales_order WHERE sales_order_id = 3")
+    third = small.run(reconcile=True)
+
+    assert verified(second)["fact_sales_order"]["ranges_differing"] == 0
+    assert checkpoint["cursor"]["seq"] > first["cursor"]["seq"]  # the new batch, added to the ledger
+    assert verified(third)["fact_sales_order"]["rows_missing"] == 2  # both versions of order 3
+    assert small.differences() == {}
 
 
 def test_a_warehouse_row_the_lake_never_had_is_reported_and_kept(small: Databases) -> None:

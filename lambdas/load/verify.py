@@ -16,6 +16,10 @@ with the processed lake the same cheap way, and restores what differs from the l
 - Only ranges that differ are read again from the warehouse, as (identity, row hash), and compared row by row:
   a row the lake has and the warehouse lacks or holds otherwise is restored from the lake in one transaction
   (a dimension row upserted; a fact version deleted and inserted again, so it gets a new surrogate key).
+- The lake's side is kept as a ledger (identity, range key, row hash of each row the warehouse should hold)
+  named by a checkpoint, `_state/verify/<table>.json`: the next verification hashes only the batches loaded
+  since. One that is missing, unreadable, of other columns or of another epoch is ignored, and the epoch is
+  hashed from its base.
 - A warehouse row the lake does not have (a fact version or a dimension row from before a repair started the
   lake's current epoch, or a row inserted by hand) is reported, never deleted: the lake cannot say it is wrong,
   and facts may point at a dimension row.
@@ -29,9 +33,11 @@ from typing import Any
 import pg8000.native
 import pyarrow as pa
 import pyarrow.compute as pc
+from botocore.exceptions import ClientError
 
 from lambdas.common.db import database_identity, identifier
-from lambdas.common.lake import BatchLog, Bucket, ReaderState, concat
+from lambdas.common.errors import StateError
+from lambdas.common.lake import VERIFY_STAGE, BatchLog, Bucket, ReaderState, verify_ledger_key
 from lambdas.common.tables import FACTS, TRANSFORM_INPUTS, require_warehouse_table
 from lambdas.extract.reconcile import (
     DEFAULT_RANGE_SIZE,
@@ -52,6 +58,7 @@ _SAMPLE = 20
 _HASH_BITS = 60
 _EPOCH = "DATE '2000-01-01'"
 _EPOCH_DAYS = 10_957  # 2000-01-01 after 1970-01-01
+_RANGE, _HASH, _WAREHOUSE_HASH = "__range", "__hash", "__warehouse_hash"
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,10 @@ class Shape:
     @property
     def schema(self) -> pa.Schema:
         return pa.schema([(c.name, self.types[c.name]) for c in self.columns])
+
+    def signature(self) -> list[list[str]]:
+        """What a ledger was computed from: the compared columns, their types, the identity."""
+        return [[c.name, c.pg_type] for c in self.columns] + [["identity", *self.identity]]
 
     def range_sql(self) -> str:
         column = identifier(self.ranged)
@@ -154,42 +165,112 @@ def _conform(rows: pa.Table, form: Shape) -> pa.Table:
 
 def _first_or_last(rows: pa.Table, identity: list[str], *, last: bool) -> pa.Table:
     """One row per identity, the first or the last in the order the rows were loaded."""
+    if rows.num_rows == 0:
+        return rows
     numbered = rows.append_column("__row", pa.array(range(rows.num_rows), pa.int64()))
     how = "max" if last else "min"
     chosen = numbered.group_by(identity, use_threads=False).aggregate([("__row", how)])[f"__row_{how}"]
     return rows.take(pc.take(chosen, pc.sort_indices(chosen)))
 
 
-def lake_truth(processed: Bucket, table: str, form: Shape, saved: dict[str, Any]) -> pa.Table | str:
-    """What the warehouse should hold, from the processed lake; a string says why it cannot be told."""
+def _ledger_schema(form: Shape) -> pa.Schema:
+    return pa.schema([*(form.schema.field(k) for k in form.identity), (_RANGE, pa.int64()), (_HASH, pa.int64())])
+
+
+def ledger(rows: pa.Table, form: Shape) -> pa.Table:
+    """What the lake says of these rows, small: identity, range key and row hash of each, in the rows' order."""
+    rows = _conform(rows, form)
+    return pa.Table.from_arrays(
+        [*(rows[k] for k in form.identity), form.range_keys(rows), row_hashes(rows, form.columns)],
+        schema=_ledger_schema(form),
+    )
+
+
+@dataclass
+class LakeSide:
+    """The processed lake's side of one verification: the ledger of what the warehouse should hold (before the
+    held rows are taken out), and how to read the rows themselves when some must be restored."""
+
+    entries: pa.Table
+    log: BatchLog
+    cursor: dict[str, Any]  # the load's: the batches up to it are what the warehouse took
+
+
+def _checkpointed(state: ReaderState, form: Shape, log: BatchLog, cursor: dict[str, Any]) -> tuple[Any, pa.Table]:
+    """The checkpoint's cursor and ledger when they can be used; (None, empty) to hash the epoch from its base.
+
+    Only saves hashing: a checkpoint that is missing, unreadable, of other columns or of another epoch is
+    ignored."""
+    saved = state.read() or {}
+    empty = _ledger_schema(form).empty_table()
+    taken = saved.get("cursor")
+    if saved.get("signature") != form.signature() or not isinstance(taken, dict) or taken.get("log") != cursor["log"]:
+        return None, empty
+    if (
+        not isinstance(taken.get("seq"), int)
+        or taken["seq"] > cursor["seq"]
+        or not isinstance(saved.get("ledger"), str)
+    ):
+        return None, empty
+    try:
+        entries = log.bucket.get_parquet(saved["ledger"])
+    except (ClientError, pa.ArrowException, OSError):
+        return None, empty
+    if entries.schema != _ledger_schema(form):
+        return None, empty
+    return taken, entries
+
+
+def lake_side(processed: Bucket, table: str, form: Shape, saved: dict[str, Any]) -> LakeSide | str:
+    """The ledger of what the warehouse should hold, from the checkpoint and the batches since (a dimension's
+    latest row per key, a fact's first row per version); a string says why it cannot be told.
+
+    The batches since the checkpoint are followed from its cursor (the load's cursor when it was taken), so a
+    verification reads and hashes only what was loaded since the last one."""
     log = BatchLog(processed, TRANSFORM_STAGE, table, lineage=TRANSFORM_INPUTS[table])
     cursor = saved.get("cursor")
-    reading = log.follow(None)
-    if reading.cursor is None or not isinstance(cursor, dict) or cursor.get("log") != reading.cursor["log"]:
+    if not isinstance(cursor, dict) or cursor.get("log") != log.head().log or not isinstance(cursor.get("seq"), int):
         return "the load has not taken the lake's current epoch yet"
-    batches = [b for b in reading.batches if b.seq <= int(cursor["seq"])]
-    names = [c.name for c in form.columns]
-    parts = [part.select([n for n in names if n in part.column_names]) for b in batches for part in log.read(b)]
-    rows = concat(parts)
-    if rows is None:
-        return form.schema.empty_table()
-    rows = _first_or_last(_conform(rows, form), form.identity, last=table not in FACTS)
-    kept = held.read(processed, saved)
-    if table in FACTS and kept is not None and kept.num_rows:
-        away = kept.select(form.identity).append_column("__held", pa.array([True] * kept.num_rows))
-        away = away.cast(pa.schema([*(rows.schema.field(k) for k in form.identity), ("__held", pa.bool_())]))
-        rows = rows.join(away, form.identity, join_type="left outer", use_threads=False)
-        rows = rows.filter(pc.is_null(rows["__held"])).drop_columns(["__held"])
-    return rows
+    state = ReaderState(processed, VERIFY_STAGE, table, lineage=TRANSFORM_INPUTS[table])
+    taken, entries = _checkpointed(state, form, log, cursor)
+    try:
+        reading = log.follow(taken)
+    except StateError:  # a checkpoint whose chain does not hold: hash the epoch from its base
+        taken, entries, reading = None, _ledger_schema(form).empty_table(), log.follow(None)
+    batches = [b for b in reading.batches if b.seq <= cursor["seq"]]
+    new = [ledger(part, form) for b in batches for part in log.read(b)]
+    if new:
+        entries = _first_or_last(pa.concat_tables([entries, *new]), form.identity, last=table not in FACTS)
+    if new or taken is None:
+        key = verify_ledger_key(table, cursor["seq"])
+        processed.put_parquet(key, entries)
+        state.commit({"cursor": cursor, "ledger": key, "signature": form.signature()})
+    return LakeSide(entries, log, cursor)
 
 
-def lake_digests(rows: pa.Table, form: Shape, range_size: int) -> dict[int, RangeDigest]:
-    entries = pa.table({"key": form.range_keys(rows), "hash": row_hashes(rows, form.columns)})
-    return ledger_digests(entries, range_size)
+def _without_held(entries: pa.Table, form: Shape, kept: pa.Table | None) -> pa.Table:
+    """A fact's ledger without the versions the load holds back (absent from the warehouse on purpose)."""
+    if kept is None or kept.num_rows == 0:
+        return entries
+    away = kept.select(form.identity).cast(pa.schema([entries.schema.field(k) for k in form.identity]))
+    return entries.join(away, form.identity, join_type="left anti", use_threads=False)
+
+
+def lake_digests(entries: pa.Table, range_size: int) -> dict[int, RangeDigest]:
+    return ledger_digests(pa.table({"key": entries[_RANGE], "hash": entries[_HASH]}), range_size)
+
+
+def _lake_rows(side: LakeSide, table: str, form: Shape, wanted: pa.Table) -> pa.Table:
+    """The lake's rows of these identities, as the warehouse should hold them: read again from the batches, only
+    when something is to be restored."""
+    batches = [b for b in side.log.follow(None).batches if b.seq <= side.cursor["seq"]]
+    parts = [_conform(part, form) for b in batches for part in side.log.read(b)]
+    rows = _first_or_last(pa.concat_tables(parts), form.identity, last=table not in FACTS)
+    return rows.join(wanted, form.identity, join_type="left semi", use_threads=False)
 
 
 def _warehouse_rows(
-    con: pg8000.native.Connection, table: str, form: Shape, ranges: list[int], range_size: int, types: pa.Schema
+    con: pg8000.native.Connection, table: str, form: Shape, ranges: list[int], range_size: int
 ) -> pa.Table:
     """(identity, row hash) of the warehouse's rows in the differing ranges."""
     ids = ", ".join(identifier(k) for k in form.identity)
@@ -200,9 +281,9 @@ def _warehouse_rows(
         range_size=range_size,
         ranges=ranges,
     )
-    columns = list(zip(*found, strict=True)) if found else [[] for _ in range(len(form.identity) + 1)]
-    arrays = {k: pa.array(list(v), types.field(k).type) for k, v in zip(form.identity, columns, strict=False)}
-    return pa.table({**arrays, "__warehouse_hash": pa.array(list(columns[-1]), pa.int64())})
+    columns = list(zip(*found, strict=True)) if found else [() for _ in range(len(form.identity) + 1)]
+    arrays = [pa.array(list(v), form.types[k]) for k, v in zip(form.identity, columns, strict=False)]
+    return pa.table([*arrays, pa.array(list(columns[-1]), pa.int64())], names=[*form.identity, _WAREHOUSE_HASH])
 
 
 def verify_table(
@@ -216,30 +297,29 @@ def verify_table(
     if saved.get("warehouse") != database_identity(con):
         return VerifyResult(table, skipped="the load's cursor describes another warehouse")
     form = shape(con, table)
-    truth = lake_truth(processed, table, form, saved)
-    if isinstance(truth, str):
-        return VerifyResult(table, skipped=truth)
-    ours = warehouse_digests(con, table, form, range_size)
-    theirs = lake_digests(truth, form, range_size)
+    side = lake_side(processed, table, form, saved)
+    if isinstance(side, str):
+        return VerifyResult(table, skipped=side)
+    entries = _without_held(side.entries, form, held.read(processed, saved) if table in FACTS else None)
+    ours, theirs = warehouse_digests(con, table, form, range_size), lake_digests(entries, range_size)
     ranges = differing_ranges(ours, theirs)
     compared = len(ours.keys() | theirs.keys())
     if not ranges:
         return VerifyResult(table, compared)
-    in_ranges = pc.is_in(pc.divide(form.range_keys(truth), pa.scalar(range_size, pa.int64())),
+    in_ranges = pc.is_in(pc.divide(entries[_RANGE], pa.scalar(range_size, pa.int64())),
                          value_set=pa.array(ranges, pa.int64()))  # fmt: skip
-    lake = truth.filter(in_ranges)
-    lake = lake.append_column("__lake_hash", row_hashes(lake, form.columns))
-    lake = lake.append_column("__row", pa.array(range(lake.num_rows), pa.int64()))
-    there = _warehouse_rows(con, table, form, ranges, range_size, truth.schema)
+    lake = entries.filter(in_ranges).select([*form.identity, _HASH])
+    there = _warehouse_rows(con, table, form, ranges, range_size)
     joined = lake.join(there, form.identity, join_type="full outer", use_threads=False)
-    missing = pc.is_null(joined["__warehouse_hash"])
-    extra = pc.is_null(joined["__lake_hash"])
-    changed = pc.fill_null(pc.not_equal(joined["__lake_hash"], joined["__warehouse_hash"]), False)
-    restore_rows = pc.filter(joined["__row"], pc.or_(pc.fill_null(missing, False), changed))
-    restore = lake.take(restore_rows).drop_columns(["__lake_hash", "__row"])
-    if restore.num_rows:
-        _restore(con, table, form, restore, replaced=lake.take(pc.filter(joined["__row"], changed)))
-    strays = joined.filter(pc.fill_null(extra, False)).select(form.identity).slice(0, _SAMPLE).to_pylist()
+    missing = pc.is_null(joined[_WAREHOUSE_HASH])
+    extra = pc.is_null(joined[_HASH])
+    changed = pc.fill_null(pc.not_equal(joined[_HASH], joined[_WAREHOUSE_HASH]), False)
+    wanted = joined.filter(pc.or_(missing, changed)).select(form.identity)
+    if wanted.num_rows:
+        rows = _lake_rows(side, table, form, wanted)
+        replaced = joined.filter(changed).select(form.identity)
+        _restore(con, table, form, rows, replaced=replaced)
+    strays = joined.filter(extra).select(form.identity).slice(0, _SAMPLE).to_pylist()
     return VerifyResult(
         table,
         compared,
