@@ -30,7 +30,7 @@ VIA_MAKE_ENV = "TOTESYS_VIA_MAKE"  # set by `make run`, so printed commands can 
 PREFLIGHT_TIMEOUT = 2.5  # seconds to reach each database before the state machine starts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_DRIFT = 3  # reconcile: the run succeeded and the warehouse is right now, but the source and the lake differed
+EXIT_DRIFT = 3  # reconcile: the run succeeded and the warehouse is right now, but something differed on the way
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a database cannot be reached or refuses us; nothing ran
 EXIT_CANTCREAT = 73  # EX_CANTCREAT: the lake directory cannot be created or written
 EXIT_BUSY = 75  # EX_TEMPFAIL: nothing ran; try again when the other run has finished
@@ -39,7 +39,8 @@ EXIT_CODES = {
     EXIT_OK: "the execution succeeded",
     EXIT_FAILED: "the execution ran and failed (the failed tables and the command that re-runs them are printed)",
     EXIT_USAGE: "a mistake on the command line: unknown option or table, malformed DSN",
-    EXIT_DRIFT: "reconcile succeeded, but the source and the lake differed (the differences were loaded)",
+    EXIT_DRIFT: "reconcile succeeded, but the source and the lake differed (the differences were loaded), or the "
+    "warehouse and the lake did (the warehouse's rows were restored)",
     EXIT_UNAVAILABLE: "a database cannot be reached or refuses the login; nothing ran",
     EXIT_CANTCREAT: "the lake directory cannot be created or written; nothing ran",
     EXIT_BUSY: "another run is using the same lake directory; nothing ran",
