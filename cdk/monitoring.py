@@ -15,6 +15,7 @@ from cdk.functions import METRICS_NAMESPACE, PipelineFunctions, service_name
 from cdk.nag import acknowledge
 from cdk.workflow import Workflow
 from lambdas.load.held import HELD_ROWS_METRIC, STUCK_ROWS_METRIC
+from lambdas.load.verify import DRIFT_METRIC as WAREHOUSE_DRIFT_METRIC
 from lambdas.report.freshness import BEHIND_METRIC
 
 PERIOD = Duration.minutes(5)
@@ -148,7 +149,10 @@ class Monitoring(Construct):
             f"{BEHIND_THRESHOLD.to_minutes():g} minutes, in each of the last {SUSTAINED_PERIODS} 5-minute periods, "
             "although runs report success: changes are extracted and not loaded (a transform or load that writes "
             "nothing, or fact rows held back). The WarehouseBehindSeconds graph names the fact; a quiet source keeps "
-            "it at zero.",
+            "it at zero. It counts from the extract: a change the change signal has not counted yet (its writer "
+            "has not flushed its statistics: up to 10 s, or while it stays inside a transaction) is not seen "
+            "until the forced scan, EXTRACT_SIGNAL_MAX_AGE_SECONDS plus one schedule interval at most, and is "
+            "not part of this measure (docs/guarantees.md).",
             threshold=BEHIND_THRESHOLD.to_seconds(),
             comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=SUSTAINED_PERIODS,
@@ -168,6 +172,21 @@ class Monitoring(Construct):
             "A reconciliation found rows where totesys and the lake differed (changed without a new last_updated, "
             "missing, or deleted upstream). They were fed through the pipeline, but something upstream or in the "
             "lake's state changed unseen: read the run's extract results (docs/operations.md#reconciliation).",
+        )
+
+        self.warehouse_drift_rows = cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name=WAREHOUSE_DRIFT_METRIC,
+            dimensions_map={"service": service_name("load")},
+            statistic=cloudwatch.Stats.SUM,
+            period=PERIOD,
+        )
+        self.warehouse_drift_alarm = self._event_alarm(
+            "WarehouseDrift",
+            self.warehouse_drift_rows,
+            "A reconciliation found warehouse rows that differed from what the pipeline loaded (deleted or edited "
+            "in the warehouse itself) and restored them from the lake. Someone or something writes to the "
+            "warehouse: read the run's load results, 'verified' (docs/operations.md#reconciliation).",
         )
 
         self.stuck_held_rows = cloudwatch.Metric(

@@ -294,6 +294,20 @@ class PipelineStack(Stack):
                 for key in held_sets
             },
         )
+        # ... and a reconciliation's verification of the warehouse keeps a checkpoint per table (a head and a ledger).
+        verify_ledgers = [lake.under(lake.verify_prefix(table)) for table in WAREHOUSE_TABLES]
+        self._allow_objects(
+            functions.load,
+            processed,
+            READ_WRITE,
+            [*_heads(lake.VERIFY_STAGE, WAREHOUSE_TABLES), *verify_ledgers],
+            reasons={
+                key: "A verification's ledger is "
+                f"'{lake.verify_prefix('<table>')}<seq>-<token>.parquet', a new key per verification; the wildcard "
+                "stops at the one table prefix, and only s3:GetObject/s3:PutObject (no Delete) are granted."
+                for key in verify_ledgers
+            },
+        )
         self._allow_listing(functions.load, processed)
         self._allow_secret(functions.load, self.config.warehouse_secret_name)
 

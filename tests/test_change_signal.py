@@ -31,9 +31,9 @@ from lambdas.common.lake import BatchLog, Bucket, head_key
 from lambdas.common.tables import SOURCE_TABLES
 from lambdas.extract import extractor
 from lambdas.extract.extractor import STAGE, ExtractResult, extract_table
-from lambdas.extract.signal import SIGNAL, read_token
+from lambdas.extract.signal import SIGNAL, MissingPrivilegeError, read_token
 from statemachine.local import postgres, sample_data
-from statemachine.local.report import progress_line
+from statemachine.local.report import progress_line, signal_hint
 from tests.conftest import Databases, as_admin
 
 HOUR = timedelta(hours=1)
@@ -330,6 +330,161 @@ def test_a_scheduled_run_with_nothing_changed_scans_no_source_table(reader: Data
     assert all(i.result.get("scanned") is False for i in extracts), [i.result for i in extracts]
     assert all("0 rows, not read: unchanged since its last scan" in progress_line(i) for i in extracts)
     assert {table: reads(reader, table) for table in SOURCE_TABLES} == before
+
+
+def updated(db: Databases, table: str) -> int:
+    """The table's count of updated rows as another session sees it: what the change signal reads."""
+    return as_admin(db, "SELECT n_tup_upd FROM pg_stat_all_tables WHERE relid = to_regclass(:t)", t=table)[0][0]
+
+
+def pending_change(con: pg8000.native.Connection, db: Databases, statement: str) -> int:
+    """Commit `statement` in the writer session `con` so that its count is not flushed yet, and return the staff
+    table's update count before it. The writer flushes just before (its department update, forced), and a session
+    flushes at most once a second, so the change's count waits for the writer to idle 10 s, to end, or to be
+    told (pg_stat_force_next_flush())."""
+    con.run(touch("department", "department_id", "1"))
+    con.run("SELECT pg_stat_force_next_flush()")
+    before = updated(db, "staff")
+    con.run(statement)
+    assert updated(db, "staff") == before, "the writer flushed at once: more than a second between two statements?"
+    return before
+
+
+def test_a_change_whose_writer_went_idle_waits_for_its_flush_then_is_extracted(
+    reader: Databases, bucket: Bucket
+) -> None:
+    """A writer that goes idle flushes its counts within 10 s (at most once a second): until then the table is
+    skipped, with a note that says so; once flushed, the next run reads the change."""
+    extract(reader, bucket, "staff")
+    con = admin_con(reader)
+    try:
+        pending_change(con, reader, touch("staff", "staff_id", "5"))
+        waiting = extract(reader, bucket, "staff")
+        con.run("SELECT pg_stat_force_next_flush()")  # what 10 s of idling does
+        flushed = extract(reader, bucket, "staff")
+    finally:
+        con.close()
+
+    assert (waiting.rows, waiting.scanned) == (0, False)
+    assert "committed in the last seconds" in str(waiting.as_dict()["note"])
+    assert (flushed.rows, flushed.scanned) == (1, True)
+
+
+def test_a_change_whose_writer_stays_inside_a_transaction_waits_for_the_forced_scan(
+    reader: Databases, bucket: Bucket
+) -> None:
+    """A session that commits a change and opens its next transaction at once never flushes while it stays in it,
+    not after 10 s idle, not when asked: the change is counted when the session idles outside a transaction or
+    ends. Until then only a scan finds it: the forced one (EXTRACT_SIGNAL_MAX_AGE_SECONDS after the last scan), or
+    a run that ignores the signal. (Sleeps 11 s: the idle flush it shows does not happen has a 10 s timer.)"""
+    extract(reader, bucket, "staff")
+    con = admin_con(reader)
+    try:
+        before = pending_change(con, reader, touch("staff", "staff_id", "6"))
+        con.run("START TRANSACTION")  # straight into the next transaction
+        con.run("SELECT pg_stat_force_next_flush()")  # asked to flush: it cannot, inside a transaction
+        time.sleep(11)  # longer than the idle flush's 10 s
+        still_pending = updated(reader, "staff") == before
+
+        skipped = extract(reader, bucket, "staff")
+        anyway = extract(reader, bucket, "staff", trust_signal=False)
+        con.run("COMMIT")  # idle outside a transaction: the flush it was asked for happens now
+        counted_at_last = updated(reader, "staff") > before
+    finally:
+        con.close()
+
+    assert still_pending
+    assert (skipped.rows, skipped.scanned) == (0, False)
+    assert (anyway.rows, anyway.scanned) == (1, True)  # read although the counters did not move
+    assert counted_at_last
+
+
+def test_the_forced_scan_bounds_the_wait_of_a_change_never_flushed(reader: Databases, bucket: Bucket) -> None:
+    """The writer inside its transaction again, the change's count never flushed: the first run at least max_age
+    after the last scan reads the table and finds it."""
+    max_age = timedelta(seconds=1.5)
+    extract(reader, bucket, "staff", signal_max_age=max_age)
+    con = admin_con(reader)
+    try:
+        pending_change(con, reader, touch("staff", "staff_id", "7"))
+        con.run("START TRANSACTION")
+        within = extract(reader, bucket, "staff", signal_max_age=max_age)
+        time.sleep(max_age.total_seconds())
+        forced = extract(reader, bucket, "staff", signal_max_age=max_age)
+        con.run("ROLLBACK")
+    finally:
+        con.close()
+
+    assert (within.rows, within.scanned) == (0, False)
+    assert (forced.rows, forced.scanned) == (1, True)
+
+
+def test_a_run_that_ignores_the_change_signal_reads_every_asked_table_incrementally(reader: Databases) -> None:
+    assert reader.run().succeeded
+    quiet = reader.run(tables=["staff", "department"])
+    con = admin_con(reader)
+    try:
+        pending_change(con, reader, touch("staff", "staff_id", "2"))  # the writer stays connected meanwhile
+        asked = reader.run(tables=["staff", "department"], ignore_change_signal=True)
+    finally:
+        con.close()
+
+    assert quiet.succeeded and asked.succeeded
+    hint = signal_hint(quiet)
+    assert hint.startswith("Not read, unchanged by their change signal: department, staff.")
+    assert "--ignore-change-signal" in hint
+    extracts = {i.table: i.result for i in asked.invocations if i.stage == "extract"}
+    assert set(extracts) == {"staff", "department"}
+    assert all(r.get("scanned", True) for r in extracts.values()), extracts
+    # incremental, not a refresh: staff 2, and department 1 (the writer's flush before it)
+    assert (extracts["staff"]["rows"], extracts["department"]["rows"]) == (1, 1)
+    assert signal_hint(asked) == ""
+    assert reader.differences() == {}
+
+
+def test_a_revoked_grant_fails_an_unchanged_table_at_once_naming_the_grant(reader: Databases, bucket: Bucket) -> None:
+    role = reader.source["username"]
+    extract(reader, bucket, "staff")
+    as_admin(reader, f"REVOKE SELECT ON staff FROM {role}")
+
+    with pytest.raises(MissingPrivilegeError) as refused:
+        extract(reader, bucket, "staff")
+    as_admin(reader, f"GRANT SELECT ON staff TO {role}")
+    regranted = extract(reader, bucket, "staff")
+
+    assert str(refused.value) == f"permission denied for table staff: GRANT SELECT ON staff TO {role}"
+    assert (regranted.rows, regranted.scanned) == (0, False)
+
+
+def test_a_grant_on_some_columns_only_is_refused_naming_the_columns_it_lacks(reader: Databases, bucket: Bucket) -> None:
+    role = reader.source["username"]
+    extract(reader, bucket, "department")
+    as_admin(reader, f"REVOKE SELECT ON department FROM {role}")
+    as_admin(reader, f"GRANT SELECT (department_id, department_name, location) ON department TO {role}")
+
+    with pytest.raises(MissingPrivilegeError) as refused:
+        extract(reader, bucket, "department")
+
+    assert str(refused.value) == (
+        f"permission denied for table department: GRANT SELECT (manager, created_at, last_updated) ON department "
+        f"TO {role}"
+    )
+
+
+def test_a_run_fails_the_table_whose_grant_was_revoked_and_the_others_go_on(reader: Databases) -> None:
+    role = reader.source["username"]
+    assert reader.run(tables=["staff", "currency"]).succeeded
+    as_admin(reader, f"REVOKE SELECT ON currency FROM {role}")
+
+    refused = reader.run(tables=["staff", "currency"])
+
+    assert not refused.succeeded
+    extracts = {i.table: i for i in refused.invocations if i.stage == "extract"}
+    assert extracts["staff"].ok
+    assert not extracts["currency"].ok
+    assert f"permission denied for table currency: GRANT SELECT ON currency TO {role}" in str(
+        extracts["currency"].result
+    )
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ DEFAULTS = {"tables": ["staff", "department"], "full_refresh": False}
         (None, "the execution input must be a JSON object"),
         ({"tables": ["sales_order", "no_such_table"]}, "'tables': unknown table no_such_table"),
         ({"full_refresh": "yes"}, "'full_refresh' must be true or false"),
+        ({"ignore_change_signal": 1}, "'ignore_change_signal' must be true or false"),
     ],
 )
 def test_a_malformed_execution_input_is_refused_naming_what_is_wrong(given: Any, complaint: str) -> None:
@@ -105,3 +106,13 @@ def test_a_huge_table_name_reaching_a_stage_is_cut_short_in_its_error() -> None:
         with pytest.raises(UnknownTableError) as refused:
             require("t" * 5_000_000)
         assert len(str(refused.value)) < 1000
+
+
+def test_the_ignore_change_signal_flag_becomes_the_execution_input_and_combines_with_a_mode() -> None:
+    from statemachine.local.__main__ import _parser, run_request
+
+    args = _parser().parse_args(["reconcile", "--tables", "staff", "--ignore-change-signal"])
+    request = run_request(args, reconcile=True)
+
+    assert request.execution_input == {"reconcile": True, "tables": ["staff"], "ignore_change_signal": True}
+    assert run_options(DEFAULTS, request.execution_input)["ignore_change_signal"] is True

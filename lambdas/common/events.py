@@ -14,6 +14,9 @@ SUCCEEDED, SKIPPED, FAILED = "succeeded", "skipped", "failed"
 WATERMARK, NEWEST_LOADED = "watermark", "newest_loaded"
 # The run modes an execution input may switch on, at most one at a time (docs/operations.md).
 MODES = ("full_refresh", "repair", "reconcile")
+# Run options that combine with any mode: the extract reads the asked tables incrementally even when their change
+# signal says they are unchanged (lambdas/extract/signal.py): for a change committed seconds before the run.
+FLAGS = ("ignore_change_signal",)
 
 
 def _results(event: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -34,16 +37,17 @@ class TableEvent:
     # Dimension loads of this run, passed to fact loads; informational: a fact never waits for them (it holds
     # the rows whose dimension row is missing, see lambdas/load/held.py).
     dimensions: list[dict[str, Any]] = field(default_factory=list)
+    ignore_change_signal: bool = False  # FLAGS
 
     @staticmethod
     def parse(event: Any) -> TableEvent:
         if not isinstance(event, dict) or not isinstance(event.get("table"), str):
             raise PipelineError(f"expected an event like {{'table': 'sales_order'}}, got {event!r:.200}")
-        flags = {name: event.get(name, False) for name in MODES}
+        flags = {name: event.get(name, False) for name in (*MODES, *FLAGS)}
         for name, value in flags.items():
             if not isinstance(value, bool):
                 raise PipelineError(f"'{name}' must be true or false, got {value!r:.100}")
-        if sum(flags.values()) > 1:
+        if sum(flags[n] for n in MODES) > 1:
             raise PipelineError(f"choose one of {', '.join(MODES)}, not {' and '.join(n for n in MODES if flags[n])}")
         return TableEvent(
             event["table"],
@@ -53,6 +57,7 @@ class TableEvent:
             str(event.get("execution_id", "")),
             _results(event, "upstream"),
             _results(event, "dimensions"),
+            flags["ignore_change_signal"],
         )
 
     def blocked_by(self) -> list[str]:

@@ -48,6 +48,7 @@ STATE_PREFIX = "_state"  # heads, cursors, watermarks and the run lease: what ev
 CURRENT_PREFIX = "_current"  # the transform's snapshots of what each warehouse table currently holds
 HELD_PREFIX = "_held"  # fact rows held back for a missing dimension row
 RECONCILE_STAGE = "reconcile"
+VERIFY_STAGE = "verify"  # the warehouse verified against the processed lake (lambdas/load/verify.py)
 LEASE_NAME = "run-lease.json"
 
 
@@ -78,6 +79,16 @@ def reconcile_snapshot_key(table: str, seq: int) -> str:
     """A reconciliation's ledger (key, row hash, last_updated of each key's latest version), new per
     reconciliation; its checkpoint `_state/reconcile/<table>.json` names it."""
     return f"{reconcile_prefix(table)}{seq:010d}-{new_id()}.parquet"
+
+
+def verify_prefix(table: str) -> str:
+    return f"_{VERIFY_STAGE}/{table}/"
+
+
+def verify_ledger_key(table: str, seq: int) -> str:
+    """A verification's ledger of the processed lake (identity, range key, row hash of every row the warehouse
+    should hold), new per verification; its checkpoint `_state/verify/<table>.json` names it."""
+    return f"{verify_prefix(table)}{seq:010d}-{new_id()}.parquet"
 
 
 def held_prefix(table: str) -> str:

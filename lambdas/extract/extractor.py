@@ -32,6 +32,12 @@ from lambdas.extract.source import arrow_schema, changed_rows, count_keys, snaps
 from lambdas.extract.watermark import TS, Watermark, advance, drop_seen, version_keys
 
 STAGE = "extract"
+# What a result that skipped its table says, so that whoever just changed a row is not left guessing.
+UNREAD_NOTE = (
+    "not read: unchanged since its last scan by its change signal. A change committed in the last seconds (up to "
+    "10 s, or longer while its writer stays inside a transaction) may not be counted yet; the run option "
+    "ignore_change_signal (locally --ignore-change-signal) reads the table anyway"
+)
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class ExtractResult:
     def as_dict(self) -> dict[str, object]:
         return {"table": self.table, "stage": STAGE, "status": SUCCEEDED, "rows": self.rows, "batch": self.batch,
                 WATERMARK: self.watermark, **({"repaired": True} if self.repaired else {}),
-                **({} if self.scanned else {"scanned": False}),
+                **({} if self.scanned else {"scanned": False, "note": UNREAD_NOTE}),
                 **({"reconciled": self.reconciled} if self.reconciled is not None else {}),
                 **({"ranges": self.ranges} if self.ranges else {})}  # fmt: skip
 
@@ -145,11 +151,14 @@ def extract_table(
     lookback: timedelta = timedelta(minutes=15),
     part_rows: int = 500_000,
     signal_max_age: timedelta = timedelta(seconds=DEFAULT_MAX_AGE_SECONDS),
+    trust_signal: bool = True,
 ) -> ExtractResult:
     """Extract one table's new row versions into its batch log and advance its watermark.
 
     An incremental run whose change signal proves the table unchanged since a recent scan does not read the
-    table (signal.py); every run that reads it stores the signal it read before its snapshot.
+    table (signal.py); every run that reads it stores the signal it read before its snapshot. `trust_signal`
+    False (the run option ignore_change_signal) reads the window anyway: the signal lags a change its writer
+    has not flushed yet (seconds, or as long as the writer stays inside a transaction).
     """
     table = require_source_table(log.table)
     primary_key = PRIMARY_KEYS[table]
@@ -158,7 +167,7 @@ def extract_table(
         log.check_not_behind(head)
     whole = full_refresh or repair
     token = read_token(con, table)  # before the snapshot: see signal.py
-    if not whole and head.stored and unchanged(head.state, token, signal_max_age):
+    if trust_signal and not whole and head.stored and unchanged(head.state, token, signal_max_age):
         return _unchanged(log, head, previous, token)
     since = None if whole else previous.window_start(lookback)
     window_keys: list[pa.Table] = []

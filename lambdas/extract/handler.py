@@ -54,7 +54,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
                 logger.info("partitioned", extra={k: v for k, v in plan.items() if k != "ranges"})
                 return plan
             result = extract_table(con, log, full_refresh=request.full_refresh, repair=request.repair,
-                                   lookback=lookback, signal_max_age=signal_max_age)  # fmt: skip
+                                   lookback=lookback, signal_max_age=signal_max_age,
+                                   trust_signal=not request.ignore_change_signal)  # fmt: skip
     if result.reconciled is not None:
         for metric_set in drift_metrics(result.table, result.reconciled):
             metric_set.flush_metrics()

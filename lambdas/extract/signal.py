@@ -20,11 +20,13 @@ Why a skip never loses a change (the order is the argument):
    (a rolled-back insert counts too: a harmless extra scan).
    A later token equal to the stored one therefore means that no counted change reached the statistics since
    the stored token was read: every change they count was already in the scan that stored it.
-3. A change not counted yet makes the token stale, not wrong. A session flushes its counts when it goes idle,
-   but not more often than once a second: otherwise 10 s later (PGSTAT_IDLE_INTERVAL), at the latest 60 s
-   (PGSTAT_MAX_INTERVAL), or when it disconnects. Meanwhile a run may skip, but a skip does not move the
-   watermark, so the first run whose counters moved reads the window from the same watermark and finds the
-   change. It is delayed, never lost.
+3. A change not counted yet makes the token stale, not wrong. A session flushes its counts when it goes idle
+   outside a transaction, but not more often than once a second: otherwise after 10 s idle
+   (PGSTAT_IDLE_INTERVAL), or when it disconnects; never while it sits inside a transaction, so a session that
+   commits and at once opens its next transaction keeps the count until it idles or ends. Meanwhile a run may
+   skip, but a skip does not move the watermark, so the first run whose counters moved (or the forced scan of
+   point 4, or a run told to ignore the signal) reads the window from the same watermark and finds the change.
+   It is delayed, never lost.
 4. A change never counted (a superuser session with `SET track_counts = off`, or anything else that bypasses
    the counters) is a signal that lies. Only a scan finds it, so a scan is forced when the last one is older
    than `max_age` (EXTRACT_SIGNAL_MAX_AGE_SECONDS): such a change waits at most max_age plus one schedule
@@ -63,12 +65,23 @@ _SIGNAL_SQL = """
 SELECT c.oid::int8, c.relfilenode::int8, s.n_tup_ins, s.n_tup_upd, s.n_tup_del,
        d.stats_reset, (SELECT b.stats_reset FROM pg_catalog.pg_stat_bgwriter b),
        pg_catalog.pg_postmaster_start_time(), pg_catalog.current_setting('track_counts')::bool,
-       pg_catalog.pg_is_in_recovery(), now(), localtimestamp
+       pg_catalog.pg_is_in_recovery(), now(), localtimestamp,
+       pg_catalog.has_table_privilege(c.oid, 'SELECT'), pg_catalog.quote_ident(c.relname),
+       pg_catalog.quote_ident(current_user),
+       ARRAY(SELECT pg_catalog.quote_ident(a.attname) FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+               AND NOT pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT') ORDER BY a.attnum),
+       (SELECT count(*) FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_stat_all_tables s ON s.relid = c.oid
 JOIN pg_catalog.pg_stat_database d ON d.datname = pg_catalog.current_database()
 WHERE c.oid = pg_catalog.to_regclass(pg_catalog.quote_ident(:table))
 """
+
+
+class MissingPrivilegeError(PipelineError):
+    """The pipeline's role may not read the table (or some of its columns): the message names the GRANT that is
+    missing. Raised whether or not the table changed, so a revoked grant fails the next run, not the next change."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +124,25 @@ def read_token(con: pg8000.native.Connection, table: str) -> Token | None:
     rows = con.run(_SIGNAL_SQL, table=table)
     if not rows:
         return None
-    oid, filenode, ins, upd, dele, db_reset, server_reset, started, track_counts, recovery, now, clock = rows[0]
+    oid, filenode, ins, upd, dele, db_reset, server_reset, started, track_counts, recovery, now, clock = rows[0][:12]
+    check_privileges(*rows[0][12:])
     counters = Counters(int(oid), int(filenode), int(ins), int(upd), int(dele), _iso(db_reset),
                         _iso(server_reset), started.isoformat(), bool(track_counts) and not recovery)  # fmt: skip
     return Token(counters, now, clock)
+
+
+def check_privileges(whole_table: bool, table: str, role: str, denied: list[str], columns: int) -> None:
+    """Refuse a table the role may not read, naming the grant to give (identifiers as PostgreSQL quotes them).
+
+    Read with the token, in its statement, because a table the signal says is unchanged is not read at all:
+    without this, a revoked SELECT would show only at the table's next change. Column privileges count: a role
+    that may read every column reads the table as the extract does (its COPY names the columns); one that may
+    read some is told the columns it lacks.
+    """
+    if whole_table or not denied:
+        return
+    target = f"({', '.join(denied)}) ON {table}" if len(denied) < columns else f"ON {table}"
+    raise MissingPrivilegeError(f"permission denied for table {table}: GRANT SELECT {target} TO {role}")
 
 
 def state_digest(state: dict[str, Any]) -> str:

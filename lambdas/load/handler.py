@@ -16,6 +16,7 @@ from lambdas.common.tables import FACTS
 from lambdas.common.tracing import annotate, traced, tracer
 from lambdas.load.held import HELD_ROWS_METRIC, STUCK_ROWS_METRIC
 from lambdas.load.loader import STAGE, LoadResult, load_table
+from lambdas.load.verify import DRIFT_METRIC, VerifyResult, verify_table
 
 logger = Logger()
 
@@ -62,12 +63,30 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         try:
             with traced("s3 to postgres: merge processed batches into the warehouse"):
                 result = load_table(con, Bucket(env("PROCESSED_BUCKET")), request.table, repair=request.repair)
+            verified = None
+            if request.reconcile:  # after the load: the warehouse against everything the lake says it took
+                with traced("postgres and s3: verify the warehouse table against the processed lake"):
+                    verified = verify_table(con, Bucket(env("PROCESSED_BUCKET")), request.table)
         finally:
             con.close()
-    for metric_set in metrics_for(result, now=datetime.now(UTC)):
+    for metric_set in metrics_for(result, now=datetime.now(UTC)) + drift_metrics(verified):
         metric_set.flush_metrics()
     logger.info("loaded", extra=result.as_dict())
+    if verified is not None and verified.restored:
+        logger.warning("the warehouse differed from the lake; restored", extra={"verified": verified.as_dict()})
     if result.kept.stuck:
         logger.error("fact rows held for too long: their dimension rows never arrived",
                      extra={"rows_stuck": result.kept.stuck, "stuck_sample": result.kept.stuck_sample})  # fmt: skip
-    return result.as_dict()
+    return {**result.as_dict(), **({"verified": verified.as_dict()} if verified is not None else {})}
+
+
+def drift_metrics(verified: VerifyResult | None) -> list[EphemeralMetrics]:
+    """`WarehouseDriftRows`: warehouse rows restored from the lake, per table and in all (the alarm's metric)."""
+    if verified is None:
+        return []
+    per_table = EphemeralMetrics()
+    per_table.add_dimension("table", verified.table)
+    per_table.add_metric(DRIFT_METRIC, MetricUnit.Count, verified.restored)
+    total = EphemeralMetrics()
+    total.add_metric(DRIFT_METRIC, MetricUnit.Count, verified.restored)
+    return [per_table, total]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from lambdas.common.errors import PipelineError, truncated
-from lambdas.common.events import MODES
+from lambdas.common.events import FLAGS, MODES
 from lambdas.common.tables import DIMENSIONS, FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
 
 
@@ -41,7 +41,7 @@ def run_options(defaults: dict[str, Any], given: Any) -> dict[str, Any]:
     for key, allowed in _TABLE_LISTS.items():
         if key in options:
             options[key] = _names(key, options[key], allowed)
-    for mode in MODES:
+    for mode in (*MODES, *FLAGS):
         if not isinstance(options.get(mode, False), bool):
             raise InvalidRunInput(f"'{mode}' must be true or false, got {truncated(repr(options[mode]), 100)}")
     chosen = [mode for mode in MODES if options.get(mode)]

@@ -32,7 +32,7 @@ VIA_MAKE_ENV = "TOTESYS_VIA_MAKE"  # set by `make run`, so printed commands can 
 PREFLIGHT_TIMEOUT = 2.5  # seconds to reach each database before the state machine starts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_DRIFT = 3  # reconcile: the run succeeded and the warehouse is right now, but the source and the lake differed
+EXIT_DRIFT = 3  # reconcile: the run succeeded and the warehouse is right now, but something differed on the way
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a database cannot be reached or refuses us; nothing ran
 EXIT_CANTCREAT = 73  # EX_CANTCREAT: the lake directory cannot be created or written
 EXIT_BUSY = 75  # EX_TEMPFAIL: nothing ran; try again when the other run has finished
@@ -43,7 +43,8 @@ EXIT_CODES = {
     EXIT_OK: "the execution succeeded",
     EXIT_FAILED: "the execution ran and failed (the failed tables and the command that re-runs them are printed)",
     EXIT_USAGE: "a mistake on the command line: unknown option or table, malformed DSN",
-    EXIT_DRIFT: "reconcile succeeded, but the source and the lake differed (the differences were loaded)",
+    EXIT_DRIFT: "reconcile succeeded, but the source and the lake differed (the differences were loaded), or the "
+    "warehouse and the lake did (the warehouse's rows were restored)",
     EXIT_UNAVAILABLE: "a database cannot be reached, refuses the login, or lacks the tables or their grants; "
     "nothing ran",
     EXIT_CANTCREAT: "the lake directory cannot be created or written; nothing ran",
@@ -104,6 +105,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--tables", help=f"comma-separated source tables to extract (default: all 11: {', '.join(SOURCE_TABLES)})"
     )
     parser.add_argument("--full-refresh", action="store_true", help="re-read the chosen tables completely")
+    parser.add_argument(
+        "--ignore-change-signal",
+        action="store_true",
+        help="read the chosen tables' changes even when their change signal says unchanged (for a change "
+        "committed seconds ago, not counted yet); incremental, not a full refresh",
+    )
     parser.add_argument("--verbose", action="store_true", help="print the whole execution graph, also on success")
     parser.add_argument(
         "--output",
@@ -165,6 +172,8 @@ def run_request(args: argparse.Namespace, **execution_input: Any) -> RunRequest:
         request_input["tables"] = tables
     if args.full_refresh:
         request_input["full_refresh"] = True
+    if args.ignore_change_signal:
+        request_input["ignore_change_signal"] = True
     request = RunRequest(args.source_dsn, args.warehouse_dsn, args.lake_dir, request_input)
     if args.source_dsn:
         request.source = _credentials("--source-dsn", args.source_dsn)
@@ -338,6 +347,9 @@ def execute(request: RunRequest, *, verbose: bool, output: str) -> int:
             print()
         if drift:
             print(drift)
+            print()
+        if report.signal_hint(outcome):
+            print(report.signal_hint(outcome))
             print()
         print(f"Lake (buckets, state, logs): {lake_dir}")
         print(f"Warehouse: {warehouse_dsn}")

@@ -39,6 +39,15 @@ def _unread(result: dict[str, Any]) -> str:
     return ", not read: unchanged since its last scan (change signal)" if result.get("scanned") is False else ""
 
 
+def signal_hint(outcome: RunOutcome) -> str:
+    """One line when the change signal kept tables unread: a change made seconds ago may not be counted yet."""
+    unread = sorted({i.table for i in outcome.invocations if i.ok and i.result.get("scanned") is False})
+    if not unread:
+        return ""
+    return (f"Not read, unchanged by their change signal: {', '.join(unread)}. A change committed in the last "
+            "seconds may not be counted yet; --ignore-change-signal reads them anyway.")  # fmt: skip
+
+
 def _held(result: dict[str, Any]) -> str:
     """A fact's rows held back for a missing dimension row, with the first reason."""
     if not result.get("rows_held"):
@@ -244,7 +253,7 @@ def drift_summary(outcome: RunOutcome) -> tuple[str, bool]:
     """What a reconciliation found, one line per table, and whether the source and the lake differed at all."""
     found = [i.result["reconciled"] for i in outcome.invocations if i.ok and "reconciled" in i.result]
     if not found:
-        return "", False
+        return warehouse_summary(outcome)
     lines = ["Reconciliation (source against what the pipeline has taken):"]
     drifted = False
     for r in sorted(found, key=lambda r: r["table"]):
@@ -265,7 +274,24 @@ def drift_summary(outcome: RunOutcome) -> tuple[str, bool]:
         lines.append("The differing rows went through transform and load as new versions (a dimension takes a change")
         lines.append("without a new last_updated; a fact keeps the first content it saw of a version). Something")
         lines.append("upstream or in the lake's state changed unseen: docs/operations.md#reconciliation.")
-    return "\n".join(lines), drifted
+    warehouse, restored = warehouse_summary(outcome)
+    return "\n".join([*lines, *([warehouse] if warehouse else [])]), drifted or restored
+
+
+def warehouse_summary(outcome: RunOutcome) -> tuple[str, bool]:
+    """What the verification of the warehouse against the lake found (lambdas/load/verify.py), one line per table
+    that differed, and whether any row was restored."""
+    found = [i.result["verified"] for i in outcome.invocations if i.ok and "verified" in i.result]
+    if not found:
+        return "", False
+    differing = [r for r in found if r["rows_restored"] or r["rows_not_in_lake"]]
+    lines = [f"Warehouse against the lake: {len(found) - len(differing)} of {len(found)} tables agree"
+             + (":" if differing else ".")]  # fmt: skip
+    for r in sorted(differing, key=lambda r: r["table"]):
+        lines.append(f"  ! {r['table']:<20} {r['rows_missing']} missing and {r['rows_changed']} changed rows restored"
+                     f" from the lake; {r['rows_not_in_lake']} rows the lake does not have, kept"
+                     + (f" ({'; '.join(r['not_in_lake_sample'][:3])})" if r["rows_not_in_lake"] else ""))  # fmt: skip
+    return "\n".join(lines), any(r["rows_restored"] for r in found)
 
 
 def _totals(outcome: RunOutcome) -> dict[str, int]:
@@ -333,6 +359,7 @@ def as_json(outcome: RunOutcome, seconds: float, plan: Rerun | None, command: st
         else None,
         "held_facts": _held_facts(outcome),
         "reconciled": [i.result["reconciled"] for i in outcome.invocations if i.ok and "reconciled" in i.result],
+        "verified": [i.result["verified"] for i in outcome.invocations if i.ok and "verified" in i.result],
         "lake_dir": str(lake_dir),
         "warehouse": warehouse,
     }

@@ -72,11 +72,13 @@ def test_s3_access_is_exactly_the_handlers_keys_and_actions(synthesized: Synthes
         **heads("transform", WAREHOUSE_TABLES, GET),
         **heads("load", WAREHOUSE_TABLES, GET_PUT),
         **{f"_held/{fact}/*": GET_PUT for fact in FACTS},
+        **heads("verify", WAREHOUSE_TABLES, GET_PUT),
+        **{f"_verify/{table}/*": GET_PUT for table in WAREHOUSE_TABLES},
     }
     writes = {
         key for key, actions in object_patterns(statements["load"], processed).items() if "s3:PutObject" in actions
     }
-    assert all(key.startswith(("_state/load/", "_held/fact_")) for key in writes)
+    assert all(key.startswith(("_state/load/", "_held/fact_", "_state/verify/", "_verify/")) for key in writes)
     # report: no data access at all.
     assert bucket_references(statements["report"]) == set()
     # lease: its one object in the ingestion bucket, nothing else.

@@ -147,9 +147,10 @@ def test_a_fact_row_held_past_its_configured_age_fires_an_alarm_until_it_loads(s
 def test_there_are_exactly_these_alarms(synthesized: Synthesized) -> None:
     stages = [stage.capitalize() for stage in synthesized.function_ids()]
     assert stages == ["Extract", "Transform", "Load", "Report", "Lease"]
-    assert len(alarms(synthesized)) == 18, "docs/deploy.md counts them"
+    assert len(alarms(synthesized)) == 19, "docs/deploy.md counts them"
     assert set(alarms(synthesized)) == {
         "SourceDrift",
+        "WarehouseDrift",
         "ExecutionsFailed",
         "ExecutionsTimedOut",
         "ExecutionsAborted",
@@ -215,3 +216,17 @@ def test_drift_found_by_a_reconciliation_alarms_on_the_extracts_total(synthesize
         "Sum", 1, "GreaterThanOrEqualToThreshold")  # fmt: skip
     assert alarm["TreatMissingData"] == "notBreaching"
     assert len(alarm["AlarmActions"]) == 1
+
+
+def test_warehouse_rows_restored_by_a_reconciliation_alarm_on_the_loads_total(synthesized: Synthesized) -> None:
+    alarm = alarms(synthesized)["WarehouseDrift"]
+    assert alarm["MetricName"] == "WarehouseDriftRows"
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "totesys-load"}]
+    assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        "Sum", 1, "GreaterThanOrEqualToThreshold")  # fmt: skip
+    assert len(alarm["AlarmActions"]) == 1
+
+
+def test_the_behind_alarm_says_the_change_signals_delay_is_not_part_of_its_measure(synthesized: Synthesized) -> None:
+    behind = alarms(synthesized)["WarehouseBehind"]
+    assert "EXTRACT_SIGNAL_MAX_AGE_SECONDS plus one schedule interval" in behind["AlarmDescription"]
