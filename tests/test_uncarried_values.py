@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from lambdas.common import lake
-from lambdas.common.tables import PRIMARY_KEYS, SOURCE_TABLES
+from lambdas.common.tables import PRIMARY_KEYS, SOURCE_TABLES, TEXT_DATE_COLUMNS
 from lambdas.extract.source import UncarriedValues, changed_rows, snapshot, table_columns
 from statemachine.local import runner
 from tests.conftest import Databases, as_admin
@@ -35,14 +35,14 @@ def test_an_instant_outside_the_years_1_to_9999_refuses_the_read_naming_key_and_
     databases.source_sql("UPDATE staff SET last_updated = CAST(:v AS timestamp) WHERE staff_id IN (5, 7)", v=value)
     con = databases.source_con()
     try:
-        columns = table_columns(con, "staff")
-        with snapshot(con), changed_rows(con, "staff", columns, None) as rows, pytest.raises(UncarriedValues) as no:
+        reading = changed_rows(con, "staff", table_columns(con, "staff"), None)
+        with snapshot(con), reading as rows, pytest.raises(UncarriedValues) as refused:
             list(rows)
     finally:
         con.close()
-    assert no.value.keys == [3, 5, 7]
-    assert str(no.value).startswith("staff: staff_id=3 created_at; staff_id=5 last_updated; staff_id=7 "
-                                         "last_updated: a value outside the years 1 to 9999")  # fmt: skip
+    assert refused.value.keys == [3, 5, 7]
+    named = "staff: staff_id=3 staff.created_at; staff_id=5 staff.last_updated; staff_id=7 staff.last_updated"
+    assert str(refused.value).startswith(f"{named}: a value outside the years 1 to 9999")
 
 
 def test_the_first_and_last_instants_of_years_1_to_9999_are_carried_exactly(databases: Databases) -> None:
@@ -88,7 +88,8 @@ def test_infinity_in_a_timestamp_column_of_every_table_fails_that_table_keeps_no
     failures = extract_failures(refused)
     assert set(failures) == set(SOURCE_TABLES)
     for table, (key, _) in bad.items():
-        assert f"{table}: {PRIMARY_KEYS[table]}={key} {column}: a value outside the years 1 to 9999" in failures[table]
+        named = f"{table}: {PRIMARY_KEYS[table]}={key} {table}.{column}: a value outside the years 1 to 9999"
+        assert named in failures[table]
         head = extract_head(reader, table)
         assert (head["seq"], head["watermark"]) == (heads[table]["seq"], heads[table]["watermark"]), "nothing kept"
         assert head["refused"] == [key]
@@ -109,3 +110,36 @@ def test_infinity_in_a_timestamp_column_of_every_table_fails_that_table_keeps_no
                                     "WHERE sales_order_id = :k ORDER BY 1", k=order)  # fmt: skip
     assert [v[0] for v in versions][-1] == old + timedelta(seconds=1), "the fixed version arrived"
     assert reader.run().succeeded
+
+
+TEXT_DATES = [(table, column) for table, columns in TEXT_DATE_COLUMNS.items() for column in columns]
+
+
+@pytest.mark.parametrize("value", ["infinity", "10000-01-01", "2023-02-30"])
+def test_a_text_date_that_is_not_a_day_of_the_years_1_to_9999_fails_its_table_and_the_fixed_row_arrives(
+    reader: Databases, value: str
+) -> None:
+    assert reader.run().succeeded
+    bad: dict[tuple[str, str], tuple[int, str]] = {}
+    for n, (table, column) in enumerate(TEXT_DATES):  # a row of its own for each column
+        key = PRIMARY_KEYS[table]
+        bad[table, column] = tuple(as_admin(reader, f"SELECT {key}, {column} FROM {table} ORDER BY {key} "  # type: ignore[assignment]
+                                                    "OFFSET :n LIMIT 1", n=n)[0])  # fmt: skip
+        as_admin(reader, f"UPDATE {table} SET {column} = :v, last_updated = now() WHERE {key} = :k",
+                 v=value, k=bad[table, column][0])  # fmt: skip
+
+    refused = reader.run()
+
+    assert refused.status == "FAILED"
+    failures = extract_failures(refused)
+    assert set(failures) == set(TEXT_DATE_COLUMNS)
+    for (table, column), (key, _) in bad.items():
+        assert f"{PRIMARY_KEYS[table]}={key} {table}.{column} = {value!r}" in failures[table]
+
+    for (table, column), (key, old) in bad.items():  # fixed without touching last_updated
+        as_admin(reader, f"UPDATE {table} SET {column} = :v WHERE {PRIMARY_KEYS[table]} = :k", v=old, k=key)
+
+    fixed = reader.run()
+
+    assert fixed.succeeded, fixed.cause
+    assert reader.differences() == {}

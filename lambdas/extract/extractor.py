@@ -169,7 +169,7 @@ def extract_table(
         log.check_not_behind(head)
     whole = full_refresh or repair
     token = read_token(con, table)  # before the snapshot: see signal.py
-    again = [] if whole else refused_keys(head.state)
+    again = [] if whole else refused_keys(log, head.state)
     if not whole and head.stored and not again and unchanged(head.state, token, signal_max_age):
         return _unchanged(log, head, previous, token)
     since = None if whole else previous.window_start(lookback)
@@ -213,11 +213,11 @@ def extract_table(
                          watermark.to_state()["watermark"], repair)  # fmt: skip
 
 
-def refused_keys(state: dict[str, Any]) -> list[int]:
+def refused_keys(log: BatchLog, state: dict[str, Any]) -> list[int]:
     """The keys of rows an earlier read refused (UncarriedValues), which the next reads take again by key."""
     keys = state.get(REFUSED) or []
     if not isinstance(keys, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in keys):
-        raise PipelineError(f"the head's {REFUSED!r} entry is not a list of keys: {str(keys)[:200]}")
+        raise log.fail(f"the {REFUSED!r} entry of {log.head_uri} is not a list of keys: {str(keys)[:200]}")
     return keys
 
 
