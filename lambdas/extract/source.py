@@ -172,6 +172,12 @@ _DATE_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # what the transform's cast to dat
 def _outside(values: pa.Array, kind: pa.DataType) -> pa.Array:
     """Per value: true where it is not an instant (or, for a text date, a 'YYYY-MM-DD' day) of the carried years."""
     if pa.types.is_string(kind):
+        try:  # the transform's own cast: when it takes every value (the usual case), only year 0 is left to refuse
+            days = pc.cast(values, pa.date32())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        else:
+            return _outside(days, pa.date32())
         shaped = pc.match_substring_regex(values, _DATE_TEXT)
         parsed = pc.strptime(values, format="%Y-%m-%d", unit="us", error_is_null=True)
         low, high = _carried_bounds(pa.timestamp("us"))
