@@ -94,6 +94,8 @@ def test_infinity_in_a_timestamp_column_of_every_table_fails_that_table_keeps_no
         assert (head["seq"], head["watermark"]) == (heads[table]["seq"], heads[table]["watermark"]), "nothing kept"
         assert head["refused"] == [key]
     assert reader.run().status == "FAILED", "refused again while the rows are not fixed"
+    assert reader.run(tables=["staff"], full_refresh=True).status == "FAILED", "a full refresh is refused too"
+    assert extract_head(reader, "staff")["refused"] == [bad["staff"][0]]
 
     # Fixed by hand, last_updated set a second after the old one: far older than the window the next run reads.
     for table, (key, old) in bad.items():

@@ -188,7 +188,7 @@ def extract_table(
             batches = window(con, table, columns, since, again)
             batch = log.write(head, in_parts(batches, part_rows, primary_key, window_keys, fresh), meta)
         except UncarriedValues as refused:
-            if since is not None:  # the rows are read again by key, whatever last_updated they are fixed with
+            if head.stored and not repair:  # read again by key, whatever last_updated they are fixed with
                 log.commit(head, None, {**head.state, REFUSED: sorted({*again, *refused.keys})})
             raise
 
