@@ -284,7 +284,7 @@ def test_held_rows_come_back_from_the_warehouse_exactly_as_staged_awkward_text_i
         holding = held.Holding("fact_purchase_order")
         con.run("START TRANSACTION")
         counts = warehouse.merge_batch(con, "fact_purchase_order", [staged], hold=holding)
-        kept = holding.collect(con)
+        kept = holding.collect(con, lambda: [staged])
         con.run("ROLLBACK")
     finally:
         con.close()

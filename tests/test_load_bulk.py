@@ -93,7 +93,7 @@ def test_into_an_empty_fact_a_bulk_batch_with_a_missing_dimension_row_holds_that
             [bad_sale(staff_id=1), bad_sale(staff_id=4242).set_column(0, "sales_order_id", pa.array([98], pa.int32()))]
         )
         counts = warehouse.merge_batch(con, "fact_sales_order", [batch], bulk_rows=1, hold=holding)
-        kept = holding.collect(con)
+        kept = holding.collect(con, lambda: [batch])
         con.run("COMMIT")
         assert counts.written == 1 and holding.rows == 1
         assert kept is not None and kept["sales_order_id"].to_pylist() == [98]

@@ -92,6 +92,7 @@ def read_secret(secret_id: str, *, refresh: bool = False) -> dict[str, Any]:
 PASSWORD_ENV = "PGPASSWORD"  # noqa: S105 - libpq's variable for the password when the DSN carries none
 CA_BUNDLE_ENV = "PGSSLROOTCERT"  # libpq's: the CA certificates (PEM) that verify-ca and verify-full trust
 DEFAULT_SSLMODE = "verify-full"  # a secret without sslmode; "require" (encrypted, unverified) is the opt-out
+CLIENT_ENCODING = "UTF8"  # every connection of the pipeline, whatever the server, role or environment default
 
 
 def redact_dsn(dsn: str) -> str:
@@ -260,6 +261,8 @@ def connect(
         "application_name": application_name,
         "timeout": connect_timeout,
         "ssl_context": False,
+        # pg8000 follows the server's encoding; the pipeline's text is exact only in UTF-8 (bulk.py says why)
+        "startup_params": {"client_encoding": CLIENT_ENCODING},
     }
     if host.startswith("/"):
         options["unix_sock"] = f"{host}/.s.PGSQL.{port}"

@@ -27,6 +27,14 @@ NEVER_EXTRACTED: frozenset[str] = frozenset({"_prisma_migrations"})
 
 PRIMARY_KEYS: dict[str, str] = {table: f"{table}_id" for table in SOURCE_TABLES}
 
+# The source's dates are text 'YYYY-MM-DD' (the contract's note); the extract refuses any other text in them, so
+# the lake never holds a batch the transform cannot cast.
+TEXT_DATE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "sales_order": ("agreed_delivery_date", "agreed_payment_date"),
+    "purchase_order": ("agreed_delivery_date", "agreed_payment_date"),
+    "payment": ("payment_date",),
+}
+
 DIMENSIONS: tuple[str, ...] = (
     "dim_date",
     "dim_location",

@@ -24,6 +24,7 @@ from adbc_driver_manager._reader import AdbcRecordBatchReader
 
 from lambdas.common.db import (
     CA_BUNDLE_ENV,
+    CLIENT_ENCODING,
     DEFAULT_SSLMODE,
     Connection,
     ConnectionSettings,
@@ -66,6 +67,11 @@ def libpq_uri(settings: ConnectionSettings) -> str:
         "application_name": settings.application_name,
         "connect_timeout": str(max(2, math.ceil(settings.connect_timeout))),  # libpq's minimum is 2 s
         "gssencmode": "disable",  # pg8000 speaks plain or TLS only; so does this connection
+        # The driver takes the bytes of a text value as UTF-8. Given here, the encoding goes in the startup packet,
+        # which neither PGCLIENTENCODING (libpq's fallback for what the URI leaves out) nor ALTER ROLE/DATABASE
+        # ... SET client_encoding (settings below the client's own) can change, and a LATIN1 source database is
+        # converted to it by the server.
+        "client_encoding": CLIENT_ENCODING,
         **_KEEPALIVES,
     }
     if host.startswith("/"):  # a unix-socket directory: no TLS, as in db.connect

@@ -28,7 +28,17 @@ from lambdas.common.lake import RECONCILE_STAGE, BatchLog, Head, ReaderState, Re
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
 from lambdas.extract.reconcile import DEFAULT_RANGE_SIZE, latest_entries, ledger, reconcile_ledger
 from lambdas.extract.signal import DEFAULT_MAX_AGE_SECONDS, SIGNAL, Token, read_token, unchanged
-from lambdas.extract.source import arrow_schema, changed_rows, count_keys, snapshot, source_clock, table_columns
+from lambdas.extract.source import (
+    Column,
+    KeyIntervals,
+    UncarriedValues,
+    arrow_schema,
+    changed_rows,
+    count_keys,
+    snapshot,
+    source_clock,
+    table_columns,
+)
 from lambdas.extract.watermark import TS, Watermark, advance, drop_seen, version_keys
 
 STAGE = "extract"
@@ -38,6 +48,7 @@ UNREAD_NOTE = (
     "10 s, or longer while its writer stays inside a transaction) may not be counted yet; the run option "
     "ignore_change_signal (locally --ignore-change-signal) reads the table anyway"
 )
+REFUSED = "refused"  # in the head: keys of rows refused for an instant the pipeline cannot carry (source.uncarried)
 
 
 @dataclass(frozen=True)
@@ -167,7 +178,8 @@ def extract_table(
         log.check_not_behind(head)
     whole = full_refresh or repair
     token = read_token(con, table)  # before the snapshot: see signal.py
-    if trust_signal and not whole and head.stored and unchanged(head.state, token, signal_max_age):
+    again = [] if whole else refused_keys(log, head.state)
+    if trust_signal and not whole and head.stored and not again and unchanged(head.state, token, signal_max_age):
         return _unchanged(log, head, previous, token)
     since = None if whole else previous.window_start(lookback)
     window_keys: list[pa.Table] = []
@@ -180,17 +192,25 @@ def extract_table(
         columns = table_columns(con, table)
         if primary_key not in {c.name for c in columns}:
             raise PipelineError(f"{table}: primary key column {primary_key!r} is missing from the source")
-        with changed_rows(con, table, columns, since) as batches:
-            meta = {"since": since.isoformat() if since else None, **({"repair": True} if repair else {})}
+        meta = {"since": since.isoformat() if since else None, **({"repair": True} if repair else {})}
+        try:
+            batches = window(con, table, columns, since, again)
             batch = log.write(head, in_parts(batches, part_rows, primary_key, window_keys, fresh), meta)
+        except UncarriedValues as refused:
+            if head.stored and not repair:  # read again by key, whatever last_updated they are fixed with
+                log.commit(head, None, {**head.state, REFUSED: sorted({*again, *refused.keys})})
+            raise
 
     keys = pa.concat_tables(window_keys) if window_keys else None
     if not whole:
         newest = pc.max(keys["last_updated"]).as_py() if keys is not None else None
         check_window(log, previous, newest, lambda found: count_keys(con, table, primary_key, found))
     if batch is None and not repair:
+        kept = {name: value for name, value in head.state.items() if name != REFUSED}
         if token is not None:  # nothing new, but the signal the next run compares with is this scan's
-            log.commit(head, None, {**head.state, SIGNAL: token.stored(head.state)})
+            log.commit(head, None, {**kept, SIGNAL: token.stored(kept)})
+        elif again:
+            log.commit(head, None, kept)
         return ExtractResult(table, 0, None, head.state.get("watermark"))
     start = Watermark.empty() if whole else previous
     watermark = advance(start, keys, lookback, clock) if keys is not None else previous
@@ -200,6 +220,33 @@ def extract_table(
     log.commit(head, batch, state)
     return ExtractResult(table, batch.rows if batch else 0, batch.seq if batch else None,
                          watermark.to_state()["watermark"], repair)  # fmt: skip
+
+
+def refused_keys(log: BatchLog, state: dict[str, Any]) -> list[int]:
+    """The keys of rows an earlier read refused (UncarriedValues), which the next reads take again by key."""
+    keys = state.get(REFUSED) or []
+    if not isinstance(keys, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in keys):
+        raise log.fail(f"the {REFUSED!r} entry of {log.head_uri} is not a list of keys: {str(keys)[:200]}")
+    return keys
+
+
+def window(
+    con: pg8000.native.Connection, table: str, columns: list[Column], since: datetime | None, again: list[int]
+) -> Iterator[pa.RecordBatch]:
+    """The window's rows, then those of the refused rows (`again`) that the window does not hold: a refused row may
+    be fixed with a last_updated older than the window (its own from before, restored by hand), and must still
+    arrive. Each read is one bulk read, one after the other, in the same snapshot."""
+    with changed_rows(con, table, columns, since) as batches:
+        yield from batches
+    if not again or since is None:
+        return
+    within = KeyIntervals(PRIMARY_KEYS[table], tuple((key, key) for key in sorted(set(again))))
+    start = pa.scalar(since, TS)
+    with changed_rows(con, table, columns, None, within=within) as batches:
+        for batch in batches:
+            older = batch.filter(pc.less(batch["last_updated"], start))
+            if older.num_rows:
+                yield older
 
 
 def _unchanged(log: BatchLog, head: Head, previous: Watermark, token: Token) -> ExtractResult:

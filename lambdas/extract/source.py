@@ -15,9 +15,11 @@ from datetime import datetime
 
 import pg8000.native
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lambdas.common.db import Connection, identifier
-from lambdas.common.errors import PipelineError, UnknownTableError
+from lambdas.common.errors import PipelineError, UnknownTableError, truncated
+from lambdas.common.tables import PRIMARY_KEYS, TEXT_DATE_COLUMNS
 from lambdas.extract.bulk import record_batches
 
 # PostgreSQL type (pg_type.typname) -> Arrow type in the ingestion Parquet. numeric stays text: the
@@ -99,6 +101,7 @@ def changed_rows(
     range scan on the key). The rows come through the bulk reader (binary COPY decoded in C, batches of about
     `block_bytes`), in the snapshot of `con`'s transaction: call it inside `snapshot`. Every column that the lake
     keeps as text is read as PostgreSQL's own text output (`::text`), the form the reconciliation digests hash.
+    A batch with a timestamp or date the pipeline cannot carry raises UncarriedValues (see `uncarried`).
     """
     names = [c.name for c in columns]
     if WATERMARK_COLUMN not in names:
@@ -119,7 +122,104 @@ def changed_rows(
         settings[_SINCE_SETTING] = since.isoformat(sep=" ")
         select += f" WHERE {source}.{identifier(WATERMARK_COLUMN)} >= current_setting('{_SINCE_SETTING}')::timestamp"
     with record_batches(con, select, settings, batch_bytes=block_bytes) as batches:
-        yield (_conformed(batch, schema, table) for batch in batches if batch.num_rows)
+        yield (_carried(_conformed(batch, schema, table), table) for batch in batches if batch.num_rows)
+
+
+def _carried(batch: pa.RecordBatch, table: str) -> pa.RecordBatch:
+    """The batch, unless a row holds an instant the pipeline cannot carry: then the whole read is refused."""
+    primary_key = PRIMARY_KEYS.get(table) or batch.schema.names[0]  # a table outside the contract: its first column
+    if primary_key not in batch.schema.names:
+        raise PipelineError(f"{table}: primary key column {primary_key!r} is missing from the source")
+    refused = uncarried(batch, table, primary_key, TEXT_DATE_COLUMNS.get(table, ()))
+    if refused is not None:
+        raise refused
+    return batch
+
+
+# The instants the pipeline carries: what every stage after the extract (Arrow's conversions, Python's datetime,
+# the warehouse's dim_date) can hold. PostgreSQL also stores 'infinity', '-infinity', BC dates and years up to
+# 294276 (timestamps) or 5874897 (dates); the bulk reader decodes some of those into numbers that mean nothing.
+CARRIED_FROM, CARRIED_TO = datetime(1, 1, 1), datetime(9999, 12, 31, 23, 59, 59, 999999)
+_SAMPLE = 5
+
+
+class UncarriedValues(PipelineError):
+    """Rows holding an instant outside CARRIED_FROM..CARRIED_TO: the read is refused, naming table, key and column,
+    so nothing of it reaches the lake; `keys` are the rows' primary keys, to be read again once they are fixed."""
+
+    def __init__(self, table: str, primary_key: str, found: list[tuple[int, list[str]]]) -> None:
+        self.keys = [key for key, _ in found]
+        named = "; ".join(f"{primary_key}={key} {', '.join(columns)}" for key, columns in found[:_SAMPLE])
+        more = f" and {len(found) - _SAMPLE} more rows" if len(found) > _SAMPLE else ""
+        super().__init__(
+            f"{table}: {named}{more}: a value outside the years 1 to 9999 ('infinity', '-infinity', a BC date, a "
+            "year past 9999, or a text date that is not 'YYYY-MM-DD'), which the lake and the warehouse cannot hold. "
+            "Nothing of this read was kept and the watermark did not move; fix the rows in the source and the next "
+            "run reads them again"
+        )
+
+
+def _carried_bounds(kind: pa.DataType) -> tuple[pa.Scalar, pa.Scalar]:
+    """CARRIED_FROM and CARRIED_TO as the stored numbers of a timestamp or date type (days, or its time unit)."""
+    low, high = (CARRIED_FROM.date(), CARRIED_TO.date()) if pa.types.is_date(kind) else (CARRIED_FROM, CARRIED_TO)
+    storage = pa.int32() if kind == pa.date32() else pa.int64()
+    return pa.scalar(low, kind).cast(storage), pa.scalar(high, kind).cast(storage)
+
+
+_DATE_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # what the transform's cast to date32 takes: exactly 'YYYY-MM-DD'
+
+
+def _outside(values: pa.Array, kind: pa.DataType) -> pa.Array:
+    """Per value: true where it is not an instant (or, for a text date, a 'YYYY-MM-DD' day) of the carried years."""
+    if pa.types.is_string(kind):
+        try:  # the transform's own cast: when it takes every value (the usual case), only year 0 is left to refuse
+            days = pc.cast(values, pa.date32())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        else:
+            return _outside(days, pa.date32())
+        shaped = pc.match_substring_regex(values, _DATE_TEXT)
+        parsed = pc.strptime(values, format="%Y-%m-%d", unit="us", error_is_null=True)
+        low, high = _carried_bounds(pa.timestamp("us"))
+        stored = parsed.view(pa.int64())
+        in_years = pc.and_(pc.greater_equal(stored, low), pc.less_equal(stored, high))
+        same_day = pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), values)  # strptime takes 02-30 as 03-02
+        carried = pc.and_(shaped, pc.and_(in_years, same_day))
+        return pc.and_(pc.is_valid(values), pc.invert(pc.fill_null(carried, False)))
+    low, high = _carried_bounds(kind)
+    stored = values.view(low.type)
+    return pc.fill_null(pc.or_(pc.less(stored, low), pc.greater(stored, high)), False)
+
+
+def uncarried(
+    batch: pa.RecordBatch, table: str, primary_key: str, text_dates: tuple[str, ...] = ()
+) -> UncarriedValues | None:
+    """The rows of a decoded batch whose timestamps, dates or text dates lie outside what the pipeline carries, or
+    None. A value the driver could not decode lands outside too: it wraps past the int64 range. Arrow compute over
+    the columns; only the offending rows become Python values, for the message."""
+    flagged: dict[str, pa.Array] = {}
+    for field in batch.schema:
+        kind = field.type
+        if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or (field.name in text_dates and kind == pa.string()):
+            outside = _outside(batch.column(field.name), kind)
+            if pc.any(outside).as_py():
+                flagged[field.name] = outside
+    if not flagged:
+        return None
+    masks = list(flagged.values())
+    any_outside = masks[0]
+    for mask in masks[1:]:
+        any_outside = pc.or_(any_outside, mask)
+    shown = {f"{name}.shown": batch.column(name) for name in flagged if batch.schema.field(name).type == pa.string()}
+    rows = pa.table({primary_key: batch.column(primary_key), **flagged, **shown}).filter(any_outside).to_pylist()
+    return UncarriedValues(table, primary_key, [(row[primary_key], [_named(table, c, row) for c in flagged if row[c]])
+                                                for row in rows])  # fmt: skip
+
+
+def _named(table: str, column: str, row: dict[str, object]) -> str:
+    """`table.column`, with the value when it is text (a decoded instant out of range may be any number)."""
+    text = row.get(f"{column}.shown")
+    return f"{table}.{column}" if text is None else f"{table}.{column} = {truncated(repr(text), 60)}"
 
 
 def _selected(source: str, column: Column) -> str:

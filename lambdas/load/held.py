@@ -4,11 +4,13 @@ A fact must never wait for an unrelated reference table, and a foreign key must 
 one table arrived before another. So, inside the load's transaction, the staged fact rows whose foreign
 keys do not resolve are moved out of staging into a held set (with the reason), and the rest is inserted.
 
-The held set is an immutable Parquet object in the processed bucket, named by the load head, which is
-written last, after the warehouse commit. Every later load stages the held rows again with its new
-batches, so they go in by themselves once their references exist. Fact inserts ignore versions the
-warehouse holds, so a crash at any point repeats work but never loses or duplicates a row: before the
-head is written the old held set and the old batches are staged again; after it, the new held set is.
+The held rows are taken from the Arrow parts the load staged (PostgreSQL only says which versions it held), so
+their values are never parsed back from text. The held set is an immutable Parquet object in the processed
+bucket, named by the load head, which is written last, after the warehouse commit. Every later load stages
+the held rows again with its new batches, so they go in by themselves once their references exist. Fact
+inserts ignore versions the warehouse holds, so a crash at any point repeats work but never loses or
+duplicates a row: before the head is written the old held set and the old batches are staged again; after
+it, the new held set is.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -26,7 +29,7 @@ import pyarrow.csv as pcsv
 
 from lambdas.common.db import identifier
 from lambdas.common.errors import PipelineError
-from lambdas.common.lake import Bucket, held_key
+from lambdas.common.lake import Bucket, concat, held_key
 
 REASON, SINCE = "held_reason", "held_since"
 # A row held for longer than this is reported as stuck (its reference is probably never coming).
@@ -125,30 +128,80 @@ class Holding:
         self.rows += moved
         return moved
 
-    def collect(self, con: pg8000.native.Connection) -> pa.Table | None:
-        """The held rows (each version once), typed as the warehouse types them; None if none."""
+    def collect(self, con: pg8000.native.Connection, staged: Callable[[], Iterable[pa.Table]]) -> pa.Table | None:
+        """The held rows (each version once), exactly as they were staged; None if none.
+
+        A row's values never come back out of PostgreSQL: a text format would have to be parsed, and a reader
+        that guesses turns `NA`, `NULL` or `nan` into NULL. Only the held versions' keys (integers, dates, times)
+        and reasons do, read with their types declared and no null marker at all; the rows themselves are taken
+        from the Arrow parts that were staged (`staged` yields them again, in staging order: the previous held
+        set, then the batches' parts), by a join on the version key. Where a version was staged more than once,
+        the last staged copy is kept. Returns the fact's columns, then REASON.
+        """
         if not self.rows:
             return None
-        key = ", ".join(identifier(c) for c in version_key(con, self.table))
-        types = con.run(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute "
-            "WHERE attrelid = to_regclass('pg_temp.' || quote_ident(:t)) AND attnum > 0 AND NOT attisdropped "
-            "ORDER BY attnum",
-            t=f"held_{self.table}",
-        )
-        schema = pa.schema([(name, arrow_type(sql_type)) for name, sql_type in types])
-        sink = io.BytesIO()
-        # S608: identifiers quoted by identifier() from the catalogue, values bound
-        con.run(f"COPY (SELECT DISTINCT ON ({key}) * FROM {self._held} ORDER BY {key}) TO STDOUT WITH (FORMAT csv)",  # noqa: S608
-                stream=sink)  # fmt: skip
-        return pcsv.read_csv(
-            io.BytesIO(sink.getvalue()),
-            read_options=pcsv.ReadOptions(column_names=schema.names),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True),  # a quoted text may span lines
-            convert_options=pcsv.ConvertOptions(column_types=schema, strings_can_be_null=True,
-                                                quoted_strings_can_be_null=False, true_values=["t"],
-                                                false_values=["f"]),
-        )  # fmt: skip
+        key = version_key(con, self.table)
+        held = _held_keys(con, self._held, f"held_{self.table}", key)
+        rows = last_copies(staged(), held, key)
+        if rows.num_rows != held.num_rows:
+            raise PipelineError(f"{self.table}: {held.num_rows} versions were held, {rows.num_rows} found staged")
+        return rows
+
+
+_ORDER = "totesys_staged_order"  # a row's place (part << 32 | row): tells the last copy of a version
+
+
+def last_copies(parts: Iterable[pa.Table], wanted: pa.Table, key: list[str]) -> pa.Table:
+    """The rows of `parts` whose version key is in `wanted`, the last copy of each, sorted by the key, with
+    `wanted`'s other columns joined on. Set-based: each part is joined to `wanted` as it comes, so memory
+    holds the found rows only."""
+    found: list[pa.Table] = []
+    for n, part in enumerate(parts):
+        if not part.num_rows:
+            continue
+        joined = part.join(wanted, key, join_type="inner", use_threads=False)
+        found.append(joined.append_column(_ORDER, _ordinals(joined.num_rows, n << 32)))
+    rows = concat(found)
+    if rows is None:
+        return wanted.schema.empty_table()
+    last = rows.group_by(key, use_threads=False).aggregate([(_ORDER, "max")])[f"{_ORDER}_max"]
+    rows = rows.filter(pc.is_in(rows[_ORDER], value_set=last))
+    return rows.drop_columns([_ORDER]).sort_by([(k, "ascending") for k in key])
+
+
+def _ordinals(count: int, start: int) -> pa.Array:
+    """start, start + 1, … (count of them), computed in Arrow."""
+    ones = pc.fill_null(pa.nulls(count, pa.int64()), 1)
+    return pc.add(pc.cumulative_sum(ones), start - 1)
+
+
+def _held_keys(con: pg8000.native.Connection, held: str, temp: str, key: list[str]) -> pa.Table:
+    """The version key and reason of each held version, typed as the warehouse types the key's columns.
+
+    Keys are integers, dates and times and reasons never NULL (concat_ws), so the CSV is read with every type
+    declared and no null marker: nothing in it can be mistaken for anything else.
+    """
+    types = dict(con.run(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute "
+        "WHERE attrelid = to_regclass('pg_temp.' || quote_ident(:t)) AND attnum > 0 AND NOT attisdropped",
+        t=temp,
+    ))  # fmt: skip
+    schema = pa.schema([*((k, arrow_type(types[k])) for k in key), (REASON, pa.string())])
+    if any(pa.types.is_string(schema.field(k).type) for k in key):
+        raise PipelineError(f"{temp}: a text column in the version key cannot be read back exactly")
+    columns = ", ".join(identifier(c) for c in schema.names)
+    ordered = ", ".join(identifier(c) for c in key)
+    sink = io.BytesIO()
+    # S608: identifiers quoted by identifier() from the catalogue, no value in the text
+    con.run(f"COPY (SELECT DISTINCT ON ({ordered}) {columns} FROM {held} ORDER BY {ordered}) "  # noqa: S608
+            "TO STDOUT WITH (FORMAT csv)", stream=sink)  # fmt: skip
+    return pcsv.read_csv(
+        io.BytesIO(sink.getvalue()),
+        read_options=pcsv.ReadOptions(column_names=schema.names),
+        parse_options=pcsv.ParseOptions(newlines_in_values=True),
+        convert_options=pcsv.ConvertOptions(column_types=schema, null_values=[], strings_can_be_null=False,
+                                            quoted_strings_can_be_null=False),
+    )  # fmt: skip
 
 
 _NUMERIC = re.compile(r"numeric\((\d+),(\d+)\)")
@@ -229,6 +282,45 @@ def _sample(rows: pa.Table, key: list[str]) -> list[dict[str, object]]:
             for row in picked]  # fmt: skip
 
 
+# The held set's format, in its entry of the load head. Format 1 (no "format" entry, written up to issue 20) read
+# the held rows back from PostgreSQL as CSV with the reader's default null markers: a text value such as `NA`,
+# `N/A`, `nan`, `NULL` or '' may have become NULL. Format 2 takes the rows from the staged Arrow parts.
+FORMAT = 2
+
+
+def is_typed(head: dict[str, object]) -> bool:
+    """Whether the held set the head names was written in the current format."""
+    entry = head.get("held")
+    return not isinstance(entry, dict) or entry.get("format") == FORMAT
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """A format-1 held set with its doubtful rows taken again from the processed log."""
+
+    held: pa.Table  # the sound rows and the restored ones: a lost row is not in it
+    restored: int  # rows whose text came back from the processed log
+    lost: pa.Table  # the version keys of doubtful rows the log no longer has
+
+
+def migrate(previous: pa.Table, key: list[str], history: Callable[[], Iterable[pa.Table]]) -> Migrated:
+    """A format-1 held set made exact: each row with a NULL in a text column (the only values format 1 could
+    have changed) is replaced by its version as the processed log has it (`history` yields the log's parts, read
+    only when such a row exists), keeping its reason and held time. Rows without a NULL text are exact already."""
+    text = [f.name for f in previous.schema if f.name not in (REASON, SINCE) and pa.types.is_string(f.type)]
+    if not text or not any(previous[c].null_count for c in text):
+        return Migrated(previous, 0, previous.select(key).slice(0, 0))
+    doubtful = pc.is_null(previous[text[0]])
+    for name in text[1:]:
+        doubtful = pc.or_(doubtful, pc.is_null(previous[name]))
+    sound, suspect = previous.filter(pc.invert(doubtful)), previous.filter(doubtful)
+    facts = [c for c in previous.column_names if c not in (REASON, SINCE)]
+    restored = last_copies((part.select(facts) for part in history()), suspect.select([*key, REASON, SINCE]), key)
+    lost = suspect.select(key).join(restored.select(key), key, join_type="left anti", use_threads=False)
+    held = pa.concat_tables([sound, restored.select(previous.column_names).cast(previous.schema)])
+    return Migrated(held.sort_by([(k, "ascending") for k in key]), restored.num_rows, lost)
+
+
 def read(bucket: Bucket, head: dict[str, object]) -> pa.Table | None:
     """The held set the committed load head names, if any."""
     held = head.get("held")
@@ -245,4 +337,4 @@ def write(bucket: Bucket, table: str, seq: int, settled: Settled) -> dict[str, o
         return None
     key = held_key(table, seq)
     bucket.put_parquet(key, settled.held)
-    return {"key": key, "rows": settled.rows}
+    return {"key": key, "rows": settled.rows, "format": FORMAT}

@@ -11,8 +11,10 @@ batches the cursor says were taken are not in it; a repair loads the current epo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pg8000.native
@@ -22,7 +24,7 @@ from botocore.exceptions import ClientError
 from lambdas.common.db import database_identity, describe_identity
 from lambdas.common.errors import PipelineError
 from lambdas.common.events import NEWEST_LOADED, SUCCEEDED
-from lambdas.common.lake import BatchLog, Bucket, ReaderState
+from lambdas.common.lake import Batch, BatchLog, Bucket, ReaderState
 from lambdas.common.tables import FACTS, TRANSFORM_INPUTS, require_warehouse_table
 from lambdas.load import held
 from lambdas.load import warehouse as merging
@@ -85,6 +87,9 @@ def load_table(
         previous = held.read(processed, saved or {})
     except (PipelineError, ClientError, pa.ArrowException, OSError) as error:
         raise source.fail(f"the held rows named by {processed.uri(taken.key)} cannot be read ({error})") from error
+    migrated = previous is not None and not held.is_typed(saved or {})
+    if previous is not None and migrated:
+        previous = _migrated(con, source, table, previous, repair=repair)
     batches = reading.batches
     known, remembered = _remembered_newest(saved, identity, table)
     if not batches and previous is None:
@@ -104,7 +109,8 @@ def load_table(
             counts += merge_batch(con, table, [held.as_staged(previous)], hold=holding, lock_first=bulk)
         for batch in batches:
             counts += merge_batch(con, table, source.read(batch), hold=holding, lock_first=bulk)
-        still_held = holding.collect(con) if holding is not None else None
+        staged = partial(_staged, source, previous, batches)  # the held rows are taken from what was staged
+        still_held = holding.collect(con, staged) if holding is not None else None
         key = held.version_key(con, table) if holding is not None else []
         con.run("COMMIT")
     except BaseException:
@@ -115,7 +121,7 @@ def load_table(
         newest = max((c for c in (remembered, counts.newest_change) if c is not None), default=None)
     else:
         newest = newest_loaded_change(con, table)  # after the commit: this load's rows included
-    if batches or settled.released or (saved or {}).get("cursor") != reading.cursor or not known:
+    if batches or settled.released or migrated or (saved or {}).get("cursor") != reading.cursor or not known:
         seq = batches[-1].seq if batches else reading.cursor["seq"] if reading.cursor else 0
         entry = held.write(processed, table, seq, settled)  # held rows that merely stay held write nothing new
         state: dict[str, object] = {"cursor": reading.cursor, "warehouse": identity, **_newest_state(table, newest)}
@@ -123,6 +129,30 @@ def load_table(
             state["held"] = entry
         taken.commit(state)
     return LoadResult(table, len(batches), counts.staged, counts.written, counts.newest_change, settled, newest)
+
+
+def _staged(source: BatchLog, previous: pa.Table | None, batches: list[Batch]) -> Iterator[pa.Table]:
+    """What a load stages, in its order: the previous held set, then each new batch's parts (read again)."""
+    if previous is not None:
+        yield held.as_staged(previous)
+    for batch in batches:
+        yield from source.read(batch)
+
+
+def _migrated(
+    con: pg8000.native.Connection, source: BatchLog, table: str, previous: pa.Table, *, repair: bool
+) -> pa.Table:
+    """A held set written before issue 20 (format 1), with the rows whose text it may have turned into NULL taken
+    again from the current epoch of the processed log. A row the log no longer has fails the load, naming it; the
+    repair, which re-reads the whole source, leaves it out (its key's current version arrives with the repair)."""
+    key = held.version_key(con, table)
+    migrated = held.migrate(previous, key, lambda: (p for b in source.follow(None).batches for p in source.read(b)))
+    if migrated.lost.num_rows and not repair:
+        sample = migrated.lost.slice(0, held.SAMPLE_SIZE).to_pylist()
+        raise source.fail(f"{migrated.lost.num_rows} held rows written by an earlier release may have lost their "
+                          "text (NULL for 'NA', 'NULL', ''), and the processed log no longer has them "
+                          f"(e.g. {sample})")  # fmt: skip
+    return migrated.held
 
 
 def _remembered_newest(
