@@ -15,12 +15,12 @@ $(STAMP): requirements.txt requirements-dev.txt constraints-lambda.txt
 
 install: $(STAMP) $(WHEELS_STAMP)
 
-## The extract function's native wheels (ADBC) for the Lambda platform, hash-checked; the synth unpacks them offline
+## Every wheel the Lambda functions carry, for the Lambda platform, hash-checked (constraints-lambda.txt); the synth unpacks them offline
 lambda-wheels: $(STAMP)
 	$(PY) -m cdk.wheels
 	@mkdir -p $(dir $(WHEELS_STAMP)) && touch $(WHEELS_STAMP)
 
-$(WHEELS_STAMP): $(STAMP) cdk/lambda-wheels.txt cdk/functions.py
+$(WHEELS_STAMP): $(STAMP) constraints-lambda.txt cdk/functions.py cdk/wheels.py
 	$(PY) -m cdk.wheels
 	@mkdir -p $(dir $(WHEELS_STAMP)) && touch $(WHEELS_STAMP)
 
@@ -57,9 +57,10 @@ format: install
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-## Synthesize the CDK app with the cdk CLI (offline; cdk-nag runs as part of it)
+## Synthesize the CDK app with the cdk CLI (offline; cdk-nag runs as part of it); CA_BUNDLE: docs/deploy.md
+CA_BUNDLE ?= runtime
 synth: install node_modules/.package-lock.json
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npx cdk synth --quiet
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npx cdk synth --quiet -c database_ca_bundle=$(CA_BUNDLE)
 
 ## Throughput against the COPY floor on generated totesys (1M sales orders; ARGS="--sales-orders 100000" is quick)
 benchmark: install
