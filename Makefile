@@ -7,10 +7,15 @@ WHEELS_STAMP := .cache/lambda-wheels/.fetched
 
 .PHONY: install lambda-wheels run dashboard browser test lint format synth stop benchmark clean
 
+# What the functions carry is installed first, exactly as pinned and hash-checked (constraints-lambda.txt, which
+# lists the whole closure: --no-deps); the rest is then held to those versions by the same list without its hashes
+# (pip would otherwise demand hashes for every other requirement too).
 $(STAMP): requirements.txt requirements-dev.txt constraints-lambda.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r constraints-lambda.txt
+	sed -e '/--hash=/d' -e 's/ *\\$$//' constraints-lambda.txt > $(VENV)/lambda-versions.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c $(VENV)/lambda-versions.txt
 	touch $(STAMP)
 
 install: $(STAMP) $(WHEELS_STAMP)
