@@ -192,10 +192,15 @@ def test_each_handler_imports_and_works_from_exactly_what_its_function_carries(
     program = (f"import sys; sys.path[:0] = {[str(p) for p in stripped_here[stage]]!r}\n"
                f"import lambdas.{stage}.handler\n{work}"
                "print(sorted({m.split('.')[0] for m in sys.modules}))")  # fmt: skip
+    # As in Lambda (LAMBDA_TASK_ROOT set): Powertools' Tracer is on, so it imports aws-xray-sdk and patches botocore.
     environment = {"AWS_DEFAULT_REGION": "eu-west-2", "POWERTOOLS_SERVICE_NAME": f"totesys-{stage}",
-                   "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl", "PATH": "/usr/bin:/bin"}  # fmt: skip
+                   "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl", "PATH": "/usr/bin:/bin",
+                   "LAMBDA_TASK_ROOT": str(stripped_here[stage][0]),
+                   "AWS_LAMBDA_FUNCTION_NAME": f"totesys-{stage}"}  # fmt: skip
     done = subprocess.run([sys.executable, "-I", "-S", "-c", program], capture_output=True, text=True,
                           env=environment, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     # -S: no site-packages; what was imported came from the function's directories (and the runtime's boto3).
-    assert "site" not in done.stdout.split("'")
+    imported = set(done.stdout.split("'"))
+    assert "site" not in imported
+    assert "aws_xray_sdk" in imported
