@@ -5,6 +5,7 @@ tests run in, and loaded, stripped as it is, by an interpreter that sees nothing
 from __future__ import annotations
 
 import email
+import os
 import shutil
 import subprocess
 import sys
@@ -171,7 +172,12 @@ def _copy_installed(name: str, destination: Path) -> None:
             continue
         target = destination.joinpath(*relative.parts)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(Path(str(distribution.locate_file(file))), target)  # a copy: a native library's $ORIGIN
+        # A hard link or a copy, not a symbolic link: a native library finds its neighbours by its own path ($ORIGIN).
+        source = Path(str(distribution.locate_file(file)))
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
 
 
 # What each handler does with its libraries at import, and what the data stages do with Arrow besides.
