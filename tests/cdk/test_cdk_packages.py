@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -210,3 +211,18 @@ def test_each_handler_imports_and_works_from_exactly_what_its_function_carries(
     imported = set(done.stdout.split("'"))
     assert "site" not in imported
     assert "aws_xray_sdk" in imported
+
+
+def test_the_readme_states_the_size_each_function_measures(synthesized: Synthesized) -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("### What each function carries") :]
+    stated = {
+        stage.strip(): float(size)
+        for stages, size in re.findall(r"^\| ([a-z, ]+) \|[^\n]*\| ([\d.]+) MiB \|$", table, flags=re.MULTILINE)
+        for stage in stages.split(",")
+    }
+    measured = {stage: function.size / MiB for stage, function in carried(synthesized).items()}
+    assert set(stated) == set(measured)
+    # Within 1 MiB: the code grows a little with every change; a layer or a pin that changes shows.
+    off = {stage: (stated[stage], round(size, 1)) for stage, size in measured.items() if abs(stated[stage] - size) > 1}
+    assert off == {}
