@@ -7,20 +7,25 @@ WHEELS_STAMP := .cache/lambda-wheels/.fetched
 
 .PHONY: install lambda-wheels run dashboard browser test lint format synth stop benchmark clean
 
+# What the functions carry is installed first, exactly as pinned and hash-checked (constraints-lambda.txt, which
+# lists the whole closure: --no-deps); the rest is then held to those versions by the same list without its hashes
+# (pip would otherwise demand hashes for every other requirement too).
 $(STAMP): requirements.txt requirements-dev.txt constraints-lambda.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r constraints-lambda.txt
+	sed -e '/--hash=/d' -e 's/ *\\$$//' constraints-lambda.txt > $(VENV)/lambda-versions.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c $(VENV)/lambda-versions.txt
 	touch $(STAMP)
 
 install: $(STAMP) $(WHEELS_STAMP)
 
-## The extract function's native wheels (ADBC) for the Lambda platform, hash-checked; the synth unpacks them offline
+## Every wheel the Lambda functions carry, for the Lambda platform, hash-checked (constraints-lambda.txt); the synth unpacks them offline
 lambda-wheels: $(STAMP)
 	$(PY) -m cdk.wheels
 	@mkdir -p $(dir $(WHEELS_STAMP)) && touch $(WHEELS_STAMP)
 
-$(WHEELS_STAMP): $(STAMP) cdk/lambda-wheels.txt cdk/functions.py
+$(WHEELS_STAMP): $(STAMP) constraints-lambda.txt cdk/functions.py cdk/wheels.py
 	$(PY) -m cdk.wheels
 	@mkdir -p $(dir $(WHEELS_STAMP)) && touch $(WHEELS_STAMP)
 
@@ -57,9 +62,10 @@ format: install
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-## Synthesize the CDK app with the cdk CLI (offline; cdk-nag runs as part of it)
+## Synthesize the CDK app with the cdk CLI (offline; cdk-nag runs as part of it); CA_BUNDLE: docs/deploy.md
+CA_BUNDLE ?= runtime
 synth: install node_modules/.package-lock.json
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npx cdk synth --quiet
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npx cdk synth --quiet -c database_ca_bundle=$(CA_BUNDLE)
 
 ## Throughput against the COPY floor on generated totesys (1M sales orders; ARGS="--sales-orders 100000" is quick)
 benchmark: install

@@ -32,7 +32,7 @@ MIN_EXPIRATION_DAYS = 365
 MAX_SUBNETS = 16
 MAX_SECURITY_GROUPS = 5
 
-# Commercial-partition regions only: the managed layers are published from other accounts elsewhere.
+# Commercial-partition regions only (the ARNs the stack forms are in the aws partition).
 _REGION = re.compile(r"^(?!cn-)[a-z]{2}-[a-z]+-\d$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 # Secrets Manager secret names: letters, digits and /_+=.@- (at most 512 characters).
@@ -49,6 +49,7 @@ MAX_STACK_NAME_LENGTH = STATE_MACHINE_NAME_MAX_LENGTH - len(STATE_MACHINE_NAME_S
 _STACK_NAME = re.compile(rf"^[A-Za-z][A-Za-z0-9-]{{0,{MAX_STACK_NAME_LENGTH - 1}}}$")
 _VPC_ID = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _SUBNET_ID = re.compile(r"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+_ROUTE_TABLE_ID = re.compile(r"^rtb-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _SECURITY_GROUP_ID = re.compile(r"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 # A QuickSight user or group in any namespace; its region is QuickSight's identity region, not the stack's.
 _QUICKSIGHT_PRINCIPAL = re.compile(r"^arn:aws:quicksight:[a-z]{2}-[a-z]+-\d:(\d{12}):(?:user|group)/[\w.@+=,/-]+$")
@@ -69,9 +70,9 @@ DEFAULTS: dict[str, Any] = {
     "tables": None,
     "alert_emails": [],
     "log_retention_days": 30,
-    "powertools_layer_version": 27,
-    "pandas_layer_version": 6,
     "max_source_connections": 4,
+    # Off: a new account's Lambda concurrency quota (10) leaves nothing to reserve (docs/deploy.md).
+    "reserve_extract_concurrency": False,
     "extract_lookback_seconds": 900,
     # A table whose change signal says "unchanged" is still scanned when its last scan is this old; 0: always.
     "extract_signal_max_age_seconds": DEFAULT_SIGNAL_MAX_AGE_SECONDS,
@@ -82,6 +83,9 @@ DEFAULTS: dict[str, Any] = {
     "vpc_id": None,
     "subnet_ids": [],
     "security_group_ids": [],
+    # With vpc_id, for private subnets without NAT: endpoints for S3 (on these route tables), Secrets Manager, X-Ray.
+    "vpc_endpoints": False,
+    "route_table_ids": [],
     "noncurrent_version_expiration_days": 90,
     "data_transition_days": 90,
     "data_expiration_days": None,
@@ -89,6 +93,13 @@ DEFAULTS: dict[str, Any] = {
     "quicksight_principal_arn": None,
     "quicksight_warehouse_secret_arn": None,
     "database_ca_bundle": None,
+    # Where each database is, for a secret that holds only the login (the one RDS manages for a master user).
+    "totesys_host": None,
+    "totesys_port": None,
+    "totesys_dbname": None,
+    "warehouse_host": None,
+    "warehouse_port": None,
+    "warehouse_dbname": None,
 }
 
 
@@ -103,6 +114,15 @@ class DatabaseNetwork:
     vpc_id: str
     subnet_ids: tuple[str, ...]
     security_group_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseLocation:
+    """Host, port and database name that complete a secret holding only the login; None: the secret's own."""
+
+    host: str | None = None
+    port: int | None = None
+    dbname: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,9 +155,8 @@ class PipelineConfig:
     tables: tuple[str, ...] | None
     alert_emails: tuple[str, ...]
     log_retention_days: int
-    powertools_layer_version: int
-    pandas_layer_version: int
     max_source_connections: int
+    reserve_extract_concurrency: bool
     extract_lookback_seconds: int
     extract_signal_max_age_seconds: int
     extract_partition_rows: int
@@ -145,8 +164,11 @@ class PipelineConfig:
     tracing: bool
     network: DatabaseNetwork | None
     retention: LakeRetention
+    route_table_ids: tuple[str, ...] = ()  # non-empty: the VPC endpoints are created (context vpc_endpoints)
     quicksight: QuickSightSharing | None = None
     database_ca_bundle: Path | None = None
+    totesys_location: DatabaseLocation = DatabaseLocation()
+    warehouse_location: DatabaseLocation = DatabaseLocation()
 
     @property
     def schedule_input(self) -> dict[str, Any]:
@@ -206,10 +228,6 @@ class PipelineConfig:
                 f"log_retention_days {retention} is not a CloudWatch Logs retention period "
                 f"(one of {', '.join(str(d) for d in sorted(LOG_RETENTION_DAYS))})"
             )
-        layer_versions = {
-            key: _integer(value(key), key, errors, minimum=1)
-            for key in ("powertools_layer_version", "pandas_layer_version")
-        }
         max_source_connections = _integer(
             value("max_source_connections"), "max_source_connections", errors, minimum=1, maximum=100
         )
@@ -226,7 +244,9 @@ class PipelineConfig:
             value("held_stuck_after_seconds"), "held_stuck_after_seconds", errors, minimum=300, maximum=2_592_000
         )
         tracing = _boolean(value("tracing"), "tracing", errors)
+        reserve = _boolean(value("reserve_extract_concurrency"), "reserve_extract_concurrency", errors)
         network = _network(value("vpc_id"), value("subnet_ids"), value("security_group_ids"), errors)
+        route_tables = _endpoints(value("vpc_endpoints"), value("route_table_ids"), value("vpc_id"), errors)
         lake = _lake_retention(value, errors)
         quicksight = _quicksight(
             value("quicksight_principal_arn"),
@@ -238,6 +258,7 @@ class PipelineConfig:
             errors=errors,
         )
         ca_bundle = _ca_bundle(value("database_ca_bundle"), errors)
+        locations = {f"{name}_location": _location(value, name, errors) for name in ("totesys", "warehouse")}
 
         if errors:
             raise ConfigError("Invalid CDK context:\n  - " + "\n  - ".join(errors))
@@ -251,17 +272,19 @@ class PipelineConfig:
             alert_emails=alert_emails,
             log_retention_days=retention,
             max_source_connections=max_source_connections,
+            reserve_extract_concurrency=reserve,
             extract_lookback_seconds=lookback,
             extract_signal_max_age_seconds=signal_max_age,
             extract_partition_rows=partition_rows,
             held_stuck_after_seconds=stuck_after,
             tracing=tracing,
             network=network,
+            route_table_ids=route_tables,
             retention=lake,
             quicksight=quicksight,
             database_ca_bundle=ca_bundle,
+            **locations,
             **secrets,
-            **layer_versions,
         )
 
 
@@ -430,9 +453,37 @@ def _network(vpc_id: Any, subnet_ids: Any, security_group_ids: Any, errors: list
     return DatabaseNetwork(vpc_id=vpc, subnet_ids=subnets, security_group_ids=groups)
 
 
+RUNTIME_CAS = "runtime"  # database_ca_bundle: trust the Lambda runtime's public CAs (no bundle shipped)
+MISSING_CA_BUNDLE = (
+    "database_ca_bundle is not set, and the functions verify the databases' certificates (sslmode verify-full): "
+    "add -c database_ca_bundle=global-bundle.pem (RDS: the global bundle, see docs/deploy.md) "
+    f"or -c database_ca_bundle={RUNTIME_CAS} (certificates signed by a public CA)"
+)
+
+
+def _endpoints(wanted: Any, route_table_ids: Any, vpc_id: Any, errors: list[str]) -> tuple[str, ...]:
+    """The route tables of the S3 gateway endpoint when vpc_endpoints is on (it needs vpc_id and them)."""
+    route_tables = _ids(route_table_ids, "route_table_ids", _ROUTE_TABLE_ID, "rtb-0123456789abcdef0", errors)
+    if not _boolean(wanted, "vpc_endpoints", errors):
+        if route_tables:
+            errors.append("route_table_ids is only used with vpc_endpoints=true")
+        return ()
+    if vpc_id in (None, ""):
+        errors.append("vpc_endpoints=true needs vpc_id, subnet_ids and security_group_ids: the endpoints go there")
+    if not route_tables:
+        errors.append("vpc_endpoints=true needs route_table_ids: the route tables of subnet_ids (the S3 gateway)")
+    return route_tables
+
+
 def _ca_bundle(raw: Any, errors: list[str]) -> Path | None:
-    """The CA certificates the functions verify both databases against (e.g. the RDS global bundle)."""
-    if raw is None:
+    """The CA certificates the functions verify both databases against (e.g. the RDS global bundle).
+
+    It must be chosen: without it the functions trust only the runtime's public CAs, which sign no RDS
+    certificate, so every table would fail against RDS. ``runtime`` says so on purpose (None here)."""
+    if raw is None or raw == "":
+        errors.append(MISSING_CA_BUNDLE)
+        return None
+    if raw == RUNTIME_CAS:
         return None
     path = Path(str(raw))
     try:
@@ -444,6 +495,24 @@ def _ca_bundle(raw: Any, errors: list[str]) -> Path | None:
         errors.append(f"database_ca_bundle {str(raw)[:200]!r} holds no PEM certificate")
         return None
     return path.resolve()
+
+
+_HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})$")
+_DBNAME = re.compile(r"^[^\s'\"]{1,63}$")
+
+
+def _location(value: Callable[[str], Any], database: str, errors: list[str]) -> DatabaseLocation:
+    """``<database>_host``, ``_port``, ``_dbname``: each optional; the secret's own value wins where it has one."""
+    host, port, dbname = (value(f"{database}_{key}") for key in ("host", "port", "dbname"))
+    if host not in (None, ""):
+        host = _text(host, f"{database}_host", _HOST, "is not a host name or address", errors) or None
+    if dbname not in (None, ""):
+        dbname = _text(dbname, f"{database}_dbname", _DBNAME, "is not a PostgreSQL database name", errors) or None
+    number = _optional_integer(port, f"{database}_port", errors, minimum=1)
+    if number is not None and number > 65535:
+        errors.append(f"{database}_port {port!r} must be at most 65535")
+        number = None
+    return DatabaseLocation(host=host or None, port=number, dbname=dbname or None)
 
 
 def _lake_retention(value: Callable[[str], Any], errors: list[str]) -> LakeRetention:

@@ -6,34 +6,39 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import AssetHashType, BundlingOptions, Duration, Stack, Token
+from aws_cdk import AssetHashType, BundlingOptions, Duration
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
+from packaging.utils import parse_wheel_filename
 
-from cdk.bundling import LocalPythonBundler
+from cdk.bundling import LAYER_PREFIX, LocalPythonBundler
+from cdk.config import DatabaseLocation
 from cdk.nag import acknowledge
-from cdk.wheels import LambdaPlatform, lambda_wheels, pins, pure_requirements
-from lambdas.common.db import CA_BUNDLE_ENV
+from cdk.wheels import LambdaPlatform, lambda_wheels, pins
+from lambdas.common.db import CA_BUNDLE_ENV, DBNAME_ENV, HOST_ENV, PORT_ENV
 from lambdas.extract.partitioned import PARTITION_ROWS_ENV
 from lambdas.extract.signal import MAX_AGE_ENV as SIGNAL_MAX_AGE_ENV
 from lambdas.load.held import STUCK_AFTER_ENV
 
-# The newest Python runtime that this CDK release knows and both managed layers are published for.
+# The newest Python runtime this CDK release knows. The tests run on CPython 3.11 (no 3.12+ installs on the project's
+# machines), with the same distributions at the same versions (constraints-lambda.txt); python3.11 itself was
+# deprecated by Lambda on 2026-06-30, so it cannot be the runtime of a new stack (docs/deploy.md says what is proven).
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.X86_64
 
-# Publishers of the managed layers (same account in every commercial region).
-POWERTOOLS_LAYER_ACCOUNT = "017000801446"
-PANDAS_LAYER_ACCOUNT = "336392948345"
-
-# Pure-Python distributions bundled into the function code (with their installed dependency closure).
-BUNDLED_REQUIREMENTS = ("pg8000", "iso4217")
-# The extract function's asset also holds the native distributions of cdk/lambda-wheels.txt (ADBC's PostgreSQL
-# driver, for its bulk read), as their wheels for this runtime and architecture; the others do without them.
-WHEEL_STAGES = ("extract",)
+# What each asset holds, as distributions of constraints-lambda.txt (their wheels for RUNTIME and ARCHITECTURE):
+# the function code of every stage, what only extract adds (ADBC's PostgreSQL driver, for its bulk read), and two
+# layers shared by the functions that import them.
+CODE_DISTRIBUTIONS = ("pg8000", "scramp", "asn1crypto", "python-dateutil", "six", "iso4217")
+EXTRACT_DISTRIBUTIONS = ("adbc-driver-manager", "adbc-driver-postgresql", "importlib-resources")
+ARROW_LAYER_DISTRIBUTIONS = ("pyarrow",)
+POWERTOOLS_LAYER_DISTRIBUTIONS = ("aws-lambda-powertools", "aws-xray-sdk", "wrapt", "jmespath", "typing-extensions")
+WHEEL_STAGES = ("extract",)  # stages whose code also holds EXTRACT_DISTRIBUTIONS
+# Stages that import pyarrow: the lease too, through lambdas/common/lake.py (which names its keys).
+ARROW_STAGES = ("extract", "transform", "load", "lease")
 
 # Powertools Metrics namespace of the load function's RowsLoaded, LoadsSucceeded and SourceLagSeconds.
 METRICS_NAMESPACE = "TotesysEtl"
@@ -85,59 +90,52 @@ class FunctionNetwork:
     security_groups: Sequence[ec2.ISecurityGroup]
 
 
-def python_tag(runtime: lambda_.Runtime) -> str:
-    """'python3.14' -> 'python314', as used in the managed layer names."""
-    return runtime.name.replace(".", "")
-
-
-def powertools_layer_arn(
-    *, region: str, runtime: lambda_.Runtime, architecture: lambda_.Architecture, version: int
-) -> str:
-    arch = "arm64" if architecture.name == lambda_.Architecture.ARM_64.name else "x86_64"
-    return (
-        f"arn:aws:lambda:{region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
-        f"AWSLambdaPowertoolsPythonV3-{python_tag(runtime)}-{arch}:{version}"
-    )
-
-
-def pandas_layer_arn(*, region: str, runtime: lambda_.Runtime, architecture: lambda_.Architecture, version: int) -> str:
-    suffix = "-Arm64" if architecture.name == lambda_.Architecture.ARM_64.name else ""
-    name = python_tag(runtime).replace("python", "Python")
-    return f"arn:aws:lambda:{region}:{PANDAS_LAYER_ACCOUNT}:layer:AWSSDKPandas-{name}{suffix}:{version}"
-
-
-def _code(
-    package_dir: Path, requirements: Sequence[str], extra_files: dict[str, Path] | None, wheels: Sequence[Path] = ()
-) -> lambda_.AssetCode:
+def _asset(
+    *, wheels: Sequence[Path], source_dir: Path, package_dir: Path | None = None, prefix: str = "",
+    extra_files: dict[str, Path] | None = None,
+) -> lambda_.AssetCode:  # fmt: skip
+    """An asset built in-process from platform wheels (and the ``lambdas`` package, for function code)."""
     return lambda_.Code.from_asset(
-        str(package_dir),
+        str(source_dir),
         asset_hash_type=AssetHashType.OUTPUT,
         bundling=BundlingOptions(
             image=RUNTIME.bundling_image,
-            # Part of the CDK's key for reusing a bundle made from the same directory: assets with other wheels
+            # Part of the CDK's key for reusing a bundle made from the same directory: assets with other contents
             # must not share one. (Docker bundling, which this replaces, would see it as an environment variable.)
-            environment={"BUNDLED_WHEELS": " ".join(wheel.name for wheel in wheels)},
-            local=LocalPythonBundler(
-                package_dir=package_dir,
-                requirements=requirements,
-                extra_files=extra_files,
-                python_version=RUNTIME.name.removeprefix("python"),
-                wheels=wheels,
-            ),
+            environment={
+                "BUNDLED_WHEELS": " ".join(wheel.name for wheel in wheels),
+                "BUNDLED_PACKAGE": str(package_dir or ""),
+                "BUNDLED_PREFIX": prefix,
+            },
+            local=LocalPythonBundler(wheels=wheels, package_dir=package_dir, prefix=prefix, extra_files=extra_files),
         ),
     )
 
 
+def _pinned(wheel: Path) -> str:
+    name, version, _, _ = parse_wheel_filename(wheel.name)
+    return f"{name}=={version}"
+
+
+def location_environment(location: DatabaseLocation | None) -> dict[str, str]:
+    """The variables that complete a login-only secret (lambdas/common/db.py with_location); none unset."""
+    if location is None:
+        return {}
+    values = {HOST_ENV: location.host, PORT_ENV: location.port, DBNAME_ENV: location.dbname}
+    return {name: str(value) for name, value in values.items() if value is not None}
+
+
 class PipelineFunctions(Construct):
-    """Extract, transform, load, report and lease functions with the managed layers and their code assets: one
-    shared by all but extract, whose own also holds the native wheels of its bulk read (WHEEL_STAGES).
+    """Extract, transform, load, report and lease functions, their code and their two layers, every file from the
+    pinned wheels of constraints-lambda.txt: one code asset shared by all but extract, whose own also holds the
+    native wheels of its bulk read (WHEEL_STAGES); the Arrow layer for the stages that import pyarrow, the
+    Powertools layer for all.
 
     Each function gets its own role (CloudWatch Logs access to its own log group only; data access is
-    granted by the stack) and its own log group with the given retention. Extract's reserved concurrency is
-    ``max_source_connections``: each invocation holds one totesys connection, and a second one during its bulk
-    read (lambdas/extract/bulk.py), so the pipeline never holds more than twice that, however many executions
-    overlap. With ``database_network``, extract and load (the two
-    functions that reach a database) run in those subnets with those security groups.
+    granted by the stack) and its own log group with the given retention. No function reserves concurrency
+    unless ``extract_reserved_concurrency`` is given (a new account's quota of 10 leaves nothing to reserve): the
+    extract Map's MaxConcurrency and the run lease bound the source connections. With ``database_network``,
+    extract and load (the two functions that reach a database) run in those subnets with those security groups.
 
     The lease function lets one run go at a time (``lambdas/lease``); a lease it takes expires after
     ``lease_ttl_seconds``, which must be longer than any execution can last.
@@ -155,9 +153,7 @@ class PipelineFunctions(Construct):
         warehouse_secret_name: str,
         alert_topic_arn: str,
         log_retention: logs.RetentionDays,
-        powertools_layer_version: int,
-        pandas_layer_version: int,
-        max_source_connections: int,
+        extract_reserved_concurrency: int | None,
         extract_lookback_seconds: int,
         extract_signal_max_age_seconds: int,
         extract_partition_rows: int,
@@ -166,37 +162,35 @@ class PipelineFunctions(Construct):
         tracing: bool,
         database_network: FunctionNetwork | None = None,
         database_ca_bundle: Path | None = None,
-        bundled_requirements: Sequence[str] = BUNDLED_REQUIREMENTS,
+        totesys_location: DatabaseLocation | None = None,
+        warehouse_location: DatabaseLocation | None = None,
         stage_settings: dict[str, StageSettings] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        region = Stack.of(self).region
-        if Token.is_unresolved(region):
-            raise ValueError("the stack needs a concrete region to form the managed layer ARNs")
         settings = {**DEFAULT_STAGE_SETTINGS, **(stage_settings or {})}
         self._log_retention = log_retention
         self._tracing = tracing
 
-        extra_files = {CA_BUNDLE_FILE: database_ca_bundle} if database_ca_bundle else None
-        self.code = _code(package_dir, bundled_requirements, extra_files)
+        platform = LambdaPlatform.of(RUNTIME.name, ARCHITECTURE.name)
         locked = pins()
-        wheels = lambda_wheels(LambdaPlatform.of(RUNTIME.name, ARCHITECTURE.name), locked)
-        self.extract_code = _code(package_dir, [*bundled_requirements, *pure_requirements(locked)], extra_files, wheels)
-        # With @aws-cdk/aws-lambda:recognizeLayerVersion the layers are rendered sorted by construct path:
-        # AwsSdkPandasLayer first, then PowertoolsLayer, whose files win where the two overlap.
-        self.powertools_layer = lambda_.LayerVersion.from_layer_version_arn(
-            self,
-            "PowertoolsLayer",
-            powertools_layer_arn(
-                region=region, runtime=RUNTIME, architecture=ARCHITECTURE, version=powertools_layer_version
-            ),
-        )
-        self.pandas_layer = lambda_.LayerVersion.from_layer_version_arn(
-            self,
-            "AwsSdkPandasLayer",
-            pandas_layer_arn(region=region, runtime=RUNTIME, architecture=ARCHITECTURE, version=pandas_layer_version),
-        )
-        data_layers = [self.powertools_layer, self.pandas_layer]
+
+        def wheels(names: Sequence[str]) -> list[Path]:
+            return lambda_wheels(platform, names, locked)
+
+        extra_files = {CA_BUNDLE_FILE: database_ca_bundle} if database_ca_bundle else None
+        self.code = _asset(wheels=wheels(CODE_DISTRIBUTIONS), source_dir=package_dir, package_dir=package_dir,
+                           extra_files=extra_files)  # fmt: skip
+        extract_wheels = wheels([*CODE_DISTRIBUTIONS, *EXTRACT_DISTRIBUTIONS])
+        self.extract_code = _asset(wheels=extract_wheels, source_dir=package_dir, package_dir=package_dir,
+                                   extra_files=extra_files)  # fmt: skip
+        self.arrow_layer = self._layer("ArrowLayer", wheels(ARROW_LAYER_DISTRIBUTIONS), package_dir,
+                                       "Apache Arrow (pyarrow) without Flight, headers and tests")  # fmt: skip
+        self.powertools_layer = self._layer("PowertoolsLayer", wheels(POWERTOOLS_LAYER_DISTRIBUTIONS), package_dir,
+                                            "Powertools for AWS Lambda with its X-Ray tracer")  # fmt: skip
+
+        def layers(stage: str) -> list[lambda_.ILayerVersion]:
+            return [self.powertools_layer, *([self.arrow_layer] if stage in ARROW_STAGES else [])]
+
         buckets = {"INGESTION_BUCKET": ingestion_bucket_name, "PROCESSED_BUCKET": processed_bucket_name}
         # Both database clients verify the server (verify-full) against this bundle, else the runtime's CAs.
         tls = {CA_BUNDLE_ENV: CA_BUNDLE_PATH} if database_ca_bundle else {}
@@ -205,25 +199,26 @@ class PipelineFunctions(Construct):
             "Extract",
             stage="extract",
             settings=settings["extract"],
-            layers=data_layers,
+            layers=layers("extract"),
             description="Copies rows changed in totesys since the last watermark into the ingestion bucket.",
             environment={
                 **buckets,
                 "TOTESYS_SECRET_ID": totesys_secret_name,
+                **location_environment(totesys_location),
                 "EXTRACT_LOOKBACK_SECONDS": str(extract_lookback_seconds),
                 SIGNAL_MAX_AGE_ENV: str(extract_signal_max_age_seconds),
                 PARTITION_ROWS_ENV: str(extract_partition_rows),
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,  # DriftRows: without it, publishing raises
                 **tls,
             },
-            reserved_concurrency=max_source_connections,
+            reserved_concurrency=extract_reserved_concurrency,
             network=database_network,
         )
         self.transform = self._function(
             "Transform",
             stage="transform",
             settings=settings["transform"],
-            layers=data_layers,
+            layers=layers("transform"),
             description="Remodels new ingestion batches into the warehouse star schema in the processed bucket.",
             environment=buckets,
         )
@@ -231,34 +226,46 @@ class PipelineFunctions(Construct):
             "Load",
             stage="load",
             settings=settings["load"],
-            layers=data_layers,
+            layers=layers("load"),
             description="Loads processed star-schema tables into the warehouse.",
             environment={
                 **buckets,
                 "WAREHOUSE_SECRET_ID": warehouse_secret_name,
+                **location_environment(warehouse_location),
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
                 STUCK_AFTER_ENV: str(held_stuck_after_seconds),
                 **tls,
             },
             network=database_network,
         )
-        # The report needs boto3 (in the runtime) and Powertools, not pandas/pyarrow: a lighter cold start.
+        # The report needs boto3 (in the runtime) and Powertools, not pyarrow: a lighter cold start.
         self.report = self._function(
             "Report",
             stage="report",
             settings=settings["report"],
-            layers=[self.powertools_layer],
+            layers=layers("report"),
             description="Summarises each run's failed tables and e-mails them with the input that re-runs them.",
             environment={"ALERT_TOPIC_ARN": alert_topic_arn, "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE},
         )
-        # The lease is a few conditional S3 requests and one DescribeExecution: boto3 and Powertools only.
+        # The lease is a few conditional S3 requests and one DescribeExecution, with the lake's key names.
         self.lease = self._function(
             "Lease",
             stage="lease",
             settings=settings["lease"],
-            layers=[self.powertools_layer],
+            layers=layers("lease"),
             description="Takes the run lease when a run starts and releases it when it ends: one run at a time.",
             environment={"INGESTION_BUCKET": ingestion_bucket_name, "LEASE_TTL_SECONDS": str(lease_ttl_seconds)},
+        )
+
+    def _layer(self, name: str, wheels: Sequence[Path], source_dir: Path, description: str) -> lambda_.LayerVersion:
+        """A layer of wheels for RUNTIME and ARCHITECTURE, unpacked under python/."""
+        return lambda_.LayerVersion(
+            self,
+            name,
+            code=_asset(wheels=wheels, source_dir=source_dir, prefix=LAYER_PREFIX),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+            description=f"{description}: " + ", ".join(_pinned(wheel) for wheel in wheels),
         )
 
     @property

@@ -1,8 +1,10 @@
 """QuickSight over the warehouse: a data source, one data set per query of ``analytics.datasets``, one dashboard.
 
 Optional (QuickSight needs a subscription), built only when the context names a principal to share with. The
-data source signs in with the warehouse secret itself (``Credentials.SecretArn``) and finds the server through
-CloudFormation dynamic references to the same secret, so no credential or address is written into the template.
+data source signs in with the warehouse secret itself (``Credentials.SecretArn``), so no credential is written into
+the template; it finds the server by the ``warehouse_host``/``_dbname`` context values, else through CloudFormation
+dynamic references to the same secret, and on ``warehouse_port`` (default 5432): CloudFormation resolves a dynamic
+reference to a string, and the port is an integer property.
 With the databases in a VPC, QuickSight reaches the warehouse through a VPC connection in the same subnets and
 security groups as the load function. Data sets query the warehouse directly (no SPICE import), so the
 dashboard, like the freshness data set, is always as new as the last load.
@@ -12,22 +14,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import SecretValue, Stack, Token
+from aws_cdk import SecretValue, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_quicksight as qs
 from constructs import Construct
 
 from analytics.datasets import DataSet
-from cdk.config import DatabaseNetwork
+from cdk.config import DatabaseLocation, DatabaseNetwork
 from cdk.nag import acknowledge, as_nag_prints
 
-# What the shared principal may do: view the dashboard, and use (not change or delete) the data sets and the
-# data source, e.g. in analyses of their own.
-DASHBOARD_VIEWER_ACTIONS = (
+# What the shared principal may do: own the dashboard (view, change, share, publish versions, delete it), and use
+# (not change or delete) the data sets and the data source, e.g. in analyses of their own.
+DASHBOARD_OWNER_ACTIONS = (
     "quicksight:DescribeDashboard",
     "quicksight:ListDashboardVersions",
     "quicksight:QueryDashboard",
+    "quicksight:UpdateDashboard",
+    "quicksight:DeleteDashboard",
+    "quicksight:DescribeDashboardPermissions",
+    "quicksight:UpdateDashboardPermissions",
+    "quicksight:UpdateDashboardPublishedVersion",
 )
+DEFAULT_PORT = 5432
 DATA_SET_USER_ACTIONS = (
     "quicksight:DescribeDataSet",
     "quicksight:DescribeDataSetPermissions",
@@ -58,9 +66,11 @@ class WarehouseDashboard(Construct):
         warehouse_secret_arn: str,
         principal_arn: str,
         network: DatabaseNetwork | None,
+        location: DatabaseLocation | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         account = Stack.of(self).account
+        location = location or DatabaseLocation()
         self.vpc_connection = self._vpc_connection(name_prefix, network) if network else None
         self.data_source = qs.CfnDataSource(
             self,
@@ -71,9 +81,9 @@ class WarehouseDashboard(Construct):
             type="POSTGRESQL",
             data_source_parameters=qs.CfnDataSource.DataSourceParametersProperty(
                 postgre_sql_parameters=qs.CfnDataSource.PostgreSqlParametersProperty(
-                    host=_from_secret(warehouse_secret_arn, "host"),
-                    port=Token.as_number(_from_secret(warehouse_secret_arn, "port")),
-                    database=_from_secret(warehouse_secret_arn, "dbname"),
+                    host=location.host or _from_secret(warehouse_secret_arn, "host"),
+                    port=location.port or DEFAULT_PORT,
+                    database=location.dbname or _from_secret(warehouse_secret_arn, "dbname"),
                 )
             ),
             credentials=qs.CfnDataSource.DataSourceCredentialsProperty(secret_arn=warehouse_secret_arn),
@@ -114,7 +124,7 @@ class WarehouseDashboard(Construct):
             ),
             permissions=[
                 qs.CfnDashboard.ResourcePermissionProperty(
-                    principal=principal_arn, actions=list(DASHBOARD_VIEWER_ACTIONS)
+                    principal=principal_arn, actions=list(DASHBOARD_OWNER_ACTIONS)
                 )
             ],
         )
@@ -192,7 +202,7 @@ class WarehouseDashboard(Construct):
             reason="ec2:DescribeSubnets and ec2:DescribeSecurityGroups support no resource-level permissions; "
             "they only read the network settings QuickSight checks before creating its interfaces.",
         )
-        return qs.CfnVPCConnection(
+        connection = qs.CfnVPCConnection(
             self,
             "VpcConnection",
             aws_account_id=stack.account,
@@ -202,6 +212,10 @@ class WarehouseDashboard(Construct):
             subnet_ids=list(network.subnet_ids),
             security_group_ids=list(network.security_group_ids),
         )
+        # QuickSight uses the role as the connection is created: after the role's policy (DependsOn), not just
+        # after the role its ARN refers to.
+        connection.node.add_dependency(role.node.find_child("DefaultPolicy"))
+        return connection
 
 
 def _from_secret(secret_arn: str, field: str) -> str:

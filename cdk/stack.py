@@ -16,6 +16,7 @@ from constructs import Construct
 
 from analytics.datasets import DATA_SETS
 from cdk.config import DatabaseNetwork, PipelineConfig
+from cdk.endpoints import VpcEndpoints
 from cdk.functions import FunctionNetwork, PipelineFunctions
 from cdk.monitoring import AlertTopic, Monitoring
 from cdk.nag import acknowledge, acknowledge_warning, as_nag_prints
@@ -115,6 +116,19 @@ class PipelineStack(Stack):
             retention=config.retention,
         )
         self.alerts = AlertTopic(self, "Alerts", alert_emails=config.alert_emails)
+        database_network = self._database_network(config.network)
+        self.endpoints = (
+            VpcEndpoints(
+                self,
+                "Endpoints",
+                vpc=database_network.vpc,
+                network=config.network,
+                route_table_ids=config.route_table_ids,
+                tracing=config.tracing,
+            )
+            if database_network is not None and config.network is not None and config.route_table_ids
+            else None
+        )
         self.functions = PipelineFunctions(
             self,
             "Functions",
@@ -125,9 +139,7 @@ class PipelineStack(Stack):
             warehouse_secret_name=config.warehouse_secret_name,
             alert_topic_arn=self.alerts.topic.topic_arn,
             log_retention=log_retention,
-            powertools_layer_version=config.powertools_layer_version,
-            pandas_layer_version=config.pandas_layer_version,
-            max_source_connections=config.max_source_connections,
+            extract_reserved_concurrency=config.max_source_connections if config.reserve_extract_concurrency else None,
             extract_lookback_seconds=config.extract_lookback_seconds,
             extract_signal_max_age_seconds=config.extract_signal_max_age_seconds,
             extract_partition_rows=config.extract_partition_rows,
@@ -135,8 +147,10 @@ class PipelineStack(Stack):
             # The Workflow reads the same TimeoutSeconds, but it is built after the functions it invokes.
             lease_ttl_seconds=lease_ttl_seconds(asl_timeout_seconds(DEFINITION_FILE)),
             tracing=config.tracing,
-            database_network=self._database_network(config.network),
+            database_network=database_network,
             database_ca_bundle=config.database_ca_bundle,
+            totesys_location=config.totesys_location,
+            warehouse_location=config.warehouse_location,
         )
         self.workflow = Workflow(
             self,
@@ -172,6 +186,7 @@ class PipelineStack(Stack):
                 warehouse_secret_arn=config.quicksight.warehouse_secret_arn,
                 principal_arn=config.quicksight.principal_arn,
                 network=config.network,
+                location=config.warehouse_location,
             )
             if config.quicksight
             else None

@@ -1,9 +1,10 @@
-"""Native distributions for a Lambda function: their wheels for the Lambda platform, fetched once, unpacked offline.
+"""What the Lambda functions carry: the wheels of constraints-lambda.txt for the Lambda platform, unpacked offline.
 
-cdk/bundling.py copies installed pure-Python distributions; a native one installed here is built for this machine
-(CPython 3.11), not for the Lambda runtime. So its wheel for the runtime's Python and architecture is fetched by pip
-(`make lambda-wheels`, part of `make install`) into a cache, checked against the hashes of LOCK_FILE, and the synth
-unpacks it into the function's asset, with neither network nor Docker.
+One pin list (LOCK_FILE) holds every distribution the functions carry, with the hashes of its wheel for the Lambda
+platform and for the test environment: `make install` installs it into the test environment and fetches the
+Lambda-platform wheels into a cache (`make lambda-wheels`, pip checking the hashes), and the synth unpacks them
+into the functions' code and layers with neither network nor Docker. What a function never imports (pyarrow's
+Flight and Substrait libraries, C++ headers, Cython sources, tests) is left out as the wheel is unpacked: LEFT_OUT.
 """
 
 from __future__ import annotations
@@ -15,18 +16,38 @@ import re
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-LOCK_FILE = Path(__file__).with_name("lambda-wheels.txt")
-CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "lambda-wheels"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOCK_FILE = REPO_ROOT / "constraints-lambda.txt"
+CACHE_DIR = REPO_ROOT / ".cache" / "lambda-wheels"
 MAKE_TARGET = "make lambda-wheels"
 _MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}  # Lambda's architecture name -> the wheel tags' machine
+# The Lambda runtimes from python3.12 on run on Amazon Linux 2023 (glibc 2.34): manylinux_2_28 wheels and older.
+_GLIBC = "2_28"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", re.MULTILINE)
+
+# Files of a distribution that no function imports, by distribution: (pattern on the path inside the wheel, why).
+# tests/cdk/test_cdk_packages.py imports what the functions import from a tree stripped by these same rules.
+LEFT_OUT: dict[str, tuple[tuple[str, str], ...]] = {
+    "pyarrow": (
+        (r"pyarrow/(lib)?(arrow_)?(python_)?_?flight[^/]*", "Arrow Flight RPC (pyarrow.flight): never imported"),
+        (r"pyarrow/libarrow_flight[^/]*|pyarrow/libarrow_python_flight[^/]*", "the Flight libraries"),
+        # Not libarrow_substrait.so: pyarrow.lib links it (tests/cdk/test_cdk_packages.py found out).
+        (r"pyarrow/_?substrait[^/]*", "the Substrait module (query plans): never imported"),
+        (r"pyarrow/(include|includes|src|tests)/.*", "C++ headers, Cython declarations and sources, the test suite"),
+        (r"pyarrow/_pyarrow_cpp_tests[^/]*", "the C++ tests' module"),
+        (r"pyarrow/[^/]*\.(pxd|pxi|pyx)", "Cython sources, compiled into the extension modules already"),
+        # The wheel stores each of these shared libraries three times (zip has no symbolic links); the extension
+        # modules load them by their soname, lib<name>.so.<major><minor>.
+        (r"pyarrow/libarrow_python\w*\.so(\.\d+\.\d+\.\d+)?", "copies of libarrow_python*.so.<soname>"),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -48,12 +69,13 @@ class LambdaPlatform:
         return "cp" + self.python_version.replace(".", "")
 
     @property
-    def platform_tag(self) -> str:
-        return f"manylinux2014_{self.machine}"
+    def platform_tags(self) -> tuple[str, ...]:
+        """pip's --platform values: manylinux_2_28 and older; pip does not derive the legacy manylinux2014 name."""
+        return (f"manylinux_{_GLIBC}_{self.machine}", f"manylinux2014_{self.machine}")
 
     @property
     def cache(self) -> Path:
-        return CACHE_DIR / f"{self.python_tag}-{self.platform_tag}"
+        return CACHE_DIR / f"{self.python_tag}-manylinux_{self.machine}"
 
     def accepts(self, wheel: str) -> bool:
         """A wheel that runs here: for this CPython (or any Python 3), on manylinux for this machine (or any)."""
@@ -74,36 +96,43 @@ def pins(lock_file: Path = LOCK_FILE) -> dict[str, str]:
 
 def download_command(platform: LambdaPlatform, lock_file: Path = LOCK_FILE) -> list[str]:
     """pip, fetching exactly the locked wheels (hash-checked) for the Lambda platform, not this machine's."""
+    platforms = [option for tag in platform.platform_tags for option in ("--platform", tag)]
     return [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps",
-            "--require-hashes", "--implementation", "cp", "--python-version", platform.python_version,
-            "--platform", platform.platform_tag, "--dest", str(platform.cache), "-r", str(lock_file)]  # fmt: skip
+            "--require-hashes", "--implementation", "cp", "--python-version", platform.python_version, *platforms,
+            "--dest", str(platform.cache), "-r", str(lock_file)]  # fmt: skip
 
 
 def check_installed(locked: dict[str, str]) -> None:
-    """The locked versions are the installed ones: the tests run the code with the driver the Lambda gets."""
+    """The locked versions are the installed ones: the tests run the code with what the Lambda gets."""
     for name, version in locked.items():
         try:
             installed = metadata.version(name)
         except metadata.PackageNotFoundError:
-            raise RuntimeError(
-                f"{name} is locked in {LOCK_FILE.name} but not installed (install requirements.txt)"
-            ) from None
+            raise RuntimeError(f"{name} is pinned in {LOCK_FILE.name} but not installed: run `make install`") from None
         if installed != version:
-            raise RuntimeError(f"{LOCK_FILE.name} locks {name}=={version} but {installed} is installed: pin "
-                               f"one version in requirements.txt and {LOCK_FILE.name} (with its hashes)")  # fmt: skip
+            raise RuntimeError(f"{LOCK_FILE.name} pins {name}=={version} but {installed} is installed: "
+                               "run `make install`")  # fmt: skip
 
 
-def lambda_wheels(platform: LambdaPlatform, locked: dict[str, str] | None = None) -> list[Path]:
-    """The cached wheel of each locked distribution for this platform; a missing one names the make target."""
+def lambda_wheels(platform: LambdaPlatform, names: Iterable[str], locked: dict[str, str] | None = None) -> list[Path]:
+    """The cached wheel of each named distribution, at its locked version, for this platform.
+
+    A distribution that is not pinned is an error (everything a function carries is pinned); a missing wheel
+    names the make target that fetches it.
+    """
     locked = pins() if locked is None else locked
     check_installed(locked)
     cached = sorted(platform.cache.glob("*.whl")) if platform.cache.is_dir() else []
     found = []
-    for name, version in locked.items():
+    for raw in names:
+        name = canonicalize_name(raw)
+        if name not in locked:
+            raise RuntimeError(f"{raw} goes into a Lambda function but is not pinned in {LOCK_FILE.name}")
+        version = locked[name]
         matches = [wheel for wheel in cached if _is(wheel, name, version) and platform.accepts(wheel.name)]
         if not matches:
             raise RuntimeError(f"the Lambda-platform wheel of {name}=={version} ({platform.python_tag}, "
-                               f"{platform.platform_tag}) is not in {platform.cache}: run `{MAKE_TARGET}` "
+                               f"manylinux {platform.machine}) is not in {platform.cache}: run `{MAKE_TARGET}` "
                                "(part of `make install`; it needs the package index once)")  # fmt: skip
         found.append(matches[-1])
     return found
@@ -114,23 +143,19 @@ def _is(wheel: Path, name: str, version: str) -> bool:
     return wheel_name == name and str(wheel_version) == version
 
 
-def pure_requirements(locked: dict[str, str]) -> list[str]:
-    """What the locked distributions need besides each other (pure Python, bundled from this environment).
-
-    Read from the installed distributions, whose versions check_installed holds equal to the locked wheels'."""
-    needed = []
-    for name in locked:
-        for text in metadata.distribution(name).requires or ():
-            if canonicalize_name(Requirement(text).name) not in locked:
-                needed.append(text)
-    return needed
+def left_out(distribution: str) -> Callable[[PurePosixPath], bool]:
+    """Whether a path of this distribution's wheel is left out of the functions (LEFT_OUT)."""
+    patterns = [re.compile(pattern) for pattern, _ in LEFT_OUT.get(canonicalize_name(distribution), ())]
+    return lambda path: any(pattern.fullmatch(path.as_posix()) for pattern in patterns)
 
 
 def unpack(wheel: Path, destination: Path) -> int:
     """A wheel's importable files under `destination`, as pip would install them into site-packages.
 
-    Its .data/purelib and .data/platlib go to the root; its scripts, headers and other .data are left out.
+    Its .data/purelib and .data/platlib go to the root; its scripts, headers and other .data are left out, and
+    so is what LEFT_OUT names for its distribution (its RECORD still lists those files: nothing reads it).
     """
+    dropped = left_out(str(parse_wheel_filename(wheel.name)[0]))
     unpacked = 0
     with zipfile.ZipFile(wheel) as archive:
         for member in archive.infolist():
@@ -141,6 +166,8 @@ def unpack(wheel: Path, destination: Path) -> int:
                 if len(path.parts) < 3 or path.parts[1] not in ("purelib", "platlib"):
                     continue
                 path = PurePosixPath(*path.parts[2:])
+            if dropped(path):
+                continue
             target = destination.joinpath(*path.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(archive.read(member))
@@ -179,10 +206,11 @@ def _as_text(line: str) -> str:
 def main() -> None:
     """`python -m cdk.wheels`: fetch the locked wheels for the functions' runtime and architecture."""
     platform = LambdaPlatform.of(*_functions_platform())
-    check_installed(pins())
+    locked = pins()
+    check_installed(locked)
     platform.cache.mkdir(parents=True, exist_ok=True)
     subprocess.run(download_command(platform), check=True)  # noqa: S603 - pip with fixed arguments
-    for wheel in lambda_wheels(platform):
+    for wheel in lambda_wheels(platform, locked, locked):
         print(f"{wheel.name} in {platform.cache}")
 
 

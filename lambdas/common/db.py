@@ -1,9 +1,12 @@
 """Connections to PostgreSQL (totesys and the warehouse) from Secrets Manager-style credentials.
 
 One secret format serves AWS and the local runner: the RDS JSON shape {host, port, username, password,
-dbname}, plus an optional sslmode and sslrootcert. A host that starts with "/" is a unix-socket directory,
-as in libpq. Over TCP, a secret without sslmode gets `verify-full`: encrypted, and the server proven by its
-certificate against the CA bundle the deployment provides (PGSSLROOTCERT, as in libpq, else the system's).
+dbname}, plus an optional sslmode and sslrootcert. The secret RDS manages for a master user holds only username
+and password: host, port and dbname then come from the function's environment (DATABASE_HOST, DATABASE_PORT,
+DATABASE_NAME, set by the CDK app from its context), and what is still missing is refused by name. A host that
+starts with "/" is a unix-socket directory, as in libpq. Over TCP, a secret without sslmode gets `verify-full`:
+encrypted, and the server proven by its certificate against the CA bundle the deployment provides (PGSSLROOTCERT,
+as in libpq, else the system's).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ __all__ = [
     "redact_dsn",
     "statement_budget",
     "where",
+    "with_location",
 ]
 
 
@@ -86,7 +90,38 @@ def read_secret(secret_id: str, *, refresh: bool = False) -> dict[str, Any]:
         raise PipelineError(f"secret {secret_id!r} is not JSON with host, port, username, password, dbname") from exc
     if not isinstance(value, dict):
         raise PipelineError(f"secret {secret_id!r} is not a JSON object with host, port, username, password, dbname")
-    return value
+    return with_location(value, secret_id)
+
+
+def _lacks(credentials: Mapping[str, Any], key: str) -> bool:
+    value = credentials.get(key)
+    return value is None or (value == "" and key != "password")  # an empty password: a server that trusts the role
+
+
+HOST_ENV = "DATABASE_HOST"  # where the database is, when the secret does not say (an RDS-managed secret)
+PORT_ENV = "DATABASE_PORT"
+DBNAME_ENV = "DATABASE_NAME"
+REQUIRED_KEYS = ("username", "password", "host", "dbname")
+
+
+def with_location(
+    secret: Mapping[str, Any], secret_id: str, *, environ: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
+    """The secret's credentials, with host, port and dbname from the environment where the secret has none.
+
+    The secret's own values win: the environment only completes a secret that holds just the login. A secret that
+    still lacks a key the connection needs is refused in one line naming each missing key."""
+    credentials = dict(secret)
+    for key, variable in (("host", HOST_ENV), ("port", PORT_ENV), ("dbname", DBNAME_ENV)):
+        if credentials.get(key) in (None, "") and environ.get(variable):
+            credentials[key] = environ[variable]
+    missing = [key for key in REQUIRED_KEYS if _lacks(credentials, key)]
+    if missing:
+        raise PipelineError(
+            f"secret {secret_id!r} has no {', '.join(missing)}: add them to the secret, or (host, port, dbname) "
+            f"deploy with the context values that set {HOST_ENV}, {PORT_ENV}, {DBNAME_ENV} (docs/deploy.md)"
+        )
+    return credentials
 
 
 PASSWORD_ENV = "PGPASSWORD"  # noqa: S105 - libpq's variable for the password when the DSN carries none

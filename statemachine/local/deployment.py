@@ -107,10 +107,13 @@ def _synthesize_into(target: Path, context: dict[str, Any]) -> None:
     import aws_cdk as cdk
 
     from app import build_app, cdk_json_context
+    from cdk.config import RUNTIME_CAS
 
     with tempfile.TemporaryDirectory(prefix="totesys-synth-") as outdir:
         # Path metadata (as the CDK CLI adds it) names each resource's construct: how local_values finds them.
-        settings = {**cdk_json_context(), **context, "aws:cdk:enable-path-metadata": True}
+        # The local databases are reached over unix sockets, without TLS: no CA bundle to ship (docs/deploy.md).
+        settings = {**cdk_json_context(), "database_ca_bundle": RUNTIME_CAS, **context,
+                    "aws:cdk:enable-path-metadata": True}  # fmt: skip
         app = cdk.App(context=settings, outdir=outdir)
         stack = build_app(app)
         template = app.synth().get_stack_by_name(stack.stack_name).template

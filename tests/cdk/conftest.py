@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.cdk.support import VARIANT_CONTEXT, Synthesized, cdk_json_context, synthesize
+from tests.cdk.support import PLAIN_CONTEXT, VARIANT_CONTEXT, Synthesized, cdk_json_context, synthesize
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def context() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def synthesized(context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesize(context, tmp_path_factory.mktemp("cdk.out"))
+    return synthesize({**context, **PLAIN_CONTEXT}, tmp_path_factory.mktemp("cdk.out"))
 
 
 @pytest.fixture(scope="session")

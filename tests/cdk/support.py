@@ -38,7 +38,16 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "vpc_id": "vpc-0123456789abcdef0",
     "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
     "security_group_ids": "sg-0123456789abcdef0",
+    "vpc_endpoints": "true",
+    "route_table_ids": "rtb-0123456789abcdef0,rtb-0123456789abcdef1",
     "max_source_connections": "2",
+    "reserve_extract_concurrency": "true",
+    # An RDS-managed secret (login only) for both databases: where they are comes from the context.
+    "totesys_host": "totesys.cluster-abc.eu-west-2.rds.amazonaws.com",
+    "totesys_dbname": "totesys",
+    "warehouse_host": "warehouse.cluster-abc.eu-west-2.rds.amazonaws.com",
+    "warehouse_port": 5433,
+    "warehouse_dbname": "warehouse",
     "extract_lookback_seconds": 600,
     "extract_signal_max_age_seconds": 0,
     "extract_partition_rows": 0,
@@ -57,6 +66,11 @@ VARIANT_CONTEXT: dict[str, Any] = {
 
 def cdk_json_context() -> dict[str, Any]:
     return json.loads((REPO_ROOT / "cdk.json").read_text(encoding="utf-8"))["context"]
+
+
+# What every synthesis here adds to cdk.json: the CA choice a deploy command must make (database_ca_bundle is
+# unset in cdk.json, and a synth without it fails); the variant ships a bundle instead.
+PLAIN_CONTEXT: dict[str, Any] = {"database_ca_bundle": "runtime"}
 
 
 @dataclass(frozen=True)

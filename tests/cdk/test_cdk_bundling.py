@@ -1,39 +1,21 @@
-"""The Docker-free function bundle: the lambdas package plus the pure-Python runtime dependencies."""
+"""The Docker-free assets: the lambdas package plus the wheels of its distributions, and the layers' wheels."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
-import pytest
-
-from cdk.bundling import LocalPythonBundler, dependency_closure
-from cdk.functions import BUNDLED_REQUIREMENTS, RUNTIME, STAGES, WHEEL_STAGES
+from cdk.bundling import LAYER_PREFIX, LocalPythonBundler
+from cdk.functions import RUNTIME, STAGES, WHEEL_STAGES
 from tests.cdk.support import REPO_ROOT, Synthesized
 
-TARGET_PYTHON = RUNTIME.name.removeprefix("python")
 
-
-def distribution_names(requirements: tuple[str, ...], python_version: str = TARGET_PYTHON) -> set[str]:
-    return {d.metadata["Name"].lower() for d in dependency_closure(requirements, python_version=python_version)}
-
-
-def test_dependency_closure_of_pg8000_and_iso4217() -> None:
-    assert distribution_names(BUNDLED_REQUIREMENTS) == {
-        "pg8000",
-        "scramp",
-        "asn1crypto",
-        "python-dateutil",
-        "six",
-        "iso4217",
-    }
-
-
-def test_markers_are_evaluated_for_the_lambda_runtime_not_the_synth_python() -> None:
-    # iso4217 needs importlib-resources only below Python 3.9, and importlib-resources (installed: ADBC's PostgreSQL
-    # driver needs it) needs zipp only below 3.10, which is not installed here: asking for 3.8 must follow both.
-    with pytest.raises(RuntimeError, match="zipp is needed in the Lambda bundle"):
-        dependency_closure(["iso4217"], python_version="3.8")
-    assert "importlib-resources" not in distribution_names(("iso4217",))
+def _wheel(directory: Path, name: str, files: dict[str, str]) -> Path:
+    wheel = directory / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel
 
 
 def test_local_bundler_copies_files_without_importing_or_caching(tmp_path: Path) -> None:
@@ -45,12 +27,20 @@ def test_local_bundler_copies_files_without_importing_or_caching(tmp_path: Path)
     out = tmp_path / "out"
     out.mkdir()
 
-    bundler = LocalPythonBundler(package_dir=package, requirements=["six"], python_version=TARGET_PYTHON)
+    wheel = _wheel(tmp_path, "tiny", {"tiny.py": "", "tiny-1.0.dist-info/METADATA": "Name: tiny\nVersion: 1.0\n"})
+    bundler = LocalPythonBundler(package_dir=package, wheels=[wheel])
     assert bundler.try_bundle(str(out), None) is True
 
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert {"lambdas/extract/handler.py", "lambdas/schema.sql", "six.py"} <= files
+    assert {"lambdas/extract/handler.py", "lambdas/schema.sql", "tiny.py", "tiny-1.0.dist-info/METADATA"} <= files
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+
+
+def test_a_layer_bundle_is_its_wheels_under_python(tmp_path: Path) -> None:
+    wheel = _wheel(tmp_path, "tiny", {"tiny/__init__.py": ""})
+    out = tmp_path / "out"
+    LocalPythonBundler(wheels=[wheel], prefix=LAYER_PREFIX).try_bundle(str(out), None)
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == {"python/tiny/__init__.py"}
 
 
 def asset_dir(synthesized: Synthesized, stages: tuple[str, ...]) -> Path:
@@ -91,7 +81,7 @@ def test_synthesized_asset_holds_the_lambdas_package_and_the_dependencies(synthe
                    "six.py", "iso4217/__init__.py"):  # fmt: skip
         assert module in files
     assert not [f for f in files if "__pycache__" in f or f.endswith((".pyc", ".so"))]
-    # pandas, pyarrow, awswrangler, boto3 and Powertools come from the runtime and the managed layers.
+    # pyarrow and Powertools are in the layers, boto3 is the runtime's; pandas and awswrangler are nowhere.
     assert not {f.split("/")[0] for f in files} & {"pandas", "pyarrow", "awswrangler", "boto3", "aws_lambda_powertools"}
 
 
@@ -103,7 +93,7 @@ def test_the_extract_asset_holds_the_adbc_drivers_built_for_the_lambda_runtime_a
     files = asset_files(extract)
     assert lambdas_sources() <= files
     for module in ("pg8000/__init__.py", "iso4217/__init__.py", "importlib_resources/__init__.py",
-                   "typing_extensions.py", "adbc_driver_manager/dbapi.py", "adbc_driver_postgresql/dbapi.py",
+                   "adbc_driver_manager/dbapi.py", "adbc_driver_postgresql/dbapi.py",
                    "adbc_driver_postgresql/libadbc_driver_postgresql.so"):  # fmt: skip
         assert module in files
     python = RUNTIME.name.removeprefix("python").replace(".", "")

@@ -13,17 +13,20 @@ from cdk.config import (
     DEFAULTS,
     LOG_RETENTION_DAYS,
     MAX_STACK_NAME_LENGTH,
+    MISSING_CA_BUNDLE,
     ConfigError,
+    DatabaseLocation,
     DatabaseNetwork,
     PipelineConfig,
 )
 from cdk.stack import RETENTION_BY_DAYS
 from lambdas.common.tables import SOURCE_TABLES
-from tests.cdk.support import REPO_ROOT, VARIANT_CONTEXT
+from tests.cdk.support import PLAIN_CONTEXT, REPO_ROOT, VARIANT_CONTEXT
 
 
 def config_from(context: dict[str, Any]) -> PipelineConfig:
-    return PipelineConfig.from_context(context.get)
+    """The configuration of ``context`` with the CA choice every deploy command makes (unless it makes its own)."""
+    return PipelineConfig.from_context({**PLAIN_CONTEXT, **{k: v for k, v in context.items() if v is not None}}.get)
 
 
 def test_cdk_json_holds_exactly_the_documented_defaults(context: dict[str, Any]) -> None:
@@ -43,6 +46,7 @@ def test_cdk_json_context_gives_the_defaults(context: dict[str, Any]) -> None:
     assert config.alert_emails == ()
     assert config.log_retention_days == 30
     assert config.max_source_connections == 4
+    assert config.reserve_extract_concurrency is False
     assert config.extract_lookback_seconds == 900
     assert config.extract_signal_max_age_seconds == 3600
     assert config.held_stuck_after_seconds == 86400
@@ -109,7 +113,11 @@ def test_an_empty_table_list_means_every_table() -> None:
         ({"log_retention_days": 31}, "log_retention_days 31 is not a CloudWatch Logs retention period"),
         ({"log_retention_days": "a month"}, "log_retention_days 'a month' must be a whole number"),
         ({"totesys_secret_name": "totesys source"}, "must be a Secrets Manager secret name"),
-        ({"pandas_layer_version": 0}, "pandas_layer_version 0 must be at least 1"),
+        ({"reserve_extract_concurrency": "yes"}, "reserve_extract_concurrency 'yes' must be true or false"),
+        ({"warehouse_port": 70000}, "warehouse_port 70000 must be at most 65535"),
+        ({"totesys_port": "x"}, "totesys_port 'x' must be a whole number"),
+        ({"totesys_host": "db host"}, "totesys_host 'db host' is not a host name or address"),
+        ({"warehouse_dbname": "ware house"}, "warehouse_dbname 'ware house' is not a PostgreSQL database name"),
         ({"account": "12345"}, "must be a 12-digit AWS account id"),
         ({"max_source_connections": 0}, "max_source_connections 0 must be at least 1"),
         ({"max_source_connections": "four"}, "max_source_connections 'four' must be a whole number"),
@@ -188,7 +196,7 @@ def test_build_app_fails_on_bad_context_before_building_anything(context: dict[s
 
 
 def test_the_longest_stack_name_still_names_a_valid_state_machine(context: dict[str, Any]) -> None:
-    stack = build_app(cdk.App(context={**context, "stack_name": "S" * MAX_STACK_NAME_LENGTH}))
+    stack = build_app(cdk.App(context={**context, **PLAIN_CONTEXT, "stack_name": "S" * MAX_STACK_NAME_LENGTH}))
 
     assert MAX_STACK_NAME_LENGTH == 71
     assert stack.state_machine_name == "S" * 71 + "-pipeline"
@@ -211,3 +219,31 @@ def test_deploy_guide_documents_every_context_key_with_its_default() -> None:
         else:
             shown = f"`{default}`"
         assert rows[key].strip().startswith(shown), (key, rows[key])
+
+
+def test_a_synth_that_verifies_the_databases_without_a_ca_bundle_fails_in_one_line_saying_what_to_add(
+    context: dict[str, Any],
+) -> None:
+    app = cdk.App(context=context)  # cdk.json as it is: database_ca_bundle unset
+    with pytest.raises(ConfigError) as raised:
+        build_app(app)
+    (line,) = [line for line in str(raised.value).splitlines() if "database_ca_bundle" in line]
+    assert line == f"  - {MISSING_CA_BUNDLE}"
+    assert "-c database_ca_bundle=global-bundle.pem" in line and "-c database_ca_bundle=runtime" in line
+    assert app.node.children == []
+
+
+def test_the_ca_choice_is_a_bundle_or_the_runtimes_public_cas(context: dict[str, Any]) -> None:
+    bundle = REPO_ROOT / "tests" / "cdk" / "test-database-ca.pem"
+    assert config_from({**context, "database_ca_bundle": str(bundle)}).database_ca_bundle == bundle.resolve()
+    assert config_from({**context, "database_ca_bundle": "runtime"}).database_ca_bundle is None
+
+
+def test_where_each_database_is_completes_a_login_only_secret(context: dict[str, Any]) -> None:
+    config = config_from({**context, "totesys_host": "totesys.abc.eu-west-2.rds.amazonaws.com", "totesys_port": "5433",
+                          "totesys_dbname": "totesys", "warehouse_host": "10.0.1.5"})  # fmt: skip
+    assert config.totesys_location == DatabaseLocation(
+        host="totesys.abc.eu-west-2.rds.amazonaws.com", port=5433, dbname="totesys"
+    )
+    assert config.warehouse_location == DatabaseLocation(host="10.0.1.5")
+    assert config_from(context).warehouse_location == DatabaseLocation()

@@ -5,30 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import aws_cdk as cdk
 import pytest
 
-from cdk.functions import STAGES, VPC_ACCESS_ACTIONS, pandas_layer_arn, powertools_layer_arn
+from cdk.functions import STAGES, VPC_ACCESS_ACTIONS
 from cdk.stack import DEFINITION_FILE, lease_ttl_seconds
 from lambdas.extract.signal import MAX_AGE_ENV as SIGNAL_MAX_AGE_ENV
 from lambdas.load.held import STUCK_AFTER_ENV
 from tests.cdk.support import HANDLERS, VARIANT_CONTEXT, Synthesized, as_list
 
-POWERTOOLS_LAYER = "arn:aws:lambda:eu-west-2:017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-x86_64:27"
-PANDAS_LAYER = "arn:aws:lambda:eu-west-2:336392948345:layer:AWSSDKPandas-Python314:6"
 
-
-def test_layer_arns_follow_the_published_naming() -> None:
-    runtime = cdk.aws_lambda.Runtime.PYTHON_3_14
-    x86, arm = cdk.aws_lambda.Architecture.X86_64, cdk.aws_lambda.Architecture.ARM_64
-    assert powertools_layer_arn(region="eu-west-2", runtime=runtime, architecture=x86, version=27) == POWERTOOLS_LAYER
-    assert pandas_layer_arn(region="eu-west-2", runtime=runtime, architecture=x86, version=6) == PANDAS_LAYER
-    assert powertools_layer_arn(region="eu-west-1", runtime=runtime, architecture=arm, version=3).endswith(
-        "layer:AWSLambdaPowertoolsPythonV3-python314-arm64:3"
-    )
-    assert pandas_layer_arn(region="eu-west-1", runtime=runtime, architecture=arm, version=3).endswith(
-        "layer:AWSSDKPandas-Python314-Arm64:3"
-    )
+def layer_descriptions(synth: Synthesized, logical: str) -> list[str]:
+    return [synth.properties(layer["Ref"])["Description"] for layer in synth.properties(logical)["Layers"]]
 
 
 def test_five_functions_with_handlers_runtime_layers_and_tracing(synthesized: Synthesized) -> None:
@@ -40,9 +27,12 @@ def test_five_functions_with_handlers_runtime_layers_and_tracing(synthesized: Sy
         assert properties["Handler"] == HANDLERS[stage]
         assert properties["Runtime"] == "python3.14"
         assert properties["Architectures"] == ["x86_64"]
-        # Report and lease need no pandas/pyarrow: Powertools only. Elsewhere Powertools comes last, so its files win.
-        expected_layers = [POWERTOOLS_LAYER] if stage in ("report", "lease") else [PANDAS_LAYER, POWERTOOLS_LAYER]
-        assert properties["Layers"] == expected_layers, stage
+        # Both layers are built by this stack from the pinned wheels; the report needs no pyarrow.
+        layers = [description.split(":")[0] for description in layer_descriptions(synthesized, logical)]
+        expected = ["Powertools for AWS Lambda with its X-Ray tracer"]
+        if stage != "report":
+            expected.insert(0, "Apache Arrow (pyarrow) without Flight, headers and tests")
+        assert layers == expected, stage
         assert properties["TracingConfig"] == {"Mode": "Active"}
         assert properties["LoggingConfig"]["LogGroup"]["Ref"] in synthesized.resources("AWS::Logs::LogGroup")
 
@@ -62,15 +52,33 @@ def test_functions_have_stage_sized_memory_and_timeouts(synthesized: Synthesized
     }
 
 
-def test_extract_concurrency_is_capped_at_max_source_connections(
+def test_no_function_reserves_concurrency_unless_the_context_asks_for_extract(
     synthesized: Synthesized, variant: Synthesized
 ) -> None:
-    for stack, connections in ((synthesized, 4), (variant, 2)):
+    # A new account's concurrency quota is 10, and Lambda keeps 10 unreserved: any reservation fails the stack there.
+    for stack, extract in ((synthesized, None), (variant, 2)):  # the variant: reserve_extract_concurrency=true
         reserved = {
             stage: stack.properties(logical).get("ReservedConcurrentExecutions")
             for stage, logical in stack.function_ids().items()
         }
-        assert reserved == {"extract": connections, "transform": None, "load": None, "report": None, "lease": None}
+        assert reserved == {"extract": extract, "transform": None, "load": None, "report": None, "lease": None}
+
+
+def test_where_the_databases_are_reaches_the_functions_that_read_their_secrets(variant: Synthesized) -> None:
+    ids = variant.function_ids()
+    extract = variant.properties(ids["extract"])["Environment"]["Variables"]
+    load = variant.properties(ids["load"])["Environment"]["Variables"]
+    assert {k: v for k, v in extract.items() if k.startswith("DATABASE_")} == {
+        "DATABASE_HOST": VARIANT_CONTEXT["totesys_host"],
+        "DATABASE_NAME": VARIANT_CONTEXT["totesys_dbname"],
+    }
+    assert {k: v for k, v in load.items() if k.startswith("DATABASE_")} == {
+        "DATABASE_HOST": VARIANT_CONTEXT["warehouse_host"],
+        "DATABASE_PORT": str(VARIANT_CONTEXT["warehouse_port"]),
+        "DATABASE_NAME": VARIANT_CONTEXT["warehouse_dbname"],
+    }
+    for stage in ("transform", "report", "lease"):
+        assert not [k for k in variant.properties(ids[stage])["Environment"]["Variables"] if k.startswith("DATABASE_")]
 
 
 def test_function_environment_variables(synthesized: Synthesized) -> None:
@@ -176,9 +184,12 @@ def test_extract_and_load_run_in_the_database_subnets_when_given(variant: Synthe
         else:
             assert "VpcConfig" not in properties, stage
             assert ec2 == [], stage
-    # Imported by id: no VPC, subnet or security group is created, and no lookup is needed.
-    for resource_type in ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::SecurityGroup"):
+    # Imported by id: no VPC, subnet or security group of the functions is created, and no lookup is needed (the
+    # one security group is the VPC endpoints' own: vpc_endpoints=true here).
+    for resource_type in ("AWS::EC2::VPC", "AWS::EC2::Subnet"):
         variant.template.resource_count_is(resource_type, 0)
+    groups = [r["Properties"]["GroupDescription"] for r in variant.resources("AWS::EC2::SecurityGroup").values()]
+    assert groups == ["HTTPS from the pipeline functions to the interface endpoints"]
 
 
 def test_tracing_can_be_switched_off(variant: Synthesized) -> None:
@@ -201,7 +212,7 @@ def test_the_database_functions_verify_tls_against_the_ca_bundle_the_deployment_
         assert (variant.outdir / f"asset.{key}" / "database-ca-bundle.pem").read_text(encoding="ascii") == bundle
     shipped = list(variant.outdir.glob("asset.*/database-ca-bundle.pem"))
     assert [p.read_text(encoding="ascii") for p in shipped] == [bundle] * 2  # in the two code assets
-    for logical in synthesized.function_ids().values():  # without a bundle: the runtime's trusted CAs
+    for logical in synthesized.function_ids().values():  # database_ca_bundle=runtime: the runtime's trusted CAs
         assert "PGSSLROOTCERT" not in synthesized.properties(logical)["Environment"]["Variables"]
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from lambdas.common import lake
 from lambdas.common.tables import FACTS, SOURCE_TABLES
-from tests.cdk.support import object_patterns, synthesize
+from tests.cdk.support import PLAIN_CONTEXT, object_patterns, synthesize
 
 
 def test_renaming_the_lake_prefixes_renames_the_synthesized_grants_and_lifecycle_rules(
@@ -25,7 +25,7 @@ def test_renaming_the_lake_prefixes_renames_the_synthesized_grants_and_lifecycle
     monkeypatch.setattr(lake, "HELD_PREFIX", "_waiting-v2")
     monkeypatch.setattr(lake, "RECONCILE_STAGE", "compare-v2")
 
-    renamed = synthesize(context, tmp_path / "cdk.out")
+    renamed = synthesize({**context, **PLAIN_CONTEXT}, tmp_path / "cdk.out")
 
     text = json.dumps(renamed.resources_json)
     for old in ("_state/", "_current/", "_held/", "_reconcile/", "/reconcile/"):

@@ -11,8 +11,9 @@ import pytest
 
 from analytics.datasets import DATA_SETS
 from cdk.config import ConfigError, PipelineConfig
-from cdk.quicksight import DASHBOARD_VIEWER_ACTIONS, DATA_SET_USER_ACTIONS, DATA_SOURCE_USER_ACTIONS
+from cdk.quicksight import DASHBOARD_OWNER_ACTIONS, DATA_SET_USER_ACTIONS, DATA_SOURCE_USER_ACTIONS
 from tests.cdk.support import (
+    PLAIN_CONTEXT,
     QUICKSIGHT_PRINCIPAL,
     QUICKSIGHT_SECRET_ARN,
     VARIANT_CONTEXT,
@@ -29,7 +30,7 @@ QUICKSIGHT_CONTEXT = {
 @pytest.fixture(scope="module")
 def without_vpc(context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """QuickSight on, databases reachable without a VPC (the cdk.json defaults otherwise)."""
-    return synthesize({**context, **QUICKSIGHT_CONTEXT}, tmp_path_factory.mktemp("cdk.out.quicksight"))
+    return synthesize({**context, **PLAIN_CONTEXT, **QUICKSIGHT_CONTEXT}, tmp_path_factory.mktemp("cdk.out.quicksight"))
 
 
 def only(synthesized: Synthesized, resource_type: str) -> tuple[str, dict[str, Any]]:
@@ -53,11 +54,14 @@ def test_the_data_source_signs_in_with_the_warehouse_secret_and_holds_no_credent
 
     assert source["Type"] == "POSTGRESQL"
     assert source["Credentials"] == {"SecretArn": QUICKSIGHT_SECRET_ARN}
-    assert source["DataSourceParameters"]["PostgreSqlParameters"] == {
-        "Host": dynamic_reference("host"),
-        "Port": dynamic_reference("port"),
-        "Database": dynamic_reference("dbname"),
-    }
+    # The port is an integer in the template (CloudFormation resolves a dynamic reference to a string); where the
+    # warehouse is comes from the context when it is given, else from the secret, at deploy.
+    expected = {
+        "variant": {"Host": VARIANT_CONTEXT["warehouse_host"], "Port": VARIANT_CONTEXT["warehouse_port"],
+                    "Database": VARIANT_CONTEXT["warehouse_dbname"]},
+        "without_vpc": {"Host": dynamic_reference("host"), "Port": 5432, "Database": dynamic_reference("dbname")},
+    }[shape]  # fmt: skip
+    assert source["DataSourceParameters"]["PostgreSqlParameters"] == expected
     assert source["SslProperties"] == {"DisableSsl": False}
     assert source["Permissions"] == [{"Principal": QUICKSIGHT_PRINCIPAL, "Actions": list(DATA_SOURCE_USER_ACTIONS)}]
     text = json.dumps(synthesized.template_json)
@@ -72,6 +76,11 @@ def test_with_a_vpc_quicksight_reaches_the_warehouse_through_a_vpc_connection(va
     assert connection["SecurityGroupIds"] == [VARIANT_CONTEXT["security_group_ids"]]
     assert source["VpcConnectionProperties"] == {"VpcConnectionArn": {"Fn::GetAtt": [connection_id, "Arn"]}}
     role_id = connection["RoleArn"]["Fn::GetAtt"][0]
+    # QuickSight assumes the role as it creates the connection: its policy must exist by then.
+    (policy_id,) = [
+        k for k, r in variant.resources("AWS::IAM::Policy").items() if {"Ref": role_id} in r["Properties"]["Roles"]
+    ]
+    assert policy_id in variant.resources_json[connection_id]["DependsOn"]
     trust = variant.properties(role_id)["AssumeRolePolicyDocument"]["Statement"]
     assert trust == [
         {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "quicksight.amazonaws.com"}}
@@ -141,7 +150,9 @@ def test_the_dashboard_has_a_bar_chart_of_each_data_set_shared_with_the_principa
         assert len(wells.get("Colors", [])) == (1 if data_set.chart.colour else 0)
     placed = [e["ElementId"] for e in sheet["Layouts"][0]["Configuration"]["GridLayout"]["Elements"]]
     assert sorted(placed) == sorted(charts)
-    assert dashboard["Permissions"] == [{"Principal": QUICKSIGHT_PRINCIPAL, "Actions": list(DASHBOARD_VIEWER_ACTIONS)}]
+    assert dashboard["Permissions"] == [{"Principal": QUICKSIGHT_PRINCIPAL, "Actions": list(DASHBOARD_OWNER_ACTIONS)}]
+    # Owner: the principal can change, share and delete what the stack made, not only look at it.
+    assert {"quicksight:UpdateDashboard", "quicksight:UpdateDashboardPermissions"} <= set(DASHBOARD_OWNER_ACTIONS)
     assert variant.template_json["Outputs"]["QuickSightDashboardId"]["Value"] == "TotesysEtl-warehouse"
 
 
@@ -152,7 +163,7 @@ def test_the_quicksight_shape_passes_cdk_nag(without_vpc: Synthesized) -> None:
 
 
 def config_with(**context: Any) -> PipelineConfig:
-    return PipelineConfig.from_context({**QUICKSIGHT_CONTEXT, **context}.get)
+    return PipelineConfig.from_context({**PLAIN_CONTEXT, **QUICKSIGHT_CONTEXT, **context}.get)
 
 
 @pytest.mark.parametrize(
@@ -181,7 +192,7 @@ def test_quicksight_context_is_read_into_the_config() -> None:
     sharing = config_with().quicksight
     assert sharing is not None
     assert (sharing.principal_arn, sharing.warehouse_secret_arn) == (QUICKSIGHT_PRINCIPAL, QUICKSIGHT_SECRET_ARN)
-    assert PipelineConfig.from_context({}.get).quicksight is None
+    assert PipelineConfig.from_context(PLAIN_CONTEXT.get).quicksight is None
 
 
 def test_deploy_guide_says_how_to_turn_quicksight_on() -> None:
