@@ -17,17 +17,16 @@ from packaging.utils import parse_wheel_filename
 from cdk.bundling import LAYER_PREFIX, LocalPythonBundler
 from cdk.config import DatabaseLocation
 from cdk.nag import acknowledge
+from cdk.platform import ARCHITECTURE_NAME, PYTHON_VERSION, RUNTIME_NAME
 from cdk.wheels import LambdaPlatform, lambda_wheels, pins
 from lambdas.common.db import CA_BUNDLE_ENV, DBNAME_ENV, HOST_ENV, PORT_ENV
 from lambdas.extract.partitioned import PARTITION_ROWS_ENV
 from lambdas.extract.signal import MAX_AGE_ENV as SIGNAL_MAX_AGE_ENV
 from lambdas.load.held import STUCK_AFTER_ENV
 
-# The newest Python runtime this CDK release knows. The tests run on CPython 3.11 (no 3.12+ installs on the project's
-# machines), with the same distributions at the same versions (constraints-lambda.txt); python3.11 itself was
-# deprecated by Lambda on 2026-06-30, so it cannot be the runtime of a new stack (docs/deploy.md says what is proven).
-RUNTIME = lambda_.Runtime.PYTHON_3_14
-ARCHITECTURE = lambda_.Architecture.X86_64
+# CDK's names for the platform of cdk/platform.py (where the choice of runtime is explained).
+RUNTIME = getattr(lambda_.Runtime, "PYTHON_" + PYTHON_VERSION.replace(".", "_"))
+ARCHITECTURE = {"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}[ARCHITECTURE_NAME]
 
 # What each asset holds, as distributions of constraints-lambda.txt (their wheels for RUNTIME and ARCHITECTURE):
 # the function code of every stage, what only extract adds (ADBC's PostgreSQL driver, for its bulk read), and two
@@ -171,7 +170,7 @@ class PipelineFunctions(Construct):
         self._log_retention = log_retention
         self._tracing = tracing
 
-        platform = LambdaPlatform.of(RUNTIME.name, ARCHITECTURE.name)
+        platform = LambdaPlatform.of(RUNTIME_NAME, ARCHITECTURE_NAME)
         locked = pins()
 
         def wheels(names: Sequence[str]) -> list[Path]:

@@ -9,9 +9,6 @@ Flight and Substrait libraries, C++ headers, Cython sources, tests) is left out 
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import io
 import re
 import subprocess
 import sys
@@ -22,6 +19,8 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from cdk.platform import ARCHITECTURE_NAME, RUNTIME_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCK_FILE = REPO_ROOT / "constraints-lambda.txt"
@@ -176,36 +175,9 @@ def unpack(wheel: Path, destination: Path) -> int:
     return unpacked
 
 
-def _functions_platform() -> tuple[str, str]:
-    """The functions' runtime and architecture, read without Node's banner: importing aws-cdk-lib starts jsii's
-    Node, which on Node 20 prints an end-of-life banner (harmless: see the README) that jsii forwards to stderr as
-    Python byte strings. Anything else Node says is passed on, as text."""
-    captured = io.StringIO()
-    with contextlib.redirect_stderr(captured):
-        from cdk.functions import ARCHITECTURE, RUNTIME
-
-        platform = (RUNTIME.name, ARCHITECTURE.name)  # calls into Node: its banner has been written by now
-    for line in captured.getvalue().splitlines():
-        text = _as_text(line).rstrip()
-        if text and not text.startswith("!!"):  # the banner's lines are framed in "!!"
-            print(text, file=sys.stderr)
-    return platform
-
-
-def _as_text(line: str) -> str:
-    """A line jsii forwarded as the repr of bytes (b'...\\n'), decoded; any other line as it is."""
-    if line.startswith(("b'", 'b"')):
-        try:
-            value = ast.literal_eval(line)
-        except (ValueError, SyntaxError):
-            return line
-        return value.decode(errors="replace") if isinstance(value, bytes) else line
-    return line
-
-
 def main() -> None:
     """`python -m cdk.wheels`: fetch the locked wheels for the functions' runtime and architecture."""
-    platform = LambdaPlatform.of(*_functions_platform())
+    platform = LambdaPlatform.of(RUNTIME_NAME, ARCHITECTURE_NAME)  # plain names: no aws-cdk-lib, so no Node
     locked = pins()
     check_installed(locked)
     platform.cache.mkdir(parents=True, exist_ok=True)
