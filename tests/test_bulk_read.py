@@ -14,10 +14,11 @@ import pyarrow as pa
 import pytest
 
 from lambdas.common.db import Connection, ConnectionSettings, connect
+from lambdas.common.digest import differing_ranges
 from lambdas.common.errors import TransientError
 from lambdas.common.tables import PRIMARY_KEYS, SOURCE_TABLES
 from lambdas.extract.bulk import libpq_uri, record_batches
-from lambdas.extract.reconcile import differing_ranges, lake_digests, source_digests
+from lambdas.extract.reconcile import lake_digests, source_digests
 from lambdas.extract.source import Column, arrow_schema, changed_rows, snapshot, table_columns
 from tests.conftest import Databases, as_admin
 from tests.test_reconcile_core import reader as read_only

@@ -18,12 +18,11 @@ import pyarrow.compute as pc
 import pytest
 
 from lambdas.common.db import connect
+from lambdas.common.digest import RangeDigest, differing_ranges
 from lambdas.common.errors import PipelineError
 from lambdas.common.tables import PRIMARY_KEYS, SOURCE_TABLES
 from lambdas.extract.reconcile import (
-    RangeDigest,
     Reconciliation,
-    differing_ranges,
     lake_digests,
     range_intervals,
     reconcile,

@@ -17,38 +17,16 @@ import pg8000.native
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lambdas.common.catalog import ARROW_TYPES, Column, arrow_schema
 from lambdas.common.db import Connection, identifier
 from lambdas.common.errors import PipelineError, UnknownTableError, truncated
 from lambdas.common.tables import PRIMARY_KEYS, TEXT_DATE_COLUMNS
 from lambdas.extract.bulk import record_batches
 
-# PostgreSQL type (pg_type.typname) -> Arrow type in the ingestion Parquet. numeric stays text: the
-# source's numeric is unscaled, and text is the only lossless form; the transform casts it to the
-# warehouse's numeric(10, 2) and refuses values that would lose digits.
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "int2": pa.int16(),
-    "int4": pa.int32(),
-    "int8": pa.int64(),
-    "float4": pa.float32(),
-    "float8": pa.float64(),
-    "bool": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us"),
-}
 WATERMARK_COLUMN = "last_updated"
 _SINCE_SETTING = "totesys_etl.since"
 _LOW_SETTING = "totesys_etl.key_low"
 _HIGH_SETTING = "totesys_etl.key_high"
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    pg_type: str
-
-    @property
-    def arrow_type(self) -> pa.DataType:
-        return _ARROW_TYPES.get(self.pg_type, pa.string())
 
 
 def table_columns(con: pg8000.native.Connection, table: str) -> list[Column]:
@@ -63,10 +41,6 @@ def table_columns(con: pg8000.native.Connection, table: str) -> list[Column]:
     if not rows:
         raise UnknownTableError(f"table {table!r} does not exist in the source database (or is not visible)")
     return [Column(name, pg_type) for name, pg_type in rows]
-
-
-def arrow_schema(columns: list[Column]) -> pa.Schema:
-    return pa.schema([(c.name, c.arrow_type) for c in columns])
 
 
 @dataclass(frozen=True)
@@ -223,9 +197,9 @@ def _named(table: str, column: str, row: dict[str, object]) -> str:
 
 
 def _selected(source: str, column: Column) -> str:
-    """A column as the lake types it: the types of _ARROW_TYPES decoded from binary, any other as its text."""
+    """A column as the lake types it: the types of ARROW_TYPES decoded from binary, any other as its text."""
     name = identifier(column.name)
-    return f"{source}.{name}" if column.pg_type in _ARROW_TYPES else f"{source}.{name}::text AS {name}"
+    return f"{source}.{name}" if column.pg_type in ARROW_TYPES else f"{source}.{name}::text AS {name}"
 
 
 def _conformed(batch: pa.RecordBatch, schema: pa.Schema, table: str) -> pa.RecordBatch:

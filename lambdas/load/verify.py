@@ -35,19 +35,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
+from lambdas.common.catalog import Column
 from lambdas.common.db import database_identity, identifier
-from lambdas.common.errors import StateError
-from lambdas.common.lake import VERIFY_STAGE, BatchLog, Bucket, ReaderState, verify_ledger_key
-from lambdas.common.tables import FACTS, TRANSFORM_INPUTS, require_warehouse_table
-from lambdas.extract.reconcile import (
+from lambdas.common.digest import (
     DEFAULT_RANGE_SIZE,
+    HASH_BITS,
+    POSTGRES_EPOCH_DAYS,
     RangeDigest,
     differing_ranges,
     ledger_digests,
     row_hashes,
     row_text_sql,
 )
-from lambdas.extract.source import Column
+from lambdas.common.errors import StateError
+from lambdas.common.lake import VERIFY_STAGE, BatchLog, Bucket, ReaderState, verify_ledger_key
+from lambdas.common.tables import FACTS, TRANSFORM_INPUTS, require_warehouse_table
 from lambdas.load import held
 from lambdas.load.warehouse import INSERT_ONLY, _csv, merge_batch, primary_key
 
@@ -55,9 +57,7 @@ STAGE = "load"
 TRANSFORM_STAGE = "transform"
 DRIFT_METRIC = "WarehouseDriftRows"
 _SAMPLE = 20
-_HASH_BITS = 60
 _EPOCH = "DATE '2000-01-01'"
-_EPOCH_DAYS = 10_957  # 2000-01-01 after 1970-01-01
 _RANGE, _HASH, _WAREHOUSE_HASH = "__range", "__hash", "__warehouse_hash"
 
 
@@ -113,7 +113,7 @@ class Shape:
         """The lake side of range_sql: an int64 per row whose division by the range size is its range."""
         values = rows[self.ranged]
         if self._is_date():
-            return pc.subtract(pc.cast(values, pa.int32()).cast(pa.int64()), _EPOCH_DAYS)
+            return pc.subtract(pc.cast(values, pa.int32()).cast(pa.int64()), POSTGRES_EPOCH_DAYS)
         return pc.cast(values, pa.int64())
 
     def _is_date(self) -> bool:
@@ -138,7 +138,7 @@ def shape(con: pg8000.native.Connection, table: str) -> Shape:
 
 def _row_hash_sql(columns: list[Column]) -> str:
     text = f"convert_to({row_text_sql(columns)}, 'UTF8')"
-    return f"('x' || substr(md5({text}), 1, {_HASH_BITS // 4}))::bit({_HASH_BITS})::int8"
+    return f"('x' || substr(md5({text}), 1, {HASH_BITS // 4}))::bit({HASH_BITS})::int8"
 
 
 def warehouse_digests(
