@@ -28,17 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.common.errors import truncated
 from lambdas.report.summary import Failure, rerun_input, state_machine_arn
-
-
-def history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
-    while True:
-        page = sfn.get_execution_history(**kwargs)
-        events.extend(page["events"])
-        if not page.get("nextToken"):
-            return events
-        kwargs["nextToken"] = page["nextToken"]
+from statemachine.history import history
 
 
 def failures_in(events: list[dict[str, Any]]) -> list[Failure]:

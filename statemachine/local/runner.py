@@ -34,6 +34,7 @@ from botocore.client import BaseClient
 from lambdas.common.db import forget_secrets
 from lambdas.common.lake import s3_client
 from statemachine import definition
+from statemachine.history import history
 from statemachine.local import sandbox
 from statemachine.local.deployment import (
     ACCOUNT,
@@ -48,7 +49,6 @@ from statemachine.local.deployment import (
 )
 from statemachine.local.lake import LakeMirror
 from statemachine.local.redact import Redacting
-from statemachine.rerun import history
 
 __all__ = ["INGESTION_BUCKET", "PROCESSED_BUCKET", "REGION", "Invocation", "RunOutcome", "local_pipeline", "run"]
 
