@@ -193,6 +193,20 @@ def extract_table(
                          watermark.to_state()["watermark"], repair)  # fmt: skip
 
 
+def skips_on_signal(con: pg8000.native.Connection, log: BatchLog, *, signal_max_age: timedelta) -> bool:
+    """Whether an incremental extract_table of this table would skip it on its change signal, asked without
+    writing anything: the same checks in the same order (the head's source, its log, the signal, the watermark
+    against the source's clock). A check that fails raises, as it would in the extract: the run plan then
+    plans the table, and the extract reports it."""
+    head, previous, _ = starting_head(con, log, repair=False)
+    log.check_not_behind(head)
+    token = read_token(con, log.table)
+    if token is None or not (head.stored and unchanged(head.state, token, signal_max_age)):
+        return False
+    check_watermark(log, previous, token.clock)
+    return True
+
+
 def _unchanged(log: BatchLog, head: Head, previous: Watermark, token: Token) -> ExtractResult:
     """The no-change result, without reading the table: the head (already checked against the source's
     identity and its log) stays as it is, and its watermark must still not be later than the source's clock."""

@@ -13,7 +13,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.common.errors import truncated
 from lambdas.common.tracing import traced, tracer
 from lambdas.report.freshness import behind_seconds, freshness_metrics
-from lambdas.report.options import run_options
 from lambdas.report.summary import alert, cause, failures, held_facts, refusal, rerun_input
 
 logger = Logger()
@@ -29,11 +28,9 @@ def _publish(subject: str, body: str) -> None:
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: Any, context: LambdaContext) -> dict[str, object]:
-    """The run's first check (its options) and its last word (the report), or the alert for a refused input."""
+    """The run's last word (the report), or the alert for an input the lease's options check refused."""
     event = event if isinstance(event, dict) else {"run": event}
     execution_id = str(event.get("execution_id") or "unknown:execution")
-    if event.get("action") == "check_options":
-        return {"options": run_options(event.get("defaults") or {}, event.get("input"))}
     if event.get("action") == "refuse_input":
         subject, body = refusal(execution_id, event.get("error"))
         _publish(subject, body)
