@@ -62,7 +62,6 @@ class Monitoring(Construct):
         workflow: Workflow,
         functions: PipelineFunctions,
         topic: sns.ITopic,
-        warehouse_tables: Sequence[str],
         fact_tables: Sequence[str],
     ) -> None:
         super().__init__(scope, construct_id)
@@ -116,18 +115,14 @@ class Monitoring(Construct):
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
 
-        self.loads_succeeded = cloudwatch.Metric(
-            namespace=METRICS_NAMESPACE,
-            metric_name="LoadsSucceeded",
-            dimensions_map={"service": service_name("load")},
-            statistic=cloudwatch.Stats.SUM,
-            period=FRESHNESS_PERIOD,
-        )
+        # Step Functions' own metric (no charge): a run with nothing to do succeeds without touching the warehouse,
+        # so "a load succeeded" would call a quiet source stale; WarehouseBehind tells loads that do not catch up.
+        self.runs_succeeded = state_machine.metric_succeeded(period=FRESHNESS_PERIOD, statistic=cloudwatch.Stats.SUM)
         self.freshness_alarm = self._condition_alarm(
             "WarehouseStale",
-            self.loads_succeeded,
-            "No warehouse load succeeded in the last 30 minutes: the schedule, the workflow or the warehouse is "
-            "not working, and the warehouse is falling behind totesys.",
+            self.runs_succeeded,
+            "No pipeline run succeeded in the last 30 minutes: the schedule is disabled, or runs fail or hang, and the "
+            "warehouse is falling behind totesys.",
             threshold=1,
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             evaluation_periods=1,
@@ -190,7 +185,7 @@ class Monitoring(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
-        self.dashboard = self._dashboard(workflow, functions, warehouse_tables, fact_tables)
+        self.dashboard = self._dashboard(workflow, functions, fact_tables)
 
     def _event_alarm(self, name: str, metric: cloudwatch.IMetric, description: str) -> Alarm:
         alarm = Alarm(
@@ -239,22 +234,12 @@ class Monitoring(Construct):
         self,
         workflow: Workflow,
         functions: PipelineFunctions,
-        warehouse_tables: Sequence[str],
         fact_tables: Sequence[str],
     ) -> cloudwatch.Dashboard:
         state_machine = workflow.state_machine
         sum_5m = {"period": PERIOD, "statistic": cloudwatch.Stats.SUM}
         stages = functions.by_stage
         load_service = service_name("load")
-
-        def rows_loaded(table: str) -> cloudwatch.Metric:
-            return cloudwatch.Metric(
-                namespace=METRICS_NAMESPACE,
-                metric_name="RowsLoaded",
-                dimensions_map={"service": load_service, "table": table},
-                label=table,
-                **sum_5m,
-            )
 
         def source_lag(table: str) -> cloudwatch.Metric:
             return cloudwatch.Metric(
@@ -291,8 +276,8 @@ class Monitoring(Construct):
                 width=12,
             ),
             cloudwatch.GraphWidget(
-                title="Successful loads (freshness: alarm below 1 per 30 minutes)",
-                left=[self.loads_succeeded.with_(label="loads succeeded")],
+                title="Successful runs (freshness: alarm below 1 per 30 minutes)",
+                left=[self.runs_succeeded.with_(label="runs succeeded")],
                 left_annotations=[cloudwatch.HorizontalAnnotation(value=1, label="alarm threshold")],
                 width=12,
             ),
@@ -314,10 +299,15 @@ class Monitoring(Construct):
             ),
         )
         dashboard.add_widgets(
-            cloudwatch.GraphWidget(
+            # From the load's "loaded" log lines, not a metric series per table ($0.30 a month each, docs/cost.md).
+            cloudwatch.LogQueryWidget(
                 title="Rows loaded per warehouse table",
-                left=[rows_loaded(table) for table in warehouse_tables],
-                stacked=True,
+                log_group_names=[functions.load.log_group.log_group_name],
+                query_lines=[
+                    'filter message = "loaded"',
+                    "stats sum(rows_written) by table, bin(5m)",
+                ],
+                view=cloudwatch.LogQueryVisualizationType.STACKEDAREA,
                 width=12,
             ),
             cloudwatch.GraphWidget(

@@ -41,14 +41,20 @@ def test_s3_access_is_exactly_the_handlers_keys_and_actions(synthesized: Synthes
     statements = {stage: synthesized.function_statements(logical) for stage, logical in ids.items()}
 
     # Every role that reads a bucket may ListBucket on it, so that a missing key is a 404, not a 403.
-    # extract: its batches and heads in the ingestion bucket, and the reconciliation checkpoints.
-    assert bucket_references(statements["extract"]) == {ingestion}
+    # extract: its batches and heads in the ingestion bucket, and the reconciliation checkpoints; the run plan
+    # reads (only) the transform heads and load cursors in the processed bucket.
+    assert bucket_references(statements["extract"]) == {ingestion, processed}
     assert object_patterns(statements["extract"], ingestion) == {
         **LIST,
         **batches(SOURCE_TABLES, GET_PUT),
         **heads("extract", SOURCE_TABLES, GET_PUT),
         **heads("reconcile", SOURCE_TABLES, GET_PUT),
         **{f"_reconcile/{table}/*": GET_PUT for table in SOURCE_TABLES},
+    }
+    assert object_patterns(statements["extract"], processed) == {
+        **LIST,
+        "_state/transform/*.json": GET,
+        "_state/load/*.json": GET,
     }
     assert reconcile_snapshot_key("staff", 7).startswith("_reconcile/staff/0000000007-")
     # transform: reads the extracts; writes its batches, _current/ snapshots and heads.
