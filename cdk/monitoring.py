@@ -14,7 +14,7 @@ from constructs import Construct
 from cdk.functions import METRICS_NAMESPACE, PipelineFunctions, service_name
 from cdk.nag import acknowledge
 from cdk.workflow import Workflow
-from lambdas.load.held import HELD_ROWS_METRIC, STUCK_ROWS_METRIC
+from lambdas.load.held import STUCK_ROWS_METRIC
 from lambdas.report.freshness import BEHIND_METRIC
 
 PERIOD = Duration.minutes(5)
@@ -317,21 +317,20 @@ class Monitoring(Construct):
             ),
         )
         dashboard.add_widgets(
-            cloudwatch.GraphWidget(
+            cloudwatch.LogQueryWidget(
                 title="Fact rows held back for a missing dimension row (maximum)",
-                left=[
-                    cloudwatch.Metric(
-                        namespace=METRICS_NAMESPACE,
-                        metric_name=HELD_ROWS_METRIC,
-                        dimensions_map={"service": load_service, "table": table},
-                        label=table,
-                        period=PERIOD,
-                        statistic=cloudwatch.Stats.MAXIMUM,
-                    )
-                    for table in fact_tables
+                log_group_names=[functions.load.log_group.log_group_name],
+                query_lines=[
+                    'filter message = "loaded" and ispresent(rows_held)',
+                    "stats max(rows_held) by table, bin(5m)",
                 ],
-                right=[self.stuck_held_rows.with_(label="stuck (alarm at 1)")],
-                width=24,
+                view=cloudwatch.LogQueryVisualizationType.LINE,
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Fact rows held for too long (maximum; alarm at 1)",
+                left=[self.stuck_held_rows.with_(label="stuck")],
+                width=12,
             ),
         )
         dashboard.add_widgets(
