@@ -7,11 +7,17 @@ schedules), and checked against the warehouse: skipping work must never skip a c
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import boto3
 import pg8000.native
+from moto import mock_aws
 
-from lambdas.common.tables import SOURCE_TABLES
+from lambdas.common.errors import TransientError
+from lambdas.common.lake import Bucket
+from lambdas.common.tables import DIMENSIONS, FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
+from lambdas.extract.run_plan import plan_run
 from lambdas.load.handler import handler as load
 from statemachine.local import runner
 from statemachine.local.counts import run_counts
@@ -116,3 +122,34 @@ def test_a_load_that_failed_is_done_by_the_next_quiet_run_which_also_releases_th
     loaded = {i.table: i.result for i in nothing_changed.invocations if i.stage == "load"}
     assert all(loaded[fact]["rows_held"] == 0 and loaded[fact]["rows_released"] > 0 for fact in held)
     assert reader.differences() == {}
+
+
+def test_a_source_that_cannot_be_reached_is_work_for_every_table_not_nothing_to_do() -> None:
+    """A plan never answers "nothing to do" to "I could not tell": the extracts then say what is wrong."""
+    attempts: list[int] = []
+
+    def unreachable() -> Any:
+        attempts.append(1)
+        raise TransientError("totesys: connection refused")
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-2")
+        for name in ("ingestion", "processed"):
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+        plan = plan_run({}, con=unreachable, ingestion=Bucket("ingestion", s3), processed=Bucket("processed", s3),
+                        signal_max_age=timedelta(hours=1))  # fmt: skip
+
+    assert plan.extract == list(SOURCE_TABLES) and plan.transform == list(WAREHOUSE_TABLES) and plan.work
+    assert "connection refused" in plan.reasons["extract sales_order"]
+    assert attempts == [1]  # tried once, not once per table
+
+
+def test_a_run_mode_plans_every_table_it_names_without_asking_the_source() -> None:
+    def never() -> Any:
+        raise AssertionError("a full refresh needs no change signal")
+
+    plan = plan_run({"tables": ["staff"], "full_refresh": True}, con=never, ingestion=Bucket("unused", object()),
+                    processed=Bucket("unused", object()), signal_max_age=timedelta(hours=1))  # fmt: skip
+
+    assert plan.extract == ["staff"] and plan.transform == list(WAREHOUSE_TABLES)
+    assert plan.dimensions == list(DIMENSIONS) and plan.facts == list(FACTS)

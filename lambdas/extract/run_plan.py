@@ -156,9 +156,11 @@ def plan_run(
 
     transform = []
     for table in warehouse:
-        fed = [source for source in TRANSFORM_INPUTS[table] if source in extract]
+        fed = [name for name in TRANSFORM_INPUTS[table] if name in extract]
         if fed:
-            reasons[f"{TRANSFORM_STAGE} {table}"] = f"{', '.join(fed)} is extracted in this run"
+            reasons[f"{TRANSFORM_STAGE} {table}"] = (
+                f"{', '.join(fed)} {'is' if len(fed) == 1 else 'are'} extracted in this run"
+            )
             transform.append(table)
         elif _checked(reasons, f"{TRANSFORM_STAGE} {table}", lambda t=table: transform_behind(ingestion, processed, t)):
             transform.append(table)
