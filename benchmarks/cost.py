@@ -70,33 +70,35 @@ class RunKind:
 
 # Measured on 2026-12-01 with tests/test_cost_counts.py (scale 0.05 sample data, this repository's stack).
 RUN_KINDS: dict[str, RunKind] = {
-    "quiet": RunKind("nothing changed", 8, {"totesys-extract": 1, "totesys-lease": 2}, 71, 2, 27017, 0.1),
+    "quiet": RunKind(
+        "nothing changed", 8, {"totesys-extract": 1, "totesys-lease": 1, "totesys-report": 1}, 85, 2, 38993, 0.2
+    ),
     "seed": RunKind(
         "the 4 transaction tables changed",
+        33,
+        {"totesys-extract": 5, "totesys-lease": 1, "totesys-load": 5, "totesys-report": 1, "totesys-transform": 5},
+        121,
         34,
-        {"totesys-extract": 5, "totesys-lease": 2, "totesys-load": 5, "totesys-report": 1, "totesys-transform": 5},
-        107,
-        34,
-        166614,
-        1.7,
+        171717,
+        2.2,
     ),
     "busy": RunKind(
         "every table changed, or its forced scan is due",
-        67,
-        {"totesys-extract": 12, "totesys-lease": 2, "totesys-load": 11, "totesys-report": 1, "totesys-transform": 11},
-        158,
+        66,
+        {"totesys-extract": 12, "totesys-lease": 1, "totesys-load": 11, "totesys-report": 1, "totesys-transform": 11},
+        172,
         80,
-        375590,
-        5.2,
+        373826,
+        6.5,
     ),
     "reconcile": RunKind(
         "nightly reconciliation, nothing drifted",
-        67,
-        {"totesys-extract": 12, "totesys-lease": 2, "totesys-load": 11, "totesys-report": 1, "totesys-transform": 11},
+        66,
+        {"totesys-extract": 12, "totesys-lease": 1, "totesys-load": 11, "totesys-report": 1, "totesys-transform": 11},
         145,
         24,
-        442962,
-        3.6,
+        423917,
+        5.0,
     ),
 }
 # Each function's memory in GB, as the synthesized template sets it (the test checks it).
@@ -112,14 +114,15 @@ INIT_SECONDS, COLD_SHARE = 1.0, 0.1
 class Resources:
     """What the stack keeps whatever the runs do, counted from the template and the publishing code."""
 
-    metric_series: int  # custom metric series published in every hour with work (per table and name)
+    run_series: int  # custom metric series the report publishes in every run (how far each fact is behind)
+    metric_series: int  # custom metric series published in every hour in which a fact is loaded
     reconcile_series: int  # series published only by the nightly reconciliation (one hour a day)
     alarms: int
     dashboards: int
     secrets: int
 
 
-RESOURCES = Resources(metric_series=8, reconcile_series=12, alarms=18, dashboards=1, secrets=2)
+RESOURCES = Resources(run_series=4, metric_series=4, reconcile_series=12, alarms=18, dashboards=1, secrets=2)
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,9 @@ def bill(volume: Volume, *, free_tier: bool = False) -> dict[str, float]:
         "secret_call": sum(
             (k.invocations.get("totesys-extract", 0) + k.invocations.get("totesys-load", 0)) * n for k, n in runs
         ),
-        "metric": RESOURCES.metric_series * volume.hours_with_work + RESOURCES.reconcile_series / 24,
+        "metric": RESOURCES.run_series
+        + RESOURCES.metric_series * volume.hours_with_work
+        + RESOURCES.reconcile_series / 24,
         "alarm": RESOURCES.alarms,
         "dashboard": RESOURCES.dashboards,
         "secret": RESOURCES.secrets,
@@ -212,8 +217,9 @@ Where it goes and what would change it:
   for an incremental read (the partitioned path as a Map of its own), about 7 states less per run at production
   volume.
 - **Fixed lines** ({fixed}: metric series, alarms, the dashboard, the two secrets) are paid whatever the runs do.
-  Metric series are billed by the hour they are published, so in hours without work they cost nothing; rows loaded
-  and held per table are Logs Insights queries over the load's log lines rather than series. The dashboard is free
+  Metric series are billed by the hour they are published: the freshness series every hour (every run's report
+  publishes them, the alarm's evidence), the others only in hours with a fact load; rows loaded and held per
+  table are Logs Insights queries over the load's log lines rather than series. The dashboard is free
   as one of an account's first three; ten alarms are free.
 - **S3 PUTs** follow the batches: per table with work, the Parquet part, its manifest and the head of each stage.
 - **Lambda** is small: the work of a run at this volume is under two GB-seconds; the always-free 400,000 GB-seconds
@@ -267,7 +273,8 @@ def render() -> str:
         "",
         "## Fixed, counted from the template and the code",
         "",
-        f"- {RESOURCES.metric_series} custom metric series published whenever their table has work, and "
+        f"- {RESOURCES.run_series} custom metric series published by every run's report, "
+        f"{RESOURCES.metric_series} published whenever a fact is loaded, and "
         f"{RESOURCES.reconcile_series} published only by the nightly reconciliation (billed for one hour a day);",
         f"- {RESOURCES.alarms} alarms, {RESOURCES.dashboards} dashboard, {RESOURCES.secrets} secrets.",
         "",

@@ -249,7 +249,11 @@ class PipelineFunctions(Construct):
             settings=settings["report"],
             layers=[self.powertools_layer],
             description="Summarises each run's failed tables and e-mails them with the input that re-runs them.",
-            environment={"ALERT_TOPIC_ARN": alert_topic_arn, "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE},
+            environment={
+                "ALERT_TOPIC_ARN": alert_topic_arn,
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                "INGESTION_BUCKET": ingestion_bucket_name,
+            },  # the run lease it releases
         )
         # The lease is a few conditional S3 requests and one DescribeExecution: boto3 and Powertools only.
         self.lease = self._function(

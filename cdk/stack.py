@@ -311,8 +311,11 @@ class PipelineStack(Stack):
         self._allow_listing(functions.load, processed)
         self._allow_secret(functions.load, self.config.warehouse_secret_name)
 
-        # report: e-mails the failed tables of a run through the alerts topic; no data access.
+        # report: e-mails the failed tables of a run through the alerts topic; no data access. It gives the run
+        # lease back (reads and deletes the one lease object; never takes it).
         self.alerts.topic.grant_publish(functions.report)
+        self._allow_objects(functions.report, ingestion, ("s3:GetObject", "s3:DeleteObject"), [lake.lease_key()])
+        self._allow_listing(functions.report, ingestion)
 
         # lease: creates, reads, replaces (conditional writes) and deletes the one lease object; asks Step
         # Functions whether the holder of a lease is still running. The execution ARNs are built from the

@@ -70,7 +70,7 @@ def test_a_run_with_nothing_changed_enters_at_most_12_states_and_invokes_at_most
     assert counts.states <= QUIET_STATES, (counts, plan)
     assert counts.invocations <= QUIET_INVOCATIONS, (counts, plan)
     assert len(quiet.invocations) == counts.invocations  # the history counts what the functions saw
-    assert [i.stage for i in quiet.invocations] == ["lease", "plan", "lease"]
+    assert [i.stage for i in quiet.invocations] == ["lease", "plan", "report"]
     assert worked_on(quiet) == {"extract": set(), "transform": set(), "load": set()}
     assert {table: reads(reader, table) for table in SOURCE_TABLES} == before  # the plan read no table
     assert reader.differences() == {}

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pg8000.native
 
 from lambdas.common.errors import truncated
-from lambdas.common.events import MODES
+from lambdas.common.events import MODES, NEWEST_LOADED, WATERMARK
 from lambdas.common.lake import BatchLog, Bucket, Head, ReaderState
 from lambdas.common.tables import DIMENSIONS, FACTS, SOURCE_TABLES, TRANSFORM_INPUTS, WAREHOUSE_TABLES
 from lambdas.extract.extractor import skips_on_signal
@@ -46,6 +46,9 @@ class RunPlan:
     dimensions: list[str]
     facts: list[str]
     reasons: dict[str, str] = field(default_factory=dict)  # "<stage> <table>" -> why it has work
+    # What the run report needs of the tables this run does not touch, so that the freshness metric is published
+    # in every run (lambdas/report/freshness.py): each source table's watermark, each fact's newest loaded version.
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def work(self) -> bool:
@@ -53,7 +56,7 @@ class RunPlan:
 
     def as_dict(self) -> dict[str, object]:
         return {"extract": self.extract, "transform": self.transform, "dimensions": self.dimensions,
-                "facts": self.facts, "work": self.work, "reasons": self.reasons}  # fmt: skip
+                "facts": self.facts, "work": self.work, "reasons": self.reasons, "state": self.state}  # fmt: skip
 
 
 def _listed(options: dict[str, Any], key: str, allowed: Sequence[str]) -> list[str]:
@@ -95,10 +98,43 @@ def load_behind(processed: Bucket, table: str) -> str | None:
     saved = ReaderState(processed, LOAD_STAGE, table).read()
     if saved is not None and saved.get("held"):
         return "it holds fact rows back for a missing dimension row"
+    if table in FACTS and saved is not None and not _remembered(saved):
+        return "its cursor does not remember the newest version it loaded (the load reads it again)"
     head = _head(processed, TRANSFORM_STAGE, table)
     if saved is None:  # never loaded: work as soon as the transform has written a batch
         return "its transform has batches it never loaded" if head.stored and head.seq >= head.base else None
     return "its cursor is behind its transform" if saved.get("cursor") != _reached(head) else None
+
+
+def known_state(ingestion: Bucket, processed: Bucket) -> dict[str, dict[str, Any]]:
+    """Each source table's watermark (its extract head) and each fact's newest loaded version (its load cursor),
+    as stored; one that cannot be read is left out (the report then measures nothing for the facts it concerns)."""
+    watermarks: dict[str, Any] = {}
+    newest: dict[str, Any] = {}
+    for table in SOURCE_TABLES:
+        try:
+            watermarks[table] = _head(ingestion, EXTRACT_STAGE, table).state.get(WATERMARK)
+        except Exception:  # noqa: S112 - not believed, not measured
+            continue
+    for fact in FACTS:
+        try:
+            saved = ReaderState(processed, LOAD_STAGE, fact).read()
+        except Exception:  # noqa: S112 - not believed, not measured
+            continue
+        if saved is not None and _remembered(saved):
+            newest[fact] = saved[NEWEST_LOADED]
+    return {WATERMARK: watermarks, NEWEST_LOADED: newest}
+
+
+def _remembered(saved: dict[str, Any]) -> bool:
+    """Whether a fact's load cursor holds a believable newest loaded version (None: the fact is empty)."""
+    if NEWEST_LOADED not in saved:
+        return False
+    value = saved[NEWEST_LOADED]
+    try:
+        return value is None or (isinstance(value, str) and datetime.fromisoformat(value) is not None)
+    except ValueError:
+        return False
 
 
 def _checked(reasons: dict[str, str], key: str, why: Callable[[], str | None]) -> bool:
@@ -175,4 +211,4 @@ def plan_run(
                 chosen.append(table)
         return chosen
 
-    return RunPlan(extract, transform, loads(dimensions), loads(facts), reasons)
+    return RunPlan(extract, transform, loads(dimensions), loads(facts), reasons, known_state(ingestion, processed))

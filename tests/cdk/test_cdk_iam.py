@@ -83,21 +83,25 @@ def test_s3_access_is_exactly_the_handlers_keys_and_actions(synthesized: Synthes
         key for key, actions in object_patterns(statements["load"], processed).items() if "s3:PutObject" in actions
     }
     assert all(key.startswith(("_state/load/", "_held/fact_")) for key in writes)
-    # report: no data access at all.
-    assert bucket_references(statements["report"]) == set()
+    # report: no data, only the run lease it gives back (read, then deleted if this run holds it).
+    assert bucket_references(statements["report"]) == {ingestion}
+    assert object_patterns(statements["report"], ingestion) == {
+        **LIST,
+        lease_key(): {"s3:GetObject", "s3:DeleteObject"},
+    }
     # lease: its one object in the ingestion bucket, nothing else.
     assert lease_key() == "_state/run-lease.json"
     assert bucket_references(statements["lease"]) == {ingestion}
     assert object_patterns(statements["lease"], ingestion) == {**LIST, lease_key(): GET_PUT_DELETE}
 
 
-def test_s3_list_is_only_listbucket_on_bucket_arns_and_only_the_lease_deletes_its_key(
+def test_s3_list_is_only_listbucket_on_bucket_arns_and_only_the_lease_key_is_ever_deleted(
     synthesized: Synthesized, variant: Synthesized
 ) -> None:
     for stack in (synthesized, variant):
         buckets = stack.bucket_ids()
-        lease_role = stack.properties(stack.function_ids()["lease"])["Role"]["Fn::GetAtt"][0]
-        lease_statements = stack.role_statements(lease_role)
+        releasers = [stack.properties(stack.function_ids()[f])["Role"]["Fn::GetAtt"][0] for f in ("lease", "report")]
+        lease_statements = [s for role in releasers for s in stack.role_statements(role)]
         data_buckets = {f"<ref:{buckets['ingestion']}.Arn>", f"<ref:{buckets['processed']}.Arn>"}
         allowed = [s for s in all_policy_statements(stack) if s["Effect"] == "Allow"]
         actions = {action for s in allowed for action in as_list(s["Action"])}
@@ -231,7 +235,7 @@ def test_every_function_statement_is_accounted_for(synthesized: Synthesized) -> 
             "extract": {"s3", "secretsmanager"},
             "transform": {"s3"},
             "load": {"s3", "secretsmanager"},
-            "report": {"sns"},
+            "report": {"sns", "s3"},
             "lease": {"s3", "states"},
         }[stage]
         assert services == expected, stage
