@@ -64,7 +64,7 @@ def test_a_run_started_while_another_is_going_processes_nothing_and_says_so(data
     entered, gate = threading.Event(), threading.Event()
 
     def slow_extract(event: dict[str, Any], context: Any) -> Any:
-        if event["table"] == "sales_order":
+        if event.get("table") == "sales_order":
             entered.set()
             gate.wait(120)
         return extract(event, context)
