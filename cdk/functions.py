@@ -35,7 +35,7 @@ BUNDLED_REQUIREMENTS = ("pg8000", "iso4217")
 # driver, for its bulk read), as their wheels for this runtime and architecture; the others do without them.
 WHEEL_STAGES = ("extract",)
 
-# Powertools Metrics namespace of the load function's RowsLoaded, LoadsSucceeded and SourceLagSeconds.
+# Powertools Metrics namespace of the pipeline's own metrics (the load's, the report's and the extract's; docs/cost.md).
 METRICS_NAMESPACE = "TotesysEtl"
 # Where the deployment's database CA bundle sits in the function (the asset is unpacked in /var/task).
 CA_BUNDLE_FILE = "database-ca-bundle.pem"
