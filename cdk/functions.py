@@ -39,7 +39,7 @@ WHEEL_STAGES = ("extract",)  # stages whose code also holds EXTRACT_DISTRIBUTION
 # Stages that import pyarrow: the lease too, through lambdas/common/lake.py (which names its keys).
 ARROW_STAGES = ("extract", "transform", "load", "lease")
 
-# Powertools Metrics namespace of the load function's RowsLoaded, LoadsSucceeded and SourceLagSeconds.
+# Powertools Metrics namespace of the pipeline's own metrics (the load's, the report's and the extract's; docs/cost.md).
 METRICS_NAMESPACE = "TotesysEtl"
 # Where the deployment's database CA bundle sits in the function (the asset is unpacked in /var/task).
 CA_BUNDLE_FILE = "database-ca-bundle.pem"
@@ -244,7 +244,11 @@ class PipelineFunctions(Construct):
             settings=settings["report"],
             layers=layers("report"),
             description="Summarises each run's failed tables and e-mails them with the input that re-runs them.",
-            environment={"ALERT_TOPIC_ARN": alert_topic_arn, "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE},
+            environment={
+                "ALERT_TOPIC_ARN": alert_topic_arn,
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                "INGESTION_BUCKET": ingestion_bucket_name,
+            },  # the run lease it releases
         )
         # The lease is a few conditional S3 requests and one DescribeExecution, with the lake's key names.
         self.lease = self._function(

@@ -14,7 +14,7 @@ from constructs import Construct
 from cdk.functions import METRICS_NAMESPACE, PipelineFunctions, service_name
 from cdk.nag import acknowledge
 from cdk.workflow import Workflow
-from lambdas.load.held import HELD_ROWS_METRIC, STUCK_ROWS_METRIC
+from lambdas.load.held import STUCK_ROWS_METRIC
 from lambdas.load.verify import DRIFT_METRIC as WAREHOUSE_DRIFT_METRIC
 from lambdas.report.freshness import BEHIND_METRIC
 
@@ -63,7 +63,6 @@ class Monitoring(Construct):
         workflow: Workflow,
         functions: PipelineFunctions,
         topic: sns.ITopic,
-        warehouse_tables: Sequence[str],
         fact_tables: Sequence[str],
     ) -> None:
         super().__init__(scope, construct_id)
@@ -117,18 +116,14 @@ class Monitoring(Construct):
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
 
-        self.loads_succeeded = cloudwatch.Metric(
-            namespace=METRICS_NAMESPACE,
-            metric_name="LoadsSucceeded",
-            dimensions_map={"service": service_name("load")},
-            statistic=cloudwatch.Stats.SUM,
-            period=FRESHNESS_PERIOD,
-        )
+        # Step Functions' own metric (no charge): a run with nothing to do succeeds without touching the warehouse,
+        # so "a load succeeded" would call a quiet source stale; WarehouseBehind tells loads that do not catch up.
+        self.runs_succeeded = state_machine.metric_succeeded(period=FRESHNESS_PERIOD, statistic=cloudwatch.Stats.SUM)
         self.freshness_alarm = self._condition_alarm(
             "WarehouseStale",
-            self.loads_succeeded,
-            "No warehouse load succeeded in the last 30 minutes: the schedule, the workflow or the warehouse is "
-            "not working, and the warehouse is falling behind totesys.",
+            self.runs_succeeded,
+            "No pipeline run succeeded in the last 30 minutes: the schedule is disabled, or runs fail or hang, and the "
+            "warehouse is falling behind totesys.",
             threshold=1,
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             evaluation_periods=1,
@@ -209,7 +204,7 @@ class Monitoring(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
-        self.dashboard = self._dashboard(workflow, functions, warehouse_tables, fact_tables)
+        self.dashboard = self._dashboard(workflow, functions, fact_tables)
 
     def _event_alarm(self, name: str, metric: cloudwatch.IMetric, description: str) -> Alarm:
         alarm = Alarm(
@@ -258,22 +253,12 @@ class Monitoring(Construct):
         self,
         workflow: Workflow,
         functions: PipelineFunctions,
-        warehouse_tables: Sequence[str],
         fact_tables: Sequence[str],
     ) -> cloudwatch.Dashboard:
         state_machine = workflow.state_machine
         sum_5m = {"period": PERIOD, "statistic": cloudwatch.Stats.SUM}
         stages = functions.by_stage
         load_service = service_name("load")
-
-        def rows_loaded(table: str) -> cloudwatch.Metric:
-            return cloudwatch.Metric(
-                namespace=METRICS_NAMESPACE,
-                metric_name="RowsLoaded",
-                dimensions_map={"service": load_service, "table": table},
-                label=table,
-                **sum_5m,
-            )
 
         def source_lag(table: str) -> cloudwatch.Metric:
             return cloudwatch.Metric(
@@ -310,8 +295,8 @@ class Monitoring(Construct):
                 width=12,
             ),
             cloudwatch.GraphWidget(
-                title="Successful loads (freshness: alarm below 1 per 30 minutes)",
-                left=[self.loads_succeeded.with_(label="loads succeeded")],
+                title="Successful runs (freshness: alarm below 1 per 30 minutes)",
+                left=[self.runs_succeeded.with_(label="runs succeeded")],
                 left_annotations=[cloudwatch.HorizontalAnnotation(value=1, label="alarm threshold")],
                 width=12,
             ),
@@ -333,10 +318,15 @@ class Monitoring(Construct):
             ),
         )
         dashboard.add_widgets(
-            cloudwatch.GraphWidget(
+            # From the load's "loaded" log lines, not a metric series per table ($0.30 a month each, docs/cost.md).
+            cloudwatch.LogQueryWidget(
                 title="Rows loaded per warehouse table",
-                left=[rows_loaded(table) for table in warehouse_tables],
-                stacked=True,
+                log_group_names=[functions.load.log_group.log_group_name],
+                query_lines=[
+                    'filter message = "loaded"',
+                    "stats sum(rows_written) by table, bin(5m)",
+                ],
+                view=cloudwatch.LogQueryVisualizationType.STACKEDAREA,
                 width=12,
             ),
             cloudwatch.GraphWidget(
@@ -346,21 +336,20 @@ class Monitoring(Construct):
             ),
         )
         dashboard.add_widgets(
-            cloudwatch.GraphWidget(
+            cloudwatch.LogQueryWidget(
                 title="Fact rows held back for a missing dimension row (maximum)",
-                left=[
-                    cloudwatch.Metric(
-                        namespace=METRICS_NAMESPACE,
-                        metric_name=HELD_ROWS_METRIC,
-                        dimensions_map={"service": load_service, "table": table},
-                        label=table,
-                        period=PERIOD,
-                        statistic=cloudwatch.Stats.MAXIMUM,
-                    )
-                    for table in fact_tables
+                log_group_names=[functions.load.log_group.log_group_name],
+                query_lines=[
+                    'filter message = "loaded" and ispresent(rows_held)',
+                    "stats max(rows_held) by table, bin(5m)",
                 ],
-                right=[self.stuck_held_rows.with_(label="stuck (alarm at 1)")],
-                width=24,
+                view=cloudwatch.LogQueryVisualizationType.LINE,
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Fact rows held for too long (maximum; alarm at 1)",
+                left=[self.stuck_held_rows.with_(label="stuck")],
+                width=12,
             ),
         )
         dashboard.add_widgets(

@@ -173,7 +173,6 @@ class PipelineStack(Stack):
             workflow=self.workflow,
             functions=self.functions,
             topic=self.alerts.topic,
-            warehouse_tables=WAREHOUSE_TABLES,
             fact_tables=FACTS,
         )
         # QuickSight over the warehouse, only with a principal to share it with (it needs a subscription).
@@ -263,7 +262,22 @@ class PipelineStack(Stack):
                 for key in reconcile_checkpoints
             },
         )
-        self._allow_listing(functions.extract, ingestion)
+        # ... and plans each run (lambdas/extract/run_plan.py): it reads, never writes, the transform heads and the
+        # load cursors, to find the work earlier runs left. One pattern per stage keeps the role's policy inline.
+        stage_heads = {stage: lake.head_key(stage, "*") for stage in ("transform", "load")}
+        self._allow_objects(
+            functions.extract,
+            processed,
+            READ,
+            list(stage_heads.values()),
+            reasons={
+                key: f"The run plan reads the {stage} head of every warehouse table "
+                f"('{lake.head_key(stage, '<table>')}'); only s3:GetObject is granted, and the wildcard stops at that "
+                "stage's heads."
+                for stage, key in stage_heads.items()
+            },
+        )
+        self._allow_listing(functions.extract, ingestion, processed)
         self._allow_secret(functions.extract, self.config.totesys_secret_name)
 
         # transform: reads the extract batches and heads; writes the star-schema batch logs, the joined
@@ -326,8 +340,11 @@ class PipelineStack(Stack):
         self._allow_listing(functions.load, processed)
         self._allow_secret(functions.load, self.config.warehouse_secret_name)
 
-        # report: e-mails the failed tables of a run through the alerts topic; no data access.
+        # report: e-mails the failed tables of a run through the alerts topic; no data access. It gives the run
+        # lease back (reads and deletes the one lease object; never takes it).
         self.alerts.topic.grant_publish(functions.report)
+        self._allow_objects(functions.report, ingestion, ("s3:GetObject", "s3:DeleteObject"), [lake.lease_key()])
+        self._allow_listing(functions.report, ingestion)
 
         # lease: creates, reads, replaces (conditional writes) and deletes the one lease object; asks Step
         # Functions whether the holder of a lease is still running. The execution ARNs are built from the

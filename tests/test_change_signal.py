@@ -34,6 +34,7 @@ from lambdas.extract.extractor import STAGE, ExtractResult, extract_table
 from lambdas.extract.signal import SIGNAL, MissingPrivilegeError, read_token
 from statemachine.local import postgres, sample_data
 from statemachine.local.report import progress_line, signal_hint
+from statemachine.local.runner import Invocation
 from tests.conftest import Databases, as_admin
 
 HOUR = timedelta(hours=1)
@@ -325,10 +326,10 @@ def test_a_scheduled_run_with_nothing_changed_scans_no_source_table(reader: Data
     quiet = reader.run()
 
     assert quiet.succeeded
-    extracts = [i for i in quiet.invocations if i.stage == "extract"]
-    assert {i.table for i in extracts} == set(SOURCE_TABLES)
-    assert all(i.result.get("scanned") is False for i in extracts), [i.result for i in extracts]
-    assert all("0 rows, not read: unchanged since its last scan" in progress_line(i) for i in extracts)
+    # the run's plan read every signal (lambdas/extract/run_plan.py): no table is extracted, none is read
+    (plan,) = [i.result for i in quiet.invocations if i.stage == "plan"]
+    assert plan["extract"] == [] and plan["work"] is False, plan
+    assert [i for i in quiet.invocations if i.stage == "extract"] == []
     assert {table: reads(reader, table) for table in SOURCE_TABLES} == before
 
 
@@ -485,6 +486,15 @@ def test_a_run_fails_the_table_whose_grant_was_revoked_and_the_others_go_on(read
     assert f"permission denied for table currency: GRANT SELECT ON currency TO {role}" in str(
         extracts["currency"].result
     )
+
+
+def test_an_extract_the_signal_skips_says_so_in_its_progress_line(reader: Databases, bucket: Bucket) -> None:
+    assert extract(reader, bucket, "design").scanned
+    skipped = extract(reader, bucket, "design")
+    invocation = Invocation("local-1", "extract", "design", 0.0, 0.01, True, skipped.as_dict())
+
+    assert not skipped.scanned
+    assert "0 rows, not read: unchanged since its last scan" in progress_line(invocation)
 
 
 @pytest.fixture

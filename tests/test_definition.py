@@ -20,7 +20,7 @@ def tasks(states: dict) -> list[tuple[str, dict]]:
 
 
 def test_default_run_options_cover_every_contract_table() -> None:
-    defaults = definition.load()["States"]["Read run options"]["Result"]
+    defaults = definition.load()["States"]["Take the run lease"]["Parameters"]["Payload"]["defaults"]
     assert defaults["tables"] == list(SOURCE_TABLES)
     assert "_prisma_migrations" not in defaults["tables"]
     assert defaults["dimensions"] == list(DIMENSIONS) and defaults["facts"] == list(FACTS)

@@ -287,7 +287,8 @@ def test_changes_committed_while_the_ranges_run_are_extracted_exactly_once(small
     assert len(versions) == len(set(versions)), "a version was extracted twice"
     assert (first, stamps[first]) in versions, "a change committed during the partitioned read was lost"
     assert small.differences() == {}
-    assert {i.table: i.result["rows"] for i in run_with(small).invocations if i.stage == "extract"}[TABLE] == 0
+    # nothing is left to extract: the plan skips the table, or its extract finds no row
+    assert sum(i.result["rows"] for i in run_with(small).invocations if i.stage == "extract" and i.table == TABLE) == 0
 
 
 def test_a_head_that_moved_between_plan_and_commit_fails_loudly_and_is_not_overwritten(small: Databases) -> None:

@@ -69,7 +69,9 @@ def test_a_malformed_input_fails_the_run_before_anything_runs_and_still_sends_th
 
     assert outcome.status == "FAILED" and outcome.error == "InvalidRunInput", outcome
     assert "refused its input" in (outcome.cause or "")
-    assert {i.stage for i in outcome.invocations} == {"report"}  # no lease taken, no table touched
+    # the lease's options check refused it before taking the lease; no table was touched
+    assert [(i.stage, i.ok) for i in outcome.invocations] == [("lease", False), ("report", True)]
+    assert not (databases.lake / INGESTION_BUCKET / lease_key()).exists()
     assert len(outcome.alerts) == 1
     subject, body = outcome.alerts[0]
     assert subject == "Totesys ETL failed: invalid run input"

@@ -20,7 +20,7 @@ from lambdas.common.tables import SOURCE_TABLES
 from lambdas.transform import handler as transform_handler
 from statemachine.local import postgres, runner, sample_data
 from tests import expected
-from tests.conftest import Databases
+from tests.conftest import Databases, as_admin
 from tests.test_incremental_safety import crash_once, fact_versions
 
 
@@ -260,6 +260,12 @@ def test_a_lake_pointed_at_another_source_refuses_every_table_naming_both_databa
 def test_a_lake_pointed_at_another_warehouse_refuses_and_the_repair_fills_it(
     small: Databases, another_database: dict[str, Any]
 ) -> None:
+    # A run with nothing to do does not connect to the warehouse (docs/guarantees.md, "A run with nothing to do
+    # touches no table"): the first run with a load to do refuses, at the latest when the hourly forced scan is due.
+    quiet = runner.run(source=small.source, warehouse=another_database, lake_dir=small.lake, execution_input={})
+    assert quiet.succeeded and not [i for i in quiet.invocations if i.stage == "load"], quiet
+    as_admin(small, "UPDATE address SET last_updated = clock_timestamp() WHERE address_id = 1")
+
     outcome = runner.run(source=small.source, warehouse=another_database, lake_dir=small.lake, execution_input={})
 
     assert not outcome.succeeded

@@ -287,6 +287,12 @@ class BatchLog:
             return Head()
         return self._parse_head(raw)
 
+    def stored_head(self) -> Head:
+        """The committed head, checked, or a new one where none is stored, without looking for batches beside a
+        missing head (head() does): for a reader that only compares cursors and may not read the log itself."""
+        raw = self.bucket.get_json(head_key(self.stage, self.table))
+        return Head() if raw is None else self._parse_head(raw)
+
     def _parse_head(self, raw: Any) -> Head:
         try:
             seq, log, base, last, rebuilt = (raw[k] for k in _HEAD_FIELDS)

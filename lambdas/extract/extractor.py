@@ -249,6 +249,22 @@ def window(
                 yield older
 
 
+def skips_on_signal(con: pg8000.native.Connection, log: BatchLog, *, signal_max_age: timedelta) -> bool:
+    """Whether an incremental extract_table of this table would skip it on its change signal, asked without
+    writing anything: the same checks in the same order (the head's source, its log, the signal and the role's
+    grants, rows refused before, the watermark against the source's clock). A check that fails raises, as it would
+    in the extract: the run plan then plans the table, and the extract reports it."""
+    head, previous, _ = starting_head(con, log, repair=False)
+    log.check_not_behind(head)
+    token = read_token(con, log.table)
+    if refused_keys(log, head.state):  # rows refused before are read again by key until they arrive
+        return False
+    if token is None or not (head.stored and unchanged(head.state, token, signal_max_age)):
+        return False
+    check_watermark(log, previous, token.clock)
+    return True
+
+
 def _unchanged(log: BatchLog, head: Head, previous: Watermark, token: Token) -> ExtractResult:
     """The no-change result, without reading the table: the head (already checked against the source's
     identity and its log) stays as it is, and its watermark must still not be later than the source's clock."""

@@ -14,6 +14,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.common.db import connect_with_secret, database_errors, statement_budget
+from lambdas.common.errors import PipelineError
 from lambdas.common.events import TableEvent, env
 from lambdas.common.lake import BatchLog, Bucket
 from lambdas.common.tracing import annotate, traced, tracer
@@ -26,6 +27,7 @@ from lambdas.extract.partitioned import (
     partition_rows,
     plan_extract,
 )
+from lambdas.extract.run_plan import ACTION_PLAN, plan_run
 from lambdas.extract.signal import max_age_from_env
 
 logger = Logger()
@@ -34,6 +36,8 @@ logger = Logger()
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
+    if isinstance(event, dict) and event.get("action") == ACTION_PLAN:
+        return planned(event, context)
     request = TableEvent.parse(event)
     # thread-local: in the local runner several invocations share one process
     logger.thread_safe_append_keys(table=request.table, stage=STAGE)
@@ -63,6 +67,31 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
             logger.warning("the source and the lake differed", extra={"reconciled": result.reconciled})
     logger.info("extracted", extra=result.as_dict())
     return result.as_dict()
+
+
+def planned(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
+    """The run's plan (run_plan.py): the tables with work, from the change signals and the heads and cursors of
+    every stage. The source is connected to only when a signal must be read, and once."""
+    options = event.get("options")
+    if not isinstance(options, dict):
+        raise PipelineError(f"expected {{'action': 'plan', 'options': {{...}}}}, got {event!r:.200}")
+    opened: list[pg8000.native.Connection] = []
+
+    def connect() -> pg8000.native.Connection:
+        with database_errors("totesys"), traced("postgres: connect to totesys"):
+            opened.append(connect_with_secret(env("TOTESYS_SECRET_ID"), application_name="totesys-etl-plan",
+                                              statement_timeout=statement_budget(context)))  # fmt: skip
+        return opened[-1]
+
+    try:
+        with traced("plan the run: change signals, heads and cursors"):
+            plan = plan_run(options, con=connect, ingestion=Bucket(env("INGESTION_BUCKET")),
+                            processed=Bucket(env("PROCESSED_BUCKET")), signal_max_age=max_age_from_env())  # fmt: skip
+    finally:
+        for con in opened:
+            con.close()
+    logger.info("planned", extra=plan.as_dict())
+    return plan.as_dict()
 
 
 def partitioned(task: RangeTask, log: BatchLog, context: LambdaContext) -> dict[str, object]:

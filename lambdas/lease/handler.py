@@ -1,4 +1,8 @@
-"""Lambda entry point of the run lease: the first and the last task of every execution."""
+"""Lambda entry point of the run lease: the first and the last task of every execution.
+
+Taking the lease first checks the run's options (lambdas/report/options.py), in the same invocation, so that a
+run costs one invocation before it knows what to do: a malformed input is refused before any lease is taken.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from lambdas.common.errors import PipelineError
 from lambdas.common.events import env
 from lambdas.common.tracing import traced, tracer
 from lambdas.lease.lease import acquire, release
+from lambdas.report.options import run_options
 
 logger = Logger()
 
@@ -43,8 +48,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
             released = release(s3, bucket, execution_id)
         logger.info("lease released" if released else "lease was not held by this run")
         return {"released": released}
+    options = run_options(event.get("defaults") or {}, event.get("input"))  # InvalidRunInput: nothing is taken
     ttl = timedelta(seconds=float(os.environ.get("LEASE_TTL_SECONDS", "3900")))
     with traced("s3: take the run lease"):
         result = acquire(s3, bucket, execution_id, now=datetime.now(UTC), ttl=ttl, is_running=_is_running)
     (logger.info if result.acquired else logger.warning)(result.reason, extra=result.as_dict())
-    return result.as_dict()
+    return {"options": options, "lease": result.as_dict()}

@@ -14,7 +14,7 @@ from lambdas.common.events import TableEvent, env
 from lambdas.common.lake import Bucket
 from lambdas.common.tables import FACTS
 from lambdas.common.tracing import annotate, traced, tracer
-from lambdas.load.held import HELD_ROWS_METRIC, STUCK_ROWS_METRIC
+from lambdas.load.held import STUCK_ROWS_METRIC
 from lambdas.load.loader import STAGE, LoadResult, load_table
 from lambdas.load.verify import DRIFT_METRIC, VerifyResult, verify_table
 
@@ -22,29 +22,26 @@ logger = Logger()
 
 
 def metrics_for(result: LoadResult, *, now: datetime) -> list[EphemeralMetrics]:
-    """What the alarms and the dashboard watch: rows per table, freshness, and lag behind the source.
+    """What the alarms and the dashboard watch of a fact: its lag behind the source (per fact, a dashboard graph)
+    and the rows held too long (per service: the alarm's metric, one alarm for every fact).
 
-    `LoadsSucceeded` carries only the service dimension, so one alarm can say "nothing loaded for 30
-    minutes"; the source's timestamps are taken as UTC. Namespace and service come from the environment
-    (POWERTOOLS_METRICS_NAMESPACE, POWERTOOLS_SERVICE_NAME). Ephemeral, per invocation: nothing is shared
-    between invocations that run at the same time in one process (as in the local runner).
+    A metric series costs $0.30 a month (docs/cost.md), so only what a graph or an alarm reads is published: the
+    rows each load wrote and held are in its "loaded" log line, which the dashboard queries. The source's timestamps are
+    taken as UTC. Namespace and service come from the environment (POWERTOOLS_METRICS_NAMESPACE,
+    POWERTOOLS_SERVICE_NAME). Ephemeral, per invocation: nothing is shared between invocations that run at the
+    same time in one process (as in the local runner).
     """
+    if result.table not in FACTS:
+        return []
+    service = EphemeralMetrics()
+    service.add_metric(STUCK_ROWS_METRIC, MetricUnit.Count, result.kept.stuck)
+    if result.newest_change is None:
+        return [service]
     per_table = EphemeralMetrics()
     per_table.add_dimension("table", result.table)
-    per_table.add_metric("RowsLoaded", MetricUnit.Count, result.written)
-    if result.newest_change is not None:
-        lag = (now.replace(tzinfo=None) - result.newest_change).total_seconds()
-        per_table.add_metric("SourceLagSeconds", MetricUnit.Seconds, max(lag, 0.0))
-    succeeded = EphemeralMetrics()
-    succeeded.add_metric("LoadsSucceeded", MetricUnit.Count, 1)
-    if result.table not in FACTS:
-        return [per_table, succeeded]
-    # Held rows: how many wait for a dimension row, and how many have waited too long (the alarm's metric,
-    # also without the table dimension so that one alarm covers every fact).
-    per_table.add_metric(HELD_ROWS_METRIC, MetricUnit.Count, result.kept.rows)
-    per_table.add_metric(STUCK_ROWS_METRIC, MetricUnit.Count, result.kept.stuck)
-    succeeded.add_metric(STUCK_ROWS_METRIC, MetricUnit.Count, result.kept.stuck)
-    return [per_table, succeeded]
+    lag = (now.replace(tzinfo=None) - result.newest_change).total_seconds()
+    per_table.add_metric("SourceLagSeconds", MetricUnit.Seconds, max(lag, 0.0))
+    return [service, per_table]
 
 
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)

@@ -5,8 +5,9 @@ zero rows while totesys moves on. Age alone ("the newest row is old") cannot tel
 source at night. So each run compares two points on the source's own clock: the newest change the extract has
 seen of a fact's source table (its watermark) and the newest version of that fact in the warehouse. On a quiet
 source both stand still and the gap stays at zero; when changes are extracted but never reach the warehouse,
-the gap grows with every change. Published on every run in which the fact's source table was extracted, also
-when nothing was loaded. Dimensions carry no source timestamps in the warehouse contract and are not measured.
+the gap grows with every change. Published on every run, also one with nothing to do: a table the run does not
+touch is measured from what its plan read (with_known_state). Dimensions carry no source timestamps in the
+warehouse contract and are not measured.
 """
 
 from __future__ import annotations
@@ -30,12 +31,31 @@ def _when(value: Any) -> datetime | None:
         return None
 
 
+def with_known_state(run: dict[str, Any]) -> dict[str, Any]:
+    """The run's stage results, completed with what the run's plan read of the tables it did not touch (their
+    watermarks and newest loaded versions did not move in this run), so that every fact is measured in every run,
+    also in one with nothing to do (lambdas/extract/run_plan.py)."""
+    state = (run.get("plan") or {}).get("state") or {}
+    if not isinstance(state, dict):
+        return run
+    extracted = [r for r in run.get("extracted") or [] if isinstance(r, dict)]
+    loaded = [r for r in run.get("loaded_facts") or [] if isinstance(r, dict)]
+    seen, taken = {r.get("table") for r in extracted}, {r.get("table") for r in loaded}
+    extracted += [{"table": table, "status": SUCCEEDED, WATERMARK: value}
+                  for table, value in (state.get(WATERMARK) or {}).items() if table not in seen]  # fmt: skip
+    loaded += [{"table": fact, "status": SUCCEEDED, NEWEST_LOADED: value}
+               for fact, value in (state.get(NEWEST_LOADED) or {}).items() if fact not in taken]  # fmt: skip
+    return {**run, "extracted": extracted, "loaded_facts": loaded}
+
+
 def behind_seconds(run: dict[str, Any], *, now: datetime) -> dict[str, float]:
-    """Per fact loaded in this run: seconds between the newest source change extracted and the newest loaded.
+    """Per fact: seconds between the newest source change extracted and the newest loaded (what this run's stages
+    returned, else what its plan read: with_known_state).
 
     A fact whose warehouse table is still empty while its source has changes is behind by at least the age of
     the newest change (`now`, on the source's clock taken as UTC, as SourceLagSeconds does).
     """
+    run = with_known_state(run)
     watermarks = {
         result["table"]: _when(result.get(WATERMARK))
         for result in run.get("extracted") or []

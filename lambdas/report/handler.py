@@ -1,4 +1,9 @@
-"""Lambda entry point of the run report: the last task of every execution."""
+"""Lambda entry point of the run report: the last task of every execution, which also gives the run lease back.
+
+Releasing here, rather than in a task of its own, keeps a run with nothing to do at three invocations (the lease,
+the plan, the report). A release that fails is logged, not raised: the next run takes over a lease whose holder
+is no longer running (lambdas/lease/lease.py), and a report that fails is followed by the lease's own release.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.common.errors import truncated
+from lambdas.common.errors import PipelineError, truncated
+from lambdas.common.events import env
 from lambdas.common.tracing import traced, tracer
+from lambdas.lease.lease import release
 from lambdas.report.freshness import behind_seconds, freshness_metrics
-from lambdas.report.options import run_options
 from lambdas.report.summary import alert, cause, failures, held_facts, refusal, rerun_input
 
 logger = Logger()
@@ -29,11 +36,9 @@ def _publish(subject: str, body: str) -> None:
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: Any, context: LambdaContext) -> dict[str, object]:
-    """The run's first check (its options) and its last word (the report), or the alert for a refused input."""
+    """The run's last word (the report), or the alert for an input the lease's options check refused."""
     event = event if isinstance(event, dict) else {"run": event}
     execution_id = str(event.get("execution_id") or "unknown:execution")
-    if event.get("action") == "check_options":
-        return {"options": run_options(event.get("defaults") or {}, event.get("input"))}
     if event.get("action") == "refuse_input":
         subject, body = refusal(execution_id, event.get("error"))
         _publish(subject, body)
@@ -43,11 +48,24 @@ def handler(event: Any, context: LambdaContext) -> dict[str, object]:
         metric_set.flush_metrics()  # every run, also one that loaded nothing: the freshness alarm's evidence
     found = failures(event)
     if not found:  # held rows alone do not fail a run: they are on the load results, the metrics and alarms
+        _release(execution_id)
         return {"failed": False, "failures": [], "rerun_input": None, "cause": ""}
     rerun = rerun_input(found, event.get("options") or {})
     held = held_facts(event)
     subject, body = alert(execution_id, found, rerun, held)
     _publish(subject, body)
     logger.error(subject, extra={"failures": [f.__dict__ for f in found], "rerun_input": rerun})
+    _release(execution_id)
     return {"failed": True, "failures": [f.__dict__ for f in found], "rerun_input": rerun,
             "cause": cause(found, rerun, held)}  # fmt: skip
+
+
+def _release(execution_id: str) -> None:
+    """Give the run lease back (best effort: see the module's docstring)."""
+    try:
+        with traced("s3: release the run lease"):
+            released = release(boto3.client("s3"), env("INGESTION_BUCKET"), execution_id)
+    except (ClientError, BotoCoreError, PipelineError) as error:
+        logger.warning("the run lease was not released; the next run takes it over", extra={"error": str(error)})
+        return
+    logger.info("lease released" if released else "lease was not held by this run")

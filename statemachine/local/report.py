@@ -41,7 +41,13 @@ def _unread(result: dict[str, Any]) -> str:
 
 def signal_hint(outcome: RunOutcome) -> str:
     """One line when the change signal kept tables unread: a change made seconds ago may not be counted yet."""
-    unread = sorted({i.table for i in outcome.invocations if i.ok and i.result.get("scanned") is False})
+    planned_out = {
+        t for i in outcome.invocations if i.stage == "plan" and i.ok for t in i.result.get("unchanged") or []
+    }
+    skipped = {
+        i.table for i in outcome.invocations if i.stage == "extract" and i.ok and i.result.get("scanned") is False
+    }
+    unread = sorted(planned_out | skipped)
     if not unread:
         return ""
     return (f"Not read, unchanged by their change signal: {', '.join(unread)}. A change committed in the last "

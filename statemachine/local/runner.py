@@ -33,6 +33,7 @@ from botocore.client import BaseClient
 
 from lambdas.common.db import forget_secrets
 from lambdas.common.lake import s3_client
+from lambdas.extract.run_plan import ACTION_PLAN
 from statemachine import definition
 from statemachine.history import history
 from statemachine.local import sandbox
@@ -58,6 +59,7 @@ FUNCTIONS: dict[str, tuple[str, str]] = {
     for stage, name in LOCAL_FUNCTION_NAMES.items()
 }
 STAGE_OF = {name: stage for stage, name in LOCAL_FUNCTION_NAMES.items()}
+PLAN_STAGE = "plan"
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Invocation:
     ok: bool
     result: dict[str, Any]
     step: str = ""  # one step of a table's work that takes several invocations (a partitioned extract's range)
+    calls: dict[str, int] = field(default_factory=dict)  # its AWS requests by IAM action, e.g. s3:GetObject
 
 
 def step_of(payload: dict[str, Any]) -> str:
@@ -133,28 +136,30 @@ class Dispatcher:
         name = function.function_name
         payload = event if isinstance(event, dict) else json.loads(event or "{}")
         started = time.monotonic()
-        ok, body = self._invoke(function, payload)
+        ok, body, calls = self._invoke(function, payload)
         invocation = Invocation(
             execution_id=str(payload.get("execution_id", "")),
-            stage=STAGE_OF.get(name, name),
+            # the run's plan is the extract function's, but no table's extract
+            stage=PLAN_STAGE if payload.get("action") == ACTION_PLAN else STAGE_OF.get(name, name),
             table=str(payload.get("table") or payload.get("action") or ""),  # lease and report: what they were asked
             started=started,
             seconds=time.monotonic() - started,
             ok=ok,
             result=body,
             step=step_of(payload),
+            calls=calls,
         )
         with self._lock:
             self.invocations.append(invocation)
         self.on_invocation(invocation)
         return json.dumps(body, default=str), not ok, ""
 
-    def _invoke(self, function: Any, payload: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    def _invoke(self, function: Any, payload: dict[str, Any]) -> tuple[bool, dict[str, Any], dict[str, int]]:
         name = function.function_name
         if not sandbox.allows(self.deployment.state_machine_statements, "lambda:InvokeFunction", function.function_arn):
             message = sandbox.denial(f"state machine {self.deployment.state_machine_name}", "lambda:InvokeFunction",
                                      function.function_arn)  # fmt: skip
-            return False, {"errorType": "AccessDeniedException", "errorMessage": message}
+            return False, {"errorType": "AccessDeniedException", "errorMessage": message}, {}
         try:
             with sandbox.invocation(self.deployment.by_name(name), self.process) as running:
                 try:
@@ -168,7 +173,7 @@ class Dispatcher:
                 ok, body = False, {"errorType": "AccessDenied", "errorMessage": running.denied[0]}
         finally:
             self.mirror.flush()
-        return ok, body
+        return ok, body, dict(running.calls)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class _Invocation:
     spec: FunctionSpec
     environment: dict[str, str]
     denied: list[str] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)  # the AWS requests it made, by IAM action (docs/cost.md)
 
 
 _local = threading.local()
@@ -204,6 +206,7 @@ def guarded(make_api_call: Callable[..., Any]) -> Callable[..., Any]:
         resource = arn_of(params) if arn_of is not None else "*"
         if arn_of is None or not allows(running.spec.statements, action, resource):
             raise _deny(running, action, resource, operation)
+        running.calls[action] += 1
         try:
             return make_api_call(client, operation, params)
         except ClientError as error:

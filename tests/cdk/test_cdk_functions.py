@@ -109,6 +109,7 @@ def test_function_environment_variables(synthesized: Synthesized) -> None:
         },
         "report": {
             "ALERT_TOPIC_ARN": {"Ref": synthesized.topic_id()},
+            "INGESTION_BUCKET": {"Ref": buckets["ingestion"]},  # the run lease it releases
             "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
             "POWERTOOLS_SERVICE_NAME": "totesys-report",
             "POWERTOOLS_LOG_LEVEL": "INFO",

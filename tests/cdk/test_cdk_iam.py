@@ -41,14 +41,20 @@ def test_s3_access_is_exactly_the_handlers_keys_and_actions(synthesized: Synthes
     statements = {stage: synthesized.function_statements(logical) for stage, logical in ids.items()}
 
     # Every role that reads a bucket may ListBucket on it, so that a missing key is a 404, not a 403.
-    # extract: its batches and heads in the ingestion bucket, and the reconciliation checkpoints.
-    assert bucket_references(statements["extract"]) == {ingestion}
+    # extract: its batches and heads in the ingestion bucket, and the reconciliation checkpoints; the run plan
+    # reads (only) the transform heads and load cursors in the processed bucket.
+    assert bucket_references(statements["extract"]) == {ingestion, processed}
     assert object_patterns(statements["extract"], ingestion) == {
         **LIST,
         **batches(SOURCE_TABLES, GET_PUT),
         **heads("extract", SOURCE_TABLES, GET_PUT),
         **heads("reconcile", SOURCE_TABLES, GET_PUT),
         **{f"_reconcile/{table}/*": GET_PUT for table in SOURCE_TABLES},
+    }
+    assert object_patterns(statements["extract"], processed) == {
+        **LIST,
+        "_state/transform/*.json": GET,
+        "_state/load/*.json": GET,
     }
     assert reconcile_snapshot_key("staff", 7).startswith("_reconcile/staff/0000000007-")
     # transform: reads the extracts; writes its batches, _current/ snapshots and heads.
@@ -79,21 +85,25 @@ def test_s3_access_is_exactly_the_handlers_keys_and_actions(synthesized: Synthes
         key for key, actions in object_patterns(statements["load"], processed).items() if "s3:PutObject" in actions
     }
     assert all(key.startswith(("_state/load/", "_held/fact_", "_state/verify/", "_verify/")) for key in writes)
-    # report: no data access at all.
-    assert bucket_references(statements["report"]) == set()
+    # report: no data, only the run lease it gives back (read, then deleted if this run holds it).
+    assert bucket_references(statements["report"]) == {ingestion}
+    assert object_patterns(statements["report"], ingestion) == {
+        **LIST,
+        lease_key(): {"s3:GetObject", "s3:DeleteObject"},
+    }
     # lease: its one object in the ingestion bucket, nothing else.
     assert lease_key() == "_state/run-lease.json"
     assert bucket_references(statements["lease"]) == {ingestion}
     assert object_patterns(statements["lease"], ingestion) == {**LIST, lease_key(): GET_PUT_DELETE}
 
 
-def test_s3_list_is_only_listbucket_on_bucket_arns_and_only_the_lease_deletes_its_key(
+def test_s3_list_is_only_listbucket_on_bucket_arns_and_only_the_lease_key_is_ever_deleted(
     synthesized: Synthesized, variant: Synthesized
 ) -> None:
     for stack in (synthesized, variant):
         buckets = stack.bucket_ids()
-        lease_role = stack.properties(stack.function_ids()["lease"])["Role"]["Fn::GetAtt"][0]
-        lease_statements = stack.role_statements(lease_role)
+        releasers = [stack.properties(stack.function_ids()[f])["Role"]["Fn::GetAtt"][0] for f in ("lease", "report")]
+        lease_statements = [s for role in releasers for s in stack.role_statements(role)]
         data_buckets = {f"<ref:{buckets['ingestion']}.Arn>", f"<ref:{buckets['processed']}.Arn>"}
         allowed = [s for s in all_policy_statements(stack) if s["Effect"] == "Allow"]
         actions = {action for s in allowed for action in as_list(s["Action"])}
@@ -227,7 +237,7 @@ def test_every_function_statement_is_accounted_for(synthesized: Synthesized) -> 
             "extract": {"s3", "secretsmanager"},
             "transform": {"s3"},
             "load": {"s3", "secretsmanager"},
-            "report": {"sns"},
+            "report": {"sns", "s3"},
             "lease": {"s3", "states"},
         }[stage]
         assert services == expected, stage

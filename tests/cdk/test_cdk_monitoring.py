@@ -8,8 +8,8 @@ from typing import Any
 
 from aws_cdk.assertions import Match
 
-from lambdas.common.tables import FACTS, WAREHOUSE_TABLES
-from lambdas.load.held import HELD_ROWS_METRIC, STUCK_ROWS_METRIC
+from lambdas.common.tables import FACTS
+from lambdas.load.held import STUCK_ROWS_METRIC
 from lambdas.report.freshness import BEHIND_METRIC
 from tests.cdk.support import Synthesized, rendered
 
@@ -94,16 +94,17 @@ def test_every_function_has_an_errors_and_a_sustained_throttles_alarm(synthesize
         assert throttles["EvaluationPeriods"] == 3 and throttles["OKActions"] == [{"Ref": topic}]
 
 
-def test_freshness_alarm_fires_when_no_load_succeeded_for_30_minutes(synthesized: Synthesized) -> None:
+def test_freshness_alarm_fires_when_no_run_succeeded_for_30_minutes(synthesized: Synthesized) -> None:
+    """Step Functions' own metric: a quiet run succeeds without a load, so loads cannot be the evidence."""
     topic = synthesized.topic_id()
+    logical, _ = synthesized.state_machine()
     alarm = alarms(synthesized)["WarehouseStale"]
 
-    assert alarm["Namespace"] == "TotesysEtl"
-    assert alarm["MetricName"] == "LoadsSucceeded"
-    assert alarm["Dimensions"] == [{"Name": "service", "Value": "totesys-load"}]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/States", "ExecutionsSucceeded")
+    assert alarm["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": logical}}]
     assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 1800, 1)
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", 1)
-    assert alarm["TreatMissingData"] == "breaching", "no metric at all means no load succeeded"
+    assert alarm["TreatMissingData"] == "breaching", "no metric at all means no run succeeded"
     assert alarm["AlarmActions"] == [{"Ref": topic}]
     assert alarm["OKActions"] == [{"Ref": topic}], "operators learn when the warehouse is fresh again"
 
@@ -190,17 +191,18 @@ def test_dashboard_shows_executions_durations_rows_errors_and_alarms(synthesized
         assert ["AWS/Lambda", "Errors", "FunctionName", f"<ref:{i}>"] in errors
         assert ["AWS/Lambda", "Throttles", "FunctionName", f"<ref:{i}>"] in errors
 
-    rows = metric_rows(widgets["Rows loaded per warehouse table"])
-    assert rows == [["TotesysEtl", "RowsLoaded", "service", "totesys-load", "table", t] for t in WAREHOUSE_TABLES]
+    rows = widgets["Rows loaded per warehouse table"]  # the load's log lines: no metric series per table
+    assert rows["region"] and "stats sum(rows_written) by table" in rows["query"]
+    load_logs = rendered(synthesized.properties(ids["load"])["LoggingConfig"]["LogGroup"])
+    assert f"SOURCE '{load_logs}'" in rows["query"]
     lag = metric_rows(widgets["Source lag of the loaded facts (seconds, maximum)"])
     assert lag == [["TotesysEtl", "SourceLagSeconds", "service", "totesys-load", "table", t] for t in FACTS]
     behind = metric_rows(widgets["Facts behind the changes extracted (seconds, maximum; alarm above 30 minutes)"])
     assert behind == [["TotesysEtl", BEHIND_METRIC, "service", "totesys-report", "table", t] for t in FACTS]
-    held = metric_rows(widgets["Fact rows held back for a missing dimension row (maximum)"])
-    assert held == [
-        *(["TotesysEtl", HELD_ROWS_METRIC, "service", "totesys-load", "table", t] for t in FACTS),
-        ["TotesysEtl", STUCK_ROWS_METRIC, "service", "totesys-load"],
-    ]
+    held = widgets["Fact rows held back for a missing dimension row (maximum)"]  # the load's log lines
+    assert "stats max(rows_held) by table" in held["query"] and f"SOURCE '{load_logs}'" in held["query"]
+    stuck = metric_rows(widgets["Fact rows held for too long (maximum; alarm at 1)"])
+    assert stuck == [["TotesysEtl", STUCK_ROWS_METRIC, "service", "totesys-load"]]
 
     alarm_widget = widgets["Alarms"]
     assert len(alarm_widget["alarms"]) == len(synthesized.resources("AWS::CloudWatch::Alarm"))
