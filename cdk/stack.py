@@ -23,7 +23,7 @@ from cdk.nag import acknowledge, acknowledge_warning, as_nag_prints
 from cdk.quicksight import WarehouseDashboard
 from cdk.storage import Storage
 from cdk.workflow import MAX_EXECUTION_SECONDS, Workflow, asl_timeout_seconds, pipeline_state_machine_name
-from lambdas.common import lake
+from lambdas.common import keys
 from lambdas.common.tables import FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -244,7 +244,7 @@ class PipelineStack(Stack):
         # extract: writes new batches of the source tables and moves its heads in the ingestion bucket; it
         # reads its own heads (watermarks) back. Reads the totesys secret.
         # A reconciliation keeps a checkpoint per table (a head and the latest rows it compared).
-        reconcile_checkpoints = [lake.under(lake.reconcile_prefix(table)) for table in SOURCE_TABLES]
+        reconcile_checkpoints = [keys.under(keys.reconcile_prefix(table)) for table in SOURCE_TABLES]
         self._allow_objects(
             functions.extract,
             ingestion,
@@ -252,19 +252,19 @@ class PipelineStack(Stack):
             [
                 *_batch_logs(SOURCE_TABLES),
                 *_heads("extract", SOURCE_TABLES),
-                *_heads(lake.RECONCILE_STAGE, SOURCE_TABLES),
+                *_heads(keys.RECONCILE_STAGE, SOURCE_TABLES),
                 *reconcile_checkpoints,
             ],
             reasons={
                 key: "A reconciliation checkpoint is "
-                f"'{lake.reconcile_prefix('<table>')}<seq>-<token>.parquet', a new key per reconciliation; the "
+                f"'{keys.reconcile_prefix('<table>')}<seq>-<token>.parquet', a new key per reconciliation; the "
                 "wildcard stops at the one table prefix, and only s3:GetObject/s3:PutObject (no Delete) are granted."
                 for key in reconcile_checkpoints
             },
         )
         # ... and plans each run (lambdas/extract/run_plan.py): it reads, never writes, the transform heads and the
         # load cursors, to find the work earlier runs left. One pattern per stage keeps the role's policy inline.
-        stage_heads = {stage: lake.head_key(stage, "*") for stage in ("transform", "load")}
+        stage_heads = {stage: keys.head_key(stage, "*") for stage in ("transform", "load")}
         self._allow_objects(
             functions.extract,
             processed,
@@ -272,7 +272,7 @@ class PipelineStack(Stack):
             list(stage_heads.values()),
             reasons={
                 key: f"The run plan reads the {stage} head of every warehouse table "
-                f"('{lake.head_key(stage, '<table>')}'); only s3:GetObject is granted, and the wildcard stops at that "
+                f"('{keys.head_key(stage, '<table>')}'); only s3:GetObject is granted, and the wildcard stops at that "
                 "stage's heads."
                 for stage, key in stage_heads.items()
             },
@@ -292,10 +292,10 @@ class PipelineStack(Stack):
             functions.transform,
             processed,
             READ_WRITE,
-            [*_batch_logs(WAREHOUSE_TABLES), lake.under(lake.current_prefix()), *_heads("transform", WAREHOUSE_TABLES)],
+            [*_batch_logs(WAREHOUSE_TABLES), keys.under(keys.current_prefix()), *_heads("transform", WAREHOUSE_TABLES)],
             reasons={
-                lake.under(lake.current_prefix()): "The joined dimensions keep the current rows of each source in "
-                f"'{lake.current_key('<table>', '<source>', 0)}', a new key per transform batch; only "
+                keys.under(keys.current_prefix()): "The joined dimensions keep the current rows of each source in "
+                f"'{keys.current_key('<table>', '<source>', 0)}', a new key per transform batch; only "
                 "s3:GetObject/s3:PutObject (no Delete) are granted under that prefix."
             },
         )
@@ -310,7 +310,7 @@ class PipelineStack(Stack):
         )
         self._allow_objects(functions.load, processed, READ_WRITE, _heads("load", WAREHOUSE_TABLES))
         # ... and the facts' held rows: new immutable objects named by the load heads, read back by later loads.
-        held_sets = [lake.under(lake.held_prefix(fact)) for fact in FACTS]
+        held_sets = [keys.under(keys.held_prefix(fact)) for fact in FACTS]
         self._allow_objects(
             functions.load,
             processed,
@@ -318,21 +318,21 @@ class PipelineStack(Stack):
             held_sets,
             reasons={
                 key: "A fact load stores the rows it holds back for a missing dimension row as a new object "
-                f"'{lake.held_prefix('<fact>')}<seq>-<token>.parquet' per load; only s3:GetObject/s3:PutObject are "
+                f"'{keys.held_prefix('<fact>')}<seq>-<token>.parquet' per load; only s3:GetObject/s3:PutObject are "
                 "granted."
                 for key in held_sets
             },
         )
         # ... and a reconciliation's verification of the warehouse keeps a checkpoint per table (a head and a ledger).
-        verify_ledgers = [lake.under(lake.verify_prefix(table)) for table in WAREHOUSE_TABLES]
+        verify_ledgers = [keys.under(keys.verify_prefix(table)) for table in WAREHOUSE_TABLES]
         self._allow_objects(
             functions.load,
             processed,
             READ_WRITE,
-            [*_heads(lake.VERIFY_STAGE, WAREHOUSE_TABLES), *verify_ledgers],
+            [*_heads(keys.VERIFY_STAGE, WAREHOUSE_TABLES), *verify_ledgers],
             reasons={
                 key: "A verification's ledger is "
-                f"'{lake.verify_prefix('<table>')}<seq>-<token>.parquet', a new key per verification; the wildcard "
+                f"'{keys.verify_prefix('<table>')}<seq>-<token>.parquet', a new key per verification; the wildcard "
                 "stops at the one table prefix, and only s3:GetObject/s3:PutObject (no Delete) are granted."
                 for key in verify_ledgers
             },
@@ -343,13 +343,13 @@ class PipelineStack(Stack):
         # report: e-mails the failed tables of a run through the alerts topic; no data access. It gives the run
         # lease back (reads and deletes the one lease object; never takes it).
         self.alerts.topic.grant_publish(functions.report)
-        self._allow_objects(functions.report, ingestion, ("s3:GetObject", "s3:DeleteObject"), [lake.lease_key()])
+        self._allow_objects(functions.report, ingestion, ("s3:GetObject", "s3:DeleteObject"), [keys.lease_key()])
         self._allow_listing(functions.report, ingestion)
 
         # lease: creates, reads, replaces (conditional writes) and deletes the one lease object; asks Step
         # Functions whether the holder of a lease is still running. The execution ARNs are built from the
         # state machine's fixed name, not from the state machine, which depends on this function's ARN.
-        self._allow_objects(functions.lease, ingestion, LEASE_ACTIONS, [lake.lease_key()])
+        self._allow_objects(functions.lease, ingestion, LEASE_ACTIONS, [keys.lease_key()])
         self._allow_listing(functions.lease, ingestion)
         functions.lease.add_to_role_policy(
             iam.PolicyStatement(actions=["states:DescribeExecution"], resources=[self.execution_arns])
@@ -472,8 +472,8 @@ class PipelineStack(Stack):
 
 
 def _batch_logs(tables: Sequence[str]) -> list[str]:
-    return [lake.under(lake.table_prefix(table)) for table in tables]
+    return [keys.under(keys.table_prefix(table)) for table in tables]
 
 
 def _heads(stage: str, tables: Sequence[str]) -> list[str]:
-    return [lake.head_key(stage, table) for table in tables]
+    return [keys.head_key(stage, table) for table in tables]

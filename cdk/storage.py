@@ -9,7 +9,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from cdk.config import LakeRetention
-from lambdas.common import lake
+from lambdas.common import keys
 
 # Writers that crash mid-upload leave parts behind; nothing ever completes them later.
 INCOMPLETE_UPLOAD_DAYS = 7
@@ -64,7 +64,7 @@ class Storage(Construct):
             server_access_logs_prefix="ingestion/",
             lifecycle_rules=[
                 *(self._table_rule(table, versioned=True) for table in ingestion_tables),
-                self._old_versions_rule(lake.STATE_PREFIX),
+                self._old_versions_rule(keys.STATE_PREFIX),
                 _abort_incomplete_uploads(),
             ],
         )
@@ -78,8 +78,8 @@ class Storage(Construct):
             server_access_logs_prefix="processed/",
             lifecycle_rules=[
                 *(self._table_rule(table, versioned=True) for table in processed_tables),
-                self._old_versions_rule(lake.STATE_PREFIX),
-                self._old_versions_rule(lake.CURRENT_PREFIX),
+                self._old_versions_rule(keys.STATE_PREFIX),
+                self._old_versions_rule(keys.CURRENT_PREFIX),
                 _abort_incomplete_uploads(),
             ],
         )
@@ -96,7 +96,7 @@ class Storage(Construct):
         retention = self.retention
         return s3.LifecycleRule(
             id=f"{table}-batches",
-            prefix=lake.table_prefix(table),
+            prefix=keys.table_prefix(table),
             transitions=[
                 s3.Transition(
                     storage_class=s3.StorageClass.INFREQUENT_ACCESS,

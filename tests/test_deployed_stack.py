@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.common.lake import head_key
+from lambdas.common.keys import head_key
 from statemachine.local import deployment as deployed
 from statemachine.local import report, runner, sandbox
 from statemachine.local.deployment import Deployment, Unresolved, resolve, synthesized_deployment

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lambdas.common import lake
+from lambdas.common import keys, lake
 from lambdas.common.errors import PipelineError
 from lambdas.load import held, loader, warehouse
 from lambdas.load.schema import ensure_schema
@@ -63,7 +63,7 @@ def load_result(outcome: runner.RunOutcome, table: str = "fact_sales_order") -> 
 
 
 def load_head(db: Databases) -> dict[str, Any]:
-    return json.loads((db.lake / runner.PROCESSED_BUCKET / lake.head_key("load", "fact_sales_order")).read_text())
+    return json.loads((db.lake / runner.PROCESSED_BUCKET / keys.head_key("load", "fact_sales_order")).read_text())
 
 
 def revoke(db: Databases, table: str) -> None:
@@ -105,7 +105,7 @@ def test_with_a_dimension_source_unreadable_every_fact_loads_every_row_whose_ref
     assert f"2 held (e.g. design_id={design} not in dim_design)" in report.execution_graph(failed)
     assert "⏸ fact_sales_order" in report.failure_summary(failed, report.rerun(failed), None)
     entry = load_head(reader)["held"]
-    assert entry["rows"] == NEW_ORDERS_WITH_A_NEW_DESIGN and entry["key"].startswith(f"{lake.HELD_PREFIX}/")
+    assert entry["rows"] == NEW_ORDERS_WITH_A_NEW_DESIGN and entry["key"].startswith(f"{keys.HELD_PREFIX}/")
     kept = pq.read_table(reader.lake / runner.PROCESSED_BUCKET / entry["key"])
     assert kept["sales_order_id"].to_pylist() == waiting
     assert set(kept[held.REASON].to_pylist()) == {f"design_id={design} not in dim_design"}
@@ -152,7 +152,7 @@ CRASH_POINTS = {
     "holding: held set written, load head not": (
         lake.ReaderState, "commit", lambda state, *_: state.table == "fact_sales_order", False),
     "holding: held set half-written": (
-        lake.Bucket, "put_parquet", lambda b, key, *_: key.startswith(f"{lake.HELD_PREFIX}/"), False),
+        lake.Bucket, "put_parquet", lambda b, key, *_: key.startswith(f"{keys.HELD_PREFIX}/"), False),
     "releasing: held rows merged, warehouse transaction not committed": (
         loader, "merge_batch", lambda con, table, *_, **__: table == "fact_sales_order", True),
     "releasing: warehouse committed, load head not": (

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lambdas.common import lake
+from lambdas.common import keys
 from lambdas.load import held
 from statemachine.local import runner
 from tests.conftest import Databases, as_admin
@@ -59,7 +59,7 @@ def warehouse_codes(db: Databases, orders: list[int]) -> list[Any]:
 
 
 def head_path(db: Databases) -> Any:
-    return db.lake / runner.PROCESSED_BUCKET / lake.head_key("load", FACT)
+    return db.lake / runner.PROCESSED_BUCKET / keys.head_key("load", FACT)
 
 
 def test_held_rows_keep_every_awkward_text_value_through_hold_and_release(reader: Databases) -> None:

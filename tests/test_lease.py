@@ -11,7 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from lambdas.common.lake import lease_key
+from lambdas.common.keys import lease_key
 from lambdas.lease.lease import acquire, release
 from tests.conftest import Databases
 

@@ -20,7 +20,8 @@ import pytest
 
 from lambdas.common.db import connect
 from lambdas.common.errors import TransientError
-from lambdas.common.lake import BatchLog, Bucket, head_key, manifest_key
+from lambdas.common.keys import head_key, manifest_key
+from lambdas.common.lake import BatchLog, Bucket
 from lambdas.extract import handler as extract
 from lambdas.extract.extractor import extract_table
 from lambdas.extract.partitioned import ACTION_COMMIT, ACTION_RANGE, key_quantiles, key_ranges

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from lambdas.common.lake import lease_key
+from lambdas.common.keys import lease_key
 from lambdas.report.handler import handler as report
 from lambdas.report.options import InvalidRunInput, run_options
 from statemachine.local.runner import INGESTION_BUCKET, REGION, _Context, local_pipeline

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.common import lake
+from lambdas.common import keys
 from lambdas.common.tables import PRIMARY_KEYS, SOURCE_TABLES, TEXT_DATE_COLUMNS
 from lambdas.extract.source import UncarriedValues, changed_rows, snapshot, table_columns
 from statemachine.local import runner
@@ -68,7 +68,7 @@ def extract_failures(outcome: runner.RunOutcome) -> dict[str, str]:
 
 
 def extract_head(db: Databases, table: str) -> dict[str, Any]:
-    return json.loads((db.lake / runner.INGESTION_BUCKET / lake.head_key("extract", table)).read_text())
+    return json.loads((db.lake / runner.INGESTION_BUCKET / keys.head_key("extract", table)).read_text())
 
 
 @pytest.mark.parametrize("column", ["created_at", "last_updated"])

@@ -24,7 +24,8 @@ from botocore.exceptions import ClientError
 from lambdas.common.db import database_identity, describe_identity
 from lambdas.common.errors import PipelineError, StateError
 from lambdas.common.events import SUCCEEDED, WATERMARK
-from lambdas.common.lake import RECONCILE_STAGE, BatchLog, Head, ReaderState, Reading, concat, reconcile_snapshot_key
+from lambdas.common.keys import RECONCILE_STAGE, reconcile_snapshot_key
+from lambdas.common.lake import BatchLog, Head, ReaderState, Reading, concat
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
 from lambdas.extract.reconcile import DEFAULT_RANGE_SIZE, latest_entries, ledger, reconcile_ledger
 from lambdas.extract.signal import DEFAULT_MAX_AGE_SECONDS, SIGNAL, Token, read_token, unchanged

@@ -51,9 +51,7 @@ from botocore.exceptions import ClientError
 
 from lambdas.common.db import database_identity, identifier
 from lambdas.common.errors import PipelineError, StateError
-from lambdas.common.lake import (
-    BatchLog,
-    Head,
+from lambdas.common.keys import (
     batch_prefix,
     manifest_key,
     new_id,
@@ -63,6 +61,7 @@ from lambdas.common.lake import (
     range_versions_key,
     table_prefix,
 )
+from lambdas.common.lake import BatchLog, Head
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
 from lambdas.extract.extractor import STAGE, ExtractResult, in_parts, starting_head
 from lambdas.extract.source import KeyIntervals, changed_rows, snapshot, source_clock, table_columns

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from lambdas.common.lake import lease_key
+from lambdas.common.keys import lease_key
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ import pyarrow.csv as pcsv
 
 from lambdas.common.db import identifier
 from lambdas.common.errors import PipelineError
-from lambdas.common.lake import Bucket, concat, held_key
+from lambdas.common.keys import held_key
+from lambdas.common.lake import Bucket, concat
 
 REASON, SINCE = "held_reason", "held_since"
 # A row held for longer than this is reported as stuck (its reference is probably never coming).

@@ -48,7 +48,8 @@ from lambdas.common.digest import (
     row_text_sql,
 )
 from lambdas.common.errors import StateError
-from lambdas.common.lake import VERIFY_STAGE, BatchLog, Bucket, ReaderState, verify_ledger_key
+from lambdas.common.keys import VERIFY_STAGE, verify_ledger_key
+from lambdas.common.lake import BatchLog, Bucket, ReaderState
 from lambdas.common.tables import FACTS, TRANSFORM_INPUTS, require_warehouse_table
 from lambdas.load import held
 from lambdas.load.warehouse import INSERT_ONLY, _csv, merge_batch, primary_key

@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 
 from lambdas.common.errors import StateError
 from lambdas.common.events import SUCCEEDED
-from lambdas.common.lake import BatchLog, Bucket, Head, concat, current_key
+from lambdas.common.keys import current_key
+from lambdas.common.lake import BatchLog, Bucket, Head, concat
 from lambdas.common.tables import PRIMARY_KEYS, TRANSFORM_INPUTS, require_warehouse_table
 from lambdas.transform import dates, dimensions, facts
 from lambdas.transform.columns import keep_last

@@ -22,7 +22,7 @@ from unittest import mock
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import S3Backend, s3_backends
 
-from lambdas.common import lake
+from lambdas.common import keys
 
 
 class LakeMirror:
@@ -101,7 +101,7 @@ class LakeMirror:
             for bucket in self.buckets:
                 for key, obj in list(self._objects(bucket).items()):
                     if self._written.get((bucket, key)) != obj.etag:
-                        pending.append(((obj.last_modified, key.startswith(f"{lake.STATE_PREFIX}/")), bucket, key, obj))
+                        pending.append(((obj.last_modified, key.startswith(f"{keys.STATE_PREFIX}/")), bucket, key, obj))
             for _, bucket, key, obj in sorted(pending, key=lambda p: p[0]):
                 try:
                     value = obj.value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lambdas.common.lake import lease_key, reconcile_snapshot_key
+from lambdas.common.keys import lease_key, reconcile_snapshot_key
 from lambdas.common.tables import FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
 from tests.cdk.support import Synthesized, as_list, bucket_references, object_patterns, rendered
 
