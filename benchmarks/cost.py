@@ -95,10 +95,10 @@ RUN_KINDS: dict[str, RunKind] = {
         "nightly reconciliation, nothing drifted",
         66,
         {"totesys-extract": 12, "totesys-lease": 1, "totesys-load": 11, "totesys-report": 1, "totesys-transform": 11},
-        145,
-        24,
-        423917,
-        5.0,
+        241,
+        46,
+        462739,
+        4.8,
     ),
 }
 # Each function's memory in GB, as the synthesized template sets it (the test checks it).
@@ -122,7 +122,7 @@ class Resources:
     secrets: int
 
 
-RESOURCES = Resources(run_series=4, metric_series=4, reconcile_series=12, alarms=18, dashboards=1, secrets=2)
+RESOURCES = Resources(run_series=4, metric_series=4, reconcile_series=24, alarms=19, dashboards=1, secrets=2)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from benchmarks import cost
-from lambdas.common.tables import FACTS, PRIMARY_KEYS, SOURCE_TABLES
+from lambdas.common.tables import FACTS, PRIMARY_KEYS, SOURCE_TABLES, WAREHOUSE_TABLES
 from lambdas.extract.handler import drift_metrics
+from lambdas.load.handler import drift_metrics as warehouse_drift_metrics
 from lambdas.load.handler import metrics_for
 from lambdas.load.loader import LoadResult
+from lambdas.load.verify import VerifyResult
 from lambdas.report.freshness import freshness_metrics
 from statemachine.local import runner
 from statemachine.local.counts import run_counts
@@ -109,6 +111,7 @@ def published_series() -> tuple[set[tuple[str, ...]], set[tuple[str, ...]], set[
     loads += [m for table in ("dim_date", "dim_staff") for m in metrics_for(LoadResult(table, 1, 1, 1), now=_aware())]
     every_run = series(freshness_metrics(dict.fromkeys(FACTS, 0.0)))
     drift = series([m for table in SOURCE_TABLES for m in drift_metrics(table, {"rows_changed": 1})])
+    drift |= series([m for table in WAREHOUSE_TABLES for m in warehouse_drift_metrics(VerifyResult(table))])
     return every_run, series(loads), drift
 
 
