@@ -1,4 +1,4 @@
-"""One source for the lake's layout: the IAM grants and lifecycle rules are derived from lambdas.common.lake.
+"""One source for the lake's layout: the IAM grants and lifecycle rules are derived from lambdas.common.keys.
 
 Renaming a prefix there must rename it in what `cdk deploy` creates; a key pattern spelled by hand in the stack
 would keep the old name, and every head read in AWS would be AccessDenied.
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.common import lake
+from lambdas.common import keys
 from lambdas.common.tables import FACTS, SOURCE_TABLES
 from tests.cdk.support import PLAIN_CONTEXT, object_patterns, synthesize
 
@@ -20,10 +20,10 @@ from tests.cdk.support import PLAIN_CONTEXT, object_patterns, synthesize
 def test_renaming_the_lake_prefixes_renames_the_synthesized_grants_and_lifecycle_rules(
     context: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lake, "STATE_PREFIX", "_heads-v2")
-    monkeypatch.setattr(lake, "CURRENT_PREFIX", "_snapshots-v2")
-    monkeypatch.setattr(lake, "HELD_PREFIX", "_waiting-v2")
-    monkeypatch.setattr(lake, "RECONCILE_STAGE", "compare-v2")
+    monkeypatch.setattr(keys, "STATE_PREFIX", "_heads-v2")
+    monkeypatch.setattr(keys, "CURRENT_PREFIX", "_snapshots-v2")
+    monkeypatch.setattr(keys, "HELD_PREFIX", "_waiting-v2")
+    monkeypatch.setattr(keys, "RECONCILE_STAGE", "compare-v2")
 
     renamed = synthesize({**context, **PLAIN_CONTEXT}, tmp_path / "cdk.out")
 
