@@ -21,6 +21,7 @@ from lambdas.extract.run_plan import plan_run
 from lambdas.load.handler import handler as load
 from statemachine.local import runner
 from statemachine.local.counts import run_counts
+from statemachine.local.report import progress_line
 from tests.conftest import Databases, as_admin
 
 QUIET_STATES, QUIET_INVOCATIONS = 12, 3
@@ -72,6 +73,7 @@ def test_a_run_with_nothing_changed_enters_at_most_12_states_and_invokes_at_most
     assert len(quiet.invocations) == counts.invocations  # the history counts what the functions saw
     assert [i.stage for i in quiet.invocations] == ["lease", "plan", "report"]
     assert worked_on(quiet) == {"extract": set(), "transform": set(), "load": set()}
+    assert progress_line(quiet.invocations[1]).endswith("nothing to do")
     assert {table: reads(reader, table) for table in SOURCE_TABLES} == before  # the plan read no table
     assert reader.differences() == {}
 
@@ -96,8 +98,9 @@ def test_a_run_in_which_two_tables_changed_works_only_for_them_and_the_tables_bu
         "transform": {"dim_design", "dim_date", "fact_sales_order"},  # dim_date is built from sales_order too
         "load": {"dim_design", "dim_date", "fact_sales_order"},
     }
-    plan = next(i.result for i in outcome.invocations if i.stage == "plan")
-    assert plan["reasons"]["transform dim_date"] == "sales_order is extracted in this run"
+    planned = next(i for i in outcome.invocations if i.stage == "plan")
+    assert planned.result["reasons"]["transform dim_date"] == "sales_order is extracted in this run"
+    assert progress_line(planned).endswith("2 to extract, 3 to transform, 3 to load")
     assert reader.differences() == {}  # the change reached the warehouse: the new version and the new name
 
 

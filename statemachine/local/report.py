@@ -67,11 +67,22 @@ def _error(result: dict[str, Any]) -> str:
     return f"{result.get('errorType', 'error')}: {truncated(str(result.get('errorMessage', '')), 160)}"
 
 
+def _planned(plan: dict[str, Any]) -> str:
+    """What the run plan gave work to, counted per stage ("nothing to do" for a quiet run)."""
+    counts = {stage: len(plan.get(stage) or []) for stage in ("extract", "transform")}
+    counts["load"] = len(plan.get("dimensions") or []) + len(plan.get("facts") or [])
+    if not any(counts.values()):
+        return "nothing to do"
+    return ", ".join(f"{n} to {stage}" for stage, n in counts.items())
+
+
 def progress_line(invocation: Invocation) -> str:
     if not invocation.ok:
         mark, detail = "✘", _error(invocation.result)
     elif invocation.result.get("status") == "skipped":
         mark, detail = "·", f"skipped: needs {invocation.result.get('reason')}"
+    elif invocation.stage == "plan":
+        mark, detail = "✔", _planned(invocation.result)
     elif invocation.result.get("status") == "partitioned":
         mark, detail = "✔", f"{len(invocation.result.get('ranges') or [])} key ranges planned"
     else:
