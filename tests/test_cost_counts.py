@@ -27,7 +27,7 @@ from statemachine.local import runner
 from statemachine.local.counts import run_counts
 from statemachine.local.deployment import LOCAL_FUNCTION_NAMES, synthesized_template
 from tests.conftest import Databases
-from tests.test_run_plan import changed
+from tests.test_change_signal import counted
 
 TRANSACTION_TABLES = ("payment", "purchase_order", "sales_order", "transaction")
 
@@ -77,9 +77,9 @@ def test_a_figure_a_quarter_off_is_a_drift() -> None:
 def test_each_kind_of_run_does_what_docs_cost_md_prices(reader: Databases) -> None:
     assert reader.run().succeeded  # the initial load: once, not priced per month
     found = {"quiet": measured(reader, reader.run(), cost.RUN_KINDS["quiet"].title)}
-    changed(reader, *(touch(table) for table in TRANSACTION_TABLES))
+    counted(reader, *(touch(table) for table in TRANSACTION_TABLES))
     found["seed"] = measured(reader, reader.run(), cost.RUN_KINDS["seed"].title)
-    changed(reader, *(touch(table) for table in SOURCE_TABLES))
+    counted(reader, *(touch(table) for table in SOURCE_TABLES))
     found["busy"] = measured(reader, reader.run(), cost.RUN_KINDS["busy"].title)
     found["reconcile"] = measured(reader, reader.run(reconcile=True), cost.RUN_KINDS["reconcile"].title)
 

@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 import boto3
-import pg8000.native
 from moto import mock_aws
 
 from lambdas.common.errors import TransientError
@@ -23,6 +22,7 @@ from statemachine.local import runner
 from statemachine.local.counts import run_counts
 from statemachine.local.report import progress_line
 from tests.conftest import Databases, as_admin
+from tests.test_change_signal import counted
 
 QUIET_STATES, QUIET_INVOCATIONS = 12, 3
 
@@ -32,19 +32,6 @@ def reads(db: Databases, table: str) -> tuple[int, int, int]:
     row = as_admin(db, "SELECT seq_scan, seq_tup_read, coalesce(idx_scan, 0) FROM pg_stat_user_tables "
                        "WHERE relname = :t", t=table)  # fmt: skip
     return tuple(row[0])
-
-
-def changed(db: Databases, *statements: str) -> None:
-    """A writer whose changes reach the statistics (the change signal) before it returns."""
-    con = pg8000.native.Connection(
-        db.admin["username"], unix_sock=f"{db.admin['host']}/.s.PGSQL.{db.admin['port']}", database=db.source["dbname"]
-    )
-    try:
-        for statement in statements:
-            con.run(statement)
-        con.run("SELECT pg_stat_force_next_flush()")
-    finally:
-        con.close()
 
 
 def worked_on(outcome: runner.RunOutcome) -> dict[str, set[str]]:
@@ -82,7 +69,7 @@ def test_a_run_in_which_two_tables_changed_works_only_for_them_and_the_tables_bu
     reader: Databases,
 ) -> None:
     assert reader.run().succeeded
-    changed(
+    counted(
         reader,
         "UPDATE design SET design_name = design_name || ' v2', last_updated = clock_timestamp() "
         "WHERE design_id = (SELECT min(design_id) FROM design)",
