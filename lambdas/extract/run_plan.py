@@ -2,9 +2,10 @@
 a handful of states and no per-table invocation (issue 21; docs/state-machine.md).
 
 The plan names, per stage, the tables that have work, and why:
-- extract a source table when a run mode (full refresh, repair, reconciliation) asks for it, or when its change
-  signal does not prove it unchanged since a recent scan (lambdas/extract/signal.py: a counter moved, the
-  forced scan is due, the head is new, edited or not believable). The decision is extract_table's own
+- extract a source table when a run mode (full refresh, repair, reconciliation) or ignore_change_signal asks for
+  it, or when its change signal does not prove it unchanged since a recent scan (lambdas/extract/signal.py: a
+  counter moved, the forced scan is due, the head is new, edited or not believable, the role lost its grant, rows
+  refused before wait to be read again). The decision is extract_table's own
   (extractor.skips_on_signal), so planning skips exactly the tables the extract would have skipped;
 - transform a warehouse table when one of the source tables it is built from is extracted in this run, or when
   its cursor is behind an extract head (a transform that failed or was skipped before);
