@@ -232,11 +232,14 @@ class LocalPipeline:
     def stop(self, execution_arn: str) -> RunOutcome:
         """Stop the execution (ABORTED, as StopExecution leaves it in AWS) and return it as far as it got; its
         invocations in flight may still finish, and everything they write goes to the lake as it would to S3."""
-        self.sfn.stop_execution(executionArn=execution_arn, error="Interrupted", cause="Ctrl-C")
+        running = self.sfn.describe_execution(executionArn=execution_arn)["status"] == "RUNNING"
+        if running:
+            self.sfn.stop_execution(executionArn=execution_arn, error="Interrupted", cause="Ctrl-C")
         described = self.sfn.describe_execution(executionArn=execution_arn)
-        # moto's interpreter leaves a stopped execution RUNNING until its current state ends; AWS says ABORTED
-        return self._outcome({**described, "status": "ABORTED" if described["status"] == "RUNNING" else
-                              described["status"]})  # fmt: skip
+        # An execution stopped while running is ABORTED, as AWS says. moto's interpreter may instead leave it
+        # RUNNING until its current state ends, or end it FAILED by the error the stop injects, depending on
+        # the moment: the status is the one the stop gives, not the emulator's.
+        return self._outcome({**described, "status": "ABORTED" if running else described["status"]})
 
     def _outcome(self, described: dict[str, Any]) -> RunOutcome:
         execution_arn = described["executionArn"]
