@@ -34,8 +34,17 @@ ARCHITECTURE = {"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architec
 CODE_DISTRIBUTIONS = ("pg8000", "scramp", "asn1crypto", "python-dateutil", "six", "iso4217")
 EXTRACT_DISTRIBUTIONS = ("adbc-driver-manager", "adbc-driver-postgresql", "importlib-resources")
 ARROW_LAYER_DISTRIBUTIONS = ("pyarrow",)
-POWERTOOLS_LAYER_DISTRIBUTIONS = ("aws-lambda-powertools", "aws-xray-sdk", "wrapt", "jmespath", "typing-extensions",
-                                  "pydantic", "pydantic-core", "annotated-types", "typing-inspection")
+POWERTOOLS_LAYER_DISTRIBUTIONS = (
+    "aws-lambda-powertools",
+    "aws-xray-sdk",
+    "wrapt",
+    "jmespath",
+    "typing-extensions",
+    "pydantic",
+    "pydantic-core",
+    "annotated-types",
+    "typing-inspection",
+)
 WHEEL_STAGES = ("extract",)  # stages whose code also holds EXTRACT_DISTRIBUTIONS
 # Stages that import pyarrow (the lease and the report, which gives the lease back, name their one key through
 # lambdas/common/keys.py, not the lake's reader, and carry no Arrow).
