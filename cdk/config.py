@@ -162,18 +162,17 @@ def _list_of(item: Any, what: str, *, same: Callable[[str], str] = str) -> Any:
 
 WholeNumber = Annotated[int, Strict(), BeforeValidator(_whole_number)]
 Flag = Annotated[bool, Strict(), BeforeValidator(_flag)]
-_HEX_ID = r"(?:[0-9a-f]{8}|[0-9a-f]{17})"
-VpcId = _pattern(rf"vpc-{_HEX_ID}", "is not a VPC id such as 'vpc-0123456789abcdef0'")
-SubnetIds = _list_of(
-    _pattern(rf"subnet-{_HEX_ID}", "is not an id such as 'subnet-0123456789abcdef0'"),
-    "ids such as 'subnet-0123456789abcdef0'",
-)
-SecurityGroupIds = _list_of(
-    _pattern(rf"sg-{_HEX_ID}", "is not an id such as 'sg-0123456789abcdef0'"), "ids such as 'sg-0123456789abcdef0'"
-)
-RouteTableIds = _list_of(
-    _pattern(rf"rtb-{_HEX_ID}", "is not an id such as 'rtb-0123456789abcdef0'"), "ids such as 'rtb-0123456789abcdef0'"
-)
+VpcId = _pattern(r"vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})", "is not a VPC id such as 'vpc-0123456789abcdef0'")
+
+
+def _aws_ids(prefix: str) -> Any:
+    """A list of ids such as 'subnet-0123456789abcdef0' (8 or 17 hexadecimal digits)."""
+    example = f"'{prefix}-0123456789abcdef0'"
+    item = _pattern(rf"{prefix}-(?:[0-9a-f]{{8}}|[0-9a-f]{{17}})", f"is not an id such as {example}")
+    return _list_of(item, f"ids such as {example}")
+
+
+SubnetIds, SecurityGroupIds, RouteTableIds = _aws_ids("subnet"), _aws_ids("sg"), _aws_ids("rtb")
 # Secrets Manager secret names: letters, digits and /_+=.@- (at most 512 characters).
 SecretName = _pattern(
     r"[A-Za-z0-9/_+=.@-]{1,512}", "must be a Secrets Manager secret name (letters, digits and /_+=.@-)"
@@ -605,10 +604,16 @@ class PipelineConfig(BaseModel):
             given = {key: value for key, value in context.items() if _ours(key)}
         else:
             given = {key: context(key) for key in CONTEXT_KEYS}
+        problems = [_unknown_key(key) for key in given if key not in CONTEXT_KEYS]
         try:
-            return cls.model_validate({key: value for key, value in given.items() if value is not None})
+            config = cls.model_validate(
+                {key: value for key, value in given.items() if key in CONTEXT_KEYS and value is not None}
+            )
         except ValidationError as error:
-            raise ConfigError("Invalid CDK context:\n  - " + "\n  - ".join(_lines(error))) from None
+            problems.extend(_lines(error))
+        if problems:
+            raise ConfigError("Invalid CDK context:\n  - " + "\n  - ".join(problems))
+        return config
 
 
 # --- The flat context: its keys, defaults and documentation, all read from the models above ---------------------
@@ -647,12 +652,17 @@ def _ours(key: str) -> bool:
     return bool(_OUR_KEY.fullmatch(key)) or key.replace("-", "_") in CONTEXT_KEYS
 
 
+def _unknown_key(key: str) -> str:
+    close = difflib.get_close_matches(key.replace("-", "_"), CONTEXT_KEYS, n=1)
+    hint = f": did you mean {close[0]}?" if close else f" (the settings are listed in {DOCUMENTED_IN})"
+    return f"{key} is not a setting of this stack{hint}"
+
+
 def _lines(error: ValidationError) -> list[str]:
     """Pydantic's errors as the synth's lines: the context key, the value, what is expected."""
     lines: list[str] = []
     for problem in error.errors():
-        loc = [part for part in problem["loc"] if isinstance(part, str | int)]
-        key, indexes = _key_of(loc)
+        key, indexes = _key_of(problem["loc"])
         kind, context = problem["type"], problem.get("ctx", {})
         if "index" in context:
             indexes += f"[{context['index']}]"
@@ -664,14 +674,11 @@ def _lines(error: ValidationError) -> list[str]:
         elif kind == "context_value":
             separator = "" if problem["msg"].startswith(":") else " "
             lines.append(f"{key}{indexes} {value!r}{separator}{problem['msg']}")
-        elif kind == "extra_forbidden":
-            close = difflib.get_close_matches(key.replace("-", "_"), CONTEXT_KEYS, n=1)
-            hint = f": did you mean {close[0]}?" if close else f" (the settings are listed in {DOCUMENTED_IN})"
-            lines.append(f"{key} is not a setting of this stack{hint}")
         else:
-            lines.append(
-                f"{key}{indexes} {value!r} {_BUILTIN_EXPECTATIONS.get(kind, problem['msg']).format(**context)}"
+            expected = (
+                _BUILTIN_EXPECTATIONS[kind].format(**context) if kind in _BUILTIN_EXPECTATIONS else problem["msg"]
             )
+            lines.append(f"{key}{indexes} {value!r} {expected}")
     return lines
 
 
@@ -684,7 +691,7 @@ _BUILTIN_EXPECTATIONS = {
 }
 
 
-def _key_of(loc: list[str | int]) -> tuple[str, str]:
+def _key_of(loc: tuple[str | int, ...]) -> tuple[str, str]:
     """The context key and list index (``subnet_ids``, ``[0]``) of an error's location in the grouped model."""
     names = [part for part in loc if isinstance(part, str)]
     indexes = "".join(f"[{part}]" for part in loc if isinstance(part, int))

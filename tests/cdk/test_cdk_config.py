@@ -277,6 +277,7 @@ def test_the_generator_rewrites_only_the_table(tmp_path: Path) -> None:
         ("alert_email", "alert_email is not a setting of this stack: did you mean alert_emails?"),
         ("vpc-id", "vpc-id is not a setting of this stack: did you mean vpc_id?"),
         ("frobnicate", "frobnicate is not a setting of this stack (the settings are listed in docs/deploy.md)"),
+        ("network", "network is not a setting of this stack (the settings are listed in docs/deploy.md)"),  # a group
     ],
 )
 def test_an_unknown_key_of_ours_is_refused_naming_the_setting_meant(
