@@ -8,7 +8,9 @@ Rules across settings sit on the model they concern.
 
 Values arrive as JSON types from ``cdk.json`` and as strings from the command line; both are accepted. A bad
 context stops the synth before anything is built, with one message listing every problem (:func:`_lines`
-turns pydantic's errors into those lines, naming the context key, the value and what is expected).
+turns pydantic's errors into those lines, naming the context key, the value and what is expected). A key of
+our form (snake_case) that names no setting is refused with the setting it resembles: a misspelt key would
+otherwise be ignored in silence and its default deployed.
 """
 
 from __future__ import annotations
