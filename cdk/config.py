@@ -72,17 +72,13 @@ class ConfigError(ValueError):
 
 
 # --- How a problem is reported --------------------------------------------------------------------------------
-# Three kinds of error, each rendered by _lines: a value that is wrong ("<key> <value> <expected>"), a statement
-# about a key ("<key> <message>"), and a rule across keys (the message alone, which names them itself).
+# Two kinds of error, each rendered by _lines: a value that is wrong ("<key> <value> <expected>"), and broken
+# rules (each message alone: it names the keys itself).
 
 
 def _wrong(expected: str, **context: Any) -> PydanticCustomError:
     """The value is not what ``expected`` says (``value``/``index`` in context: one item of a list)."""
     return PydanticCustomError("context_value", "{expected}", {"expected": expected, **context})
-
-
-def _about_key(message: str) -> PydanticCustomError:
-    return PydanticCustomError("context_key", "{message}", {"message": message})
 
 
 def _rules(*messages: str) -> PydanticCustomError:
@@ -317,7 +313,7 @@ class DatabaseNetwork(BaseModel):
         if not subnets:
             raise _rules("vpc_id is set, so subnet_ids must list the private subnets the functions run in")
         if len(subnets) > MAX_SUBNETS:
-            raise _about_key(f"lists {len(subnets)} subnets; Lambda accepts at most {MAX_SUBNETS}")
+            raise _rules(f"subnet_ids lists {len(subnets)} subnets; Lambda accepts at most {MAX_SUBNETS}")
         return subnets
 
     @field_validator("security_group_ids")
@@ -326,7 +322,7 @@ class DatabaseNetwork(BaseModel):
         if not groups:
             raise _rules("vpc_id is set, so security_group_ids must list the security groups that the databases admit")
         if len(groups) > MAX_SECURITY_GROUPS:
-            raise _about_key(f"lists {len(groups)} groups; Lambda accepts at most {MAX_SECURITY_GROUPS}")
+            raise _rules(f"security_group_ids lists {len(groups)} groups; Lambda accepts at most {MAX_SECURITY_GROUPS}")
         return groups
 
 
@@ -671,8 +667,6 @@ def _lines(error: ValidationError) -> list[str]:
         value = context.get("value", problem.get("input"))
         if kind == "context_rules":
             lines.extend(context["lines"])
-        elif kind == "context_key":
-            lines.append(f"{key} {problem['msg']}")
         elif kind == "context_value":
             separator = "" if problem["msg"].startswith(":") else " "
             lines.append(f"{key}{indexes} {value!r}{separator}{problem['msg']}")
