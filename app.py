@@ -16,8 +16,11 @@ from cdk.stack import PipelineStack
 
 
 def build_app(app: cdk.App) -> PipelineStack:
-    """Read and validate the configuration once from ``app``'s context, add the stack and the nag checks."""
-    config = PipelineConfig.from_context(app.node.try_get_context)
+    """Read and validate the configuration once from ``app``'s whole context, add the stack and the nag checks.
+
+    The whole context, not one key at a time: a key of ours that the configuration does not know is refused.
+    """
+    config = PipelineConfig.from_context(app.node.get_all_context())
     stack = PipelineStack(app, config=config)
     add_rule_packs(app)
     return stack

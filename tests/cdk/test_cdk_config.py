@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
 import pytest
+from pydantic import ValidationError
 
 from app import build_app
 from cdk.config import (
+    CONTEXT_KEYS,
     DEFAULTS,
     LOG_RETENTION_DAYS,
     MAX_STACK_NAME_LENGTH,
@@ -18,7 +21,10 @@ from cdk.config import (
     DatabaseLocation,
     DatabaseNetwork,
     PipelineConfig,
+    context_table,
+    documented_table,
 )
+from cdk.config import main as write_context_table
 from cdk.stack import RETENTION_BY_DAYS
 from lambdas.common.tables import SOURCE_TABLES
 from tests.cdk.support import PLAIN_CONTEXT, REPO_ROOT, VARIANT_CONTEXT
@@ -247,3 +253,109 @@ def test_where_each_database_is_completes_a_login_only_secret(context: dict[str,
     )
     assert config.warehouse_location == DatabaseLocation(host="10.0.1.5")
     assert config_from(context).warehouse_location == DatabaseLocation()
+
+
+def test_the_deploy_guides_table_is_the_one_the_model_generates() -> None:
+    guide = (REPO_ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+
+    assert documented_table(guide) == context_table(), "regenerate it: python -m cdk.config docs/deploy.md"
+    assert [row.split("`")[1] for row in context_table().splitlines()[2:]] == list(CONTEXT_KEYS)
+
+
+def test_the_generator_rewrites_only_the_table(tmp_path: Path) -> None:
+    guide = tmp_path / "deploy.md"
+    original = (REPO_ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    guide.write_text(original.replace("| `tracing` | `true` |", "| `tracing` | `false` |"), encoding="utf-8")
+
+    assert write_context_table([str(guide)]) == 0
+    assert guide.read_text(encoding="utf-8") == original
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("alert_email", "alert_email is not a setting of this stack: did you mean alert_emails?"),
+        ("vpc-id", "vpc-id is not a setting of this stack: did you mean vpc_id?"),
+        ("frobnicate", "frobnicate is not a setting of this stack (the settings are listed in docs/deploy.md)"),
+        ("network", "network is not a setting of this stack (the settings are listed in docs/deploy.md)"),  # a group
+    ],
+)
+def test_an_unknown_key_of_ours_is_refused_naming_the_setting_meant(
+    context: dict[str, Any], key: str, message: str
+) -> None:
+    app = cdk.App(context={**context, **PLAIN_CONTEXT, key: "x"})
+
+    with pytest.raises(ConfigError) as raised:
+        build_app(app)
+    assert str(raised.value).splitlines()[1:] == [f"  - {message}"]
+    assert app.node.children == []
+
+
+def test_the_cdks_own_context_keys_are_not_ours_to_refuse(context: dict[str, Any]) -> None:
+    # Feature flags (cdk.json), the CLI's own keys, cached lookups, the CLI's telemetry switch.
+    cdks = {"@aws-cdk/core:newFlag": True, "aws:cdk:enable-path-metadata": True, "cli-telemetry": False,
+            "availability-zones:account=123456789012:region=eu-west-2": ["eu-west-2a"]}  # fmt: skip
+
+    config = PipelineConfig.from_context({**context, **PLAIN_CONTEXT, **cdks})
+
+    assert config == config_from(context)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"max_source_connections": "0"}, "max_source_connections 0 must be at least 1"),  # -c arrives as text
+        ({"max_source_connections": True}, "max_source_connections True must be a whole number"),
+        ({"extract_lookback_seconds": 1.5}, "extract_lookback_seconds 1.5 must be a whole number"),
+        ({"extract_lookback_seconds": "-1"}, "extract_lookback_seconds -1 must be at least 0"),
+        ({"tracing": 1}, "tracing 1 must be true or false"),
+        ({"region": 2}, "region 2 must be a concrete AWS region of the commercial partition, such as 'eu-west-2'"),
+        ({"route_table_ids": "rtb-01234567,rtb-01234567", "vpc_endpoints": True},
+         "route_table_ids[1] 'rtb-01234567' is listed twice"),
+        ({"security_group_ids": [f"sg-{i:08x}" for i in range(6)], "subnet_ids": "subnet-01234567",
+          "vpc_id": "vpc-01234567"}, "security_group_ids lists 6 groups; Lambda accepts at most 5"),
+        ({"totesys_port": "none", "data_expiration_days": ""}, None),  # an optional value unset from the command line
+    ],
+)  # fmt: skip
+def test_each_value_is_checked_as_the_command_line_and_cdk_json_give_it(
+    context: dict[str, Any], overrides: dict[str, Any], message: str | None
+) -> None:
+    if message is None:
+        config = config_from({**context, **overrides})
+        assert (config.totesys_location.port, config.retention.data_expiration_days) == (None, None)
+        return
+    with pytest.raises(ConfigError) as raised:
+        config_from({**context, **overrides})
+    assert f"  - {message}" in str(raised.value).splitlines()
+
+
+def test_every_rule_across_settings_is_reported_at_once(context: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config_from({**context, "vpc_endpoints": "true"})
+
+    assert str(raised.value).splitlines()[1:] == [
+        "  - vpc_endpoints=true needs vpc_id, subnet_ids and security_group_ids: the endpoints go there",
+        "  - vpc_endpoints=true needs route_table_ids: the route tables of subnet_ids (the S3 gateway)",
+    ]
+
+
+def test_a_rule_of_one_group_is_reported_beside_the_bad_values_of_others(context: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config_from({**context, "tracing": "yes", "data_transition_days": 400, "data_expiration_days": 400,
+                     "security_group_ids": "sg-01234567"})  # fmt: skip
+
+    assert str(raised.value).splitlines()[1:] == [
+        "  - tracing 'yes' must be true or false",
+        "  - subnet_ids and security_group_ids are only used together with vpc_id: set vpc_id to the VPC of the "
+        "databases, or leave all three unset",
+        "  - data_expiration_days 400 must be later than data_transition_days 400",
+    ]
+
+
+def test_the_configuration_cannot_be_changed_once_read(context: dict[str, Any]) -> None:
+    config = config_from(context)
+
+    with pytest.raises(ValidationError):
+        config.tracing = False  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        config.retention.data_transition_days = 30  # type: ignore[misc]
