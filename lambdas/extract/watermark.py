@@ -16,7 +16,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from lambdas.common.documents import problem
 
 TS = pa.timestamp("us")
 _TS = TS
@@ -60,9 +62,11 @@ class Watermark:
 
     @staticmethod
     def from_state(state: dict[str, Any]) -> Watermark:
-        """The watermark an extract head's state holds; a pydantic ValidationError (a ValueError) names the field
-        that cannot be read."""
-        stored = WatermarkState.model_validate(state)
+        """The watermark an extract head's state holds; a ValueError naming the field that cannot be read."""
+        try:
+            stored = WatermarkState.model_validate(state)
+        except ValidationError as error:
+            raise ValueError(problem(error)) from None
         if stored.watermark is None:
             return Watermark.empty()
         return Watermark(stored.watermark, _keys_table(stored.seen.key, stored.seen.last_updated))
