@@ -274,3 +274,20 @@ def test_a_lake_written_before_formats_existed_runs_on_without_a_repair_and_is_u
                         (runner.PROCESSED_BUCKET, head_key("load", "fact_sales_order"))):  # fmt: skip
         assert json.loads((db.lake / bucket / key).read_text())["format"] == CURRENT_FORMAT, key
     assert db.run(reconcile=True).succeeded
+
+
+def test_the_run_lease_main_writes_is_read_and_a_newer_one_refused() -> None:
+    from lambdas.lease.lease import Lease
+
+    # main's _lease_body, byte for byte: json.dumps of the holder and two isoformat() times
+    body = (b'{"holder": "arn:aws:states:eu-west-2:123456789012:execution:totesys:run-1", "acquired_at": '
+            b'"2026-12-01T17:32:16.202525+00:00", "expires_at": "2026-12-01T18:32:16.202525+00:00"}')  # fmt: skip
+
+    lease = Lease.parse(body, "lake")
+
+    assert lease.holder.endswith(":run-1") and lease.expires_at.isoformat() == "2026-12-01T18:32:16.202525+00:00"
+    assert Lease.parse(json.dumps(lease.dump()).encode(), "lake") == lease
+    with pytest.raises(NewerFormatError, match=r"the run lease s3://lake/_state/run-lease\.json is in format 3"):
+        Lease.parse(json.dumps({**lease.dump(), "format": 3}).encode(), "lake")
+    with pytest.raises(PipelineError, match="field 'expires_at' is missing"):
+        Lease.parse(b'{"holder": "x", "acquired_at": "2026-12-01T17:32:16+00:00"}', "lake")
