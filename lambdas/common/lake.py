@@ -22,6 +22,10 @@ Nothing read here is believed unchecked (docs/guarantees.md, "State that cannot 
 A deliberate rebuild (the repair) starts a new *epoch* of the log: a new log id, and a `base` batch that holds
 the whole table. Readers on an older epoch follow it from the base batch; any other change of log id is an error.
 Any violation raises StateError, which names the object and the repair command.
+
+Heads and manifests are stored through their models in lambdas/common/documents.py, which carry a format version:
+one written by an earlier release is upgraded as it is read, one written by a newer release is refused
+(NewerFormatError). S3 itself (get, put, Parquet footers) is lambdas/common/bucket.py, re-exported here.
 """
 
 from __future__ import annotations
