@@ -22,92 +22,39 @@ Nothing read here is believed unchecked (docs/guarantees.md, "State that cannot 
 A deliberate rebuild (the repair) starts a new *epoch* of the log: a new log id, and a `base` batch that holds
 the whole table. Readers on an older epoch follow it from the base batch; any other change of log id is an error.
 Any violation raises StateError, which names the object and the repair command.
+
+Heads and manifests are stored through their models in lambdas/common/documents.py, which carry a format version:
+one written by an earlier release is upgraded as it is read, one written by a newer release is refused
+(NewerFormatError). S3 itself (get, put, Parquet footers) is lambdas/common/bucket.py, re-exported here.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from typing import Any
 
-import boto3
 import pyarrow as pa
-import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
+from lambdas.common.bucket import Bucket, is_missing, s3_client
+from lambdas.common.documents import (
+    LENIENT_STAGES,
+    READER_DOCUMENTS,
+    Cursor,
+    Document,
+    HeadDocument,
+    ManifestDocument,
+    NewerFormatError,
+)
 from lambdas.common.errors import StateError
 from lambdas.common.keys import batch_prefix, head_key, manifest_key, new_id
 
-
-def _is_missing(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
-
-
-@lru_cache(maxsize=1)
-def s3_client() -> Any:
-    """One client per container: creating one costs ~0.1 s, and every stage touches S3 a dozen times."""
-    return boto3.client("s3")
-
-
-class Bucket:
-    """The few S3 operations the stages need, with Parquet and JSON (de)serialisation in one place."""
-
-    def __init__(self, name: str, client: Any | None = None) -> None:
-        self.name = name
-        self.s3 = client or s3_client()
-
-    def uri(self, key: str) -> str:
-        return f"s3://{self.name}/{key}"
-
-    def get_json(self, key: str) -> dict[str, Any] | None:
-        try:
-            body = self.s3.get_object(Bucket=self.name, Key=key)["Body"].read()
-        except ClientError as error:
-            if _is_missing(error):
-                return None
-            raise
-        return json.loads(body)
-
-    def put_json(self, key: str, value: dict[str, Any]) -> None:
-        body = json.dumps(value, indent=1, sort_keys=True, default=str).encode()
-        self.s3.put_object(Bucket=self.name, Key=key, Body=body, ContentType="application/json")
-
-    def put_parquet(self, key: str, table: pa.Table) -> None:
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
-        self.s3.put_object(
-            Bucket=self.name, Key=key, Body=sink.getvalue(), ContentType="application/vnd.apache.parquet"
-        )
-
-    def parquet_rows(self, key: str, *, tail: int = 64 * 1024) -> int:
-        """The row count a Parquet object's footer states, read with ranged GETs (the rows are not downloaded)."""
-        got = self.s3.get_object(Bucket=self.name, Key=key, Range=f"bytes=-{tail}")
-        end = got["Body"].read()
-        size = int(str(got.get("ContentRange", f"/{len(end)}")).rsplit("/", 1)[-1])
-        if len(end) < 8 or end[-4:] != b"PAR1":
-            raise pa.ArrowInvalid(f"{self.uri(key)} does not end as Parquet does")
-        footer = int.from_bytes(end[-8:-4], "little") + 8
-        if footer > size:
-            raise pa.ArrowInvalid(f"{self.uri(key)} states a footer longer than the object")
-        if footer > len(end):
-            got = self.s3.get_object(Bucket=self.name, Key=key, Range=f"bytes=-{footer}")
-            end = got["Body"].read()
-        # the footer alone, behind the 4-byte magic a reader expects at the start of a file
-        return pq.read_metadata(io.BytesIO(b"PAR1" + end[-footer:])).num_rows
-
-    def get_parquet(self, key: str, columns: Sequence[str] | None = None) -> pa.Table:
-        """The object as a table; with `columns`, only those of them it has (a reader that needs a few columns
-        of wide parts decodes only those; one that needs a column the part lacks says so itself)."""
-        body = self.s3.get_object(Bucket=self.name, Key=key)["Body"].read()
-        if columns is None:
-            return pq.read_table(io.BytesIO(body))
-        parquet = pq.ParquetFile(io.BytesIO(body))
-        present = set(parquet.schema_arrow.names)
-        return parquet.read(columns=[c for c in columns if c in present])
+# Importable from here as before the split (the stages and the local runner import them from lake).
+__all__ = ["Batch", "BatchLog", "Bucket", "Head", "ReaderState", "Reading", "concat", "s3_client"]
 
 
 @dataclass(frozen=True)
@@ -125,8 +72,11 @@ class Batch:
     prev: str | None = None  # the id of batch seq - 1 of the same epoch; None for an epoch's first batch
 
     def manifest(self) -> dict[str, Any]:
-        return {"table": self.table, "seq": self.seq, "parts": list(self.parts), "part_rows": list(self.part_rows),
-                "rows": self.rows, "meta": self.meta, "id": self.id, "log": self.log, "prev": self.prev}  # fmt: skip
+        """The stored manifest, in the current format."""
+        document = ManifestDocument(table=self.table, seq=self.seq, parts=list(self.parts), rows=self.rows,
+                                    part_rows=list(self.part_rows), meta=self.meta, id=self.id, log=self.log,
+                                    prev=self.prev)  # fmt: skip
+        return document.dump()
 
 
 @dataclass(frozen=True)
@@ -142,15 +92,19 @@ class Head:
     stored: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {**self.state, "seq": self.seq, "log": self.log, "base": self.base, "last": self.last,
-                "rebuilt": self.rebuilt}  # fmt: skip
+        """The stored head, in the current format: its own fields, and the stage's state beside them."""
+        return HeadDocument(**self.state, seq=self.seq, log=self.log, base=self.base, last=self.last,
+                            rebuilt=self.rebuilt).dump()  # fmt: skip
+
+    @staticmethod
+    def from_document(document: HeadDocument) -> Head:
+        """The head a stored (and validated) head document describes."""
+        return Head(document.seq, document.log, document.base, document.last, document.rebuilt, document.state,
+                    stored=True)  # fmt: skip
 
     def cursor(self) -> dict[str, Any]:
         """What a reader that has taken everything up to this head remembers."""
         return {"seq": self.seq, "log": self.log, "batch": self.last}
-
-
-_HEAD_FIELDS = ("seq", "log", "base", "last", "rebuilt")
 
 
 @dataclass(frozen=True)
@@ -193,20 +147,7 @@ class BatchLog:
         return Head() if raw is None else self._parse_head(raw)
 
     def _parse_head(self, raw: Any) -> Head:
-        try:
-            seq, log, base, last, rebuilt = (raw[k] for k in _HEAD_FIELDS)
-            valid = (
-                isinstance(seq, int) and seq >= 0 and isinstance(log, str) and log != ""
-                and isinstance(base, int) and 1 <= base <= seq + 1 and isinstance(rebuilt, bool)
-                and (isinstance(last, str) if seq >= base else last is None)
-            )  # fmt: skip
-        except (KeyError, TypeError):
-            valid = False
-        if not valid:
-            raise self.fail(f"the head {self.head_uri} is not a head this version wrote "
-                            f"(seq, log, base, last, rebuilt): {json.dumps(raw, default=str)[:300]}")  # fmt: skip
-        state = {k: v for k, v in raw.items() if k not in _HEAD_FIELDS}
-        return Head(seq, log, base, last, rebuilt, state, stored=True)
+        return Head.from_document(HeadDocument.load(raw, where=f"the head {self.head_uri}", fail=self.fail))
 
     def create(self, head: Head) -> None:
         """Store a new log's head (seq 0) before its first batch, so a lost head is never a fresh start."""
@@ -277,20 +218,17 @@ class BatchLog:
         if raw is None:
             raise self.fail(f"batch {seq} is committed but its manifest {self.bucket.uri(key)} is missing")
         prefix = batch_prefix(self.table, seq)
-        try:
-            counts = tuple(int(n) for n in raw["part_rows"])
-            batch = Batch(self.table, int(raw["seq"]), tuple(raw["parts"]), int(raw["rows"]), raw.get("meta") or {},
-                          counts, str(raw["id"]), str(raw["log"]), raw["prev"])  # fmt: skip
-        except (KeyError, TypeError, ValueError) as exc:
-            raise self.fail(f"the manifest {self.bucket.uri(key)} is unreadable ({exc!r})") from exc
+        stored = ManifestDocument.load(raw, where=f"the manifest {self.bucket.uri(key)}", fail=self.fail)
+        batch = Batch(self.table, stored.seq, tuple(stored.parts), stored.rows, stored.meta or {},
+                      tuple(stored.part_rows), stored.id, stored.log, stored.prev)  # fmt: skip
         problems = []
-        if batch.seq != seq or raw.get("table") != self.table:
-            problems.append(f"it describes {raw.get('table')!r} batch {batch.seq}")
+        if batch.seq != seq or stored.table != self.table:
+            problems.append(f"it describes {stored.table!r} batch {batch.seq}")
         if not batch.parts:
             problems.append("it lists no parts")
         if len(batch.part_rows) != len(batch.parts) or sum(batch.part_rows) != batch.rows or batch.rows <= 0:
             problems.append(f"its part row counts {list(batch.part_rows)} do not add up to its {batch.rows} rows")
-        if any(not (isinstance(p, str) and p.startswith(prefix) and p.endswith(".parquet")) for p in batch.parts):
+        if any(not (p.startswith(prefix) and p.endswith(".parquet")) for p in batch.parts):
             problems.append(f"it lists parts outside {prefix}")
         if batch.log != log:
             problems.append(f"it belongs to log {batch.log!r}, the head to {log!r}")
@@ -303,9 +241,7 @@ class BatchLog:
         head = self.head()
         if cursor is None:  # a new reader, or one whose cursor was lost: the current epoch holds everything
             start, expected, restarted = head.base, None, False
-        elif not (
-            isinstance(cursor, dict) and isinstance(cursor.get("seq"), int) and isinstance(cursor.get("log"), str)
-        ):
+        elif not _is_cursor(cursor):
             raise self.fail(f"the reader's cursor {json.dumps(cursor, default=str)[:200]} is not a cursor this version "
                             "wrote")  # fmt: skip
         elif cursor["log"] != head.log:
@@ -343,7 +279,7 @@ class BatchLog:
             try:
                 table = self.bucket.get_parquet(key, columns)
             except ClientError as error:
-                if _is_missing(error):
+                if is_missing(error):
                     raise self.fail(f"batch {batch.seq} lists {self.bucket.uri(key)}, which is missing") from error
                 raise
             except (pa.ArrowException, OSError) as error:
@@ -354,26 +290,51 @@ class BatchLog:
 
 
 class ReaderState:
-    """A reader's own state beside the log it reads (the load's cursor and warehouse): one JSON object, written
-    after the reader's work is durable, so a lost write only means the same batches are taken again."""
+    """A reader's own state beside the log it reads (the load's cursor and warehouse, a reconciliation's or a
+    verification's checkpoint): one document (documents.READER_DOCUMENTS), written after the reader's work is
+    durable, so a lost write only means the same batches are taken again."""
 
     def __init__(self, bucket: Bucket, stage: str, table: str, *, lineage: Iterable[str] = ()) -> None:
         self.bucket, self.stage, self.table = bucket, stage, table
         self.lineage = tuple(lineage) or (table,)
+        self.document: type[Document] = READER_DOCUMENTS[stage]
 
     @property
     def key(self) -> str:
         return head_key(self.stage, self.table)
 
+    def fail(self, problem: str) -> StateError:
+        return StateError(f"{self.stage} state of {self.table}: {problem}", tables=self.lineage)
+
     def read(self) -> dict[str, Any] | None:
+        """The stored state, upgraded to the current format and validated; None when there is none. A checkpoint
+        that does not validate is read as none (it only saves work); one from a newer release is refused."""
         raw = self.bucket.get_json(self.key)
-        if raw is not None and not isinstance(raw, dict):
-            raise StateError(f"{self.stage} state of {self.table}: {self.bucket.uri(self.key)} is not a JSON object",
-                             tables=self.lineage)  # fmt: skip
-        return raw
+        if raw is None:
+            return None
+        where = self.bucket.uri(self.key)
+        try:
+            return self.document.load(raw, where=where, fail=self.fail).content()
+        except NewerFormatError:
+            raise
+        except StateError:
+            if self.stage in LENIENT_STAGES:
+                return None
+            raise
 
     def commit(self, state: dict[str, Any]) -> None:
-        self.bucket.put_json(self.key, state)
+        """Store the state in the current format (checked against its document first: a writer's mistake fails
+        here, not in the next run's reader)."""
+        self.bucket.put_json(self.key, self.document.model_validate(state).dump())
+
+
+def _is_cursor(value: Any) -> bool:
+    """Whether a reader's remembered cursor has the shape of one (documents.Cursor)."""
+    try:
+        Cursor.model_validate(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def concat(tables: Iterable[pa.Table]) -> pa.Table | None:

@@ -1,5 +1,9 @@
 """Tables larger than one Lambda: a whole-table read split into key ranges, committed as one batch.
 
+Here are the three steps and why they extract every version exactly once. What they store and receive (the plan,
+the range manifests, the events) is lambdas/extract/plan.py; how a table is cut into ranges of about equal rows is
+lambdas/extract/ranges.py.
+
 One invocation must finish inside Lambda's 15 minutes. A whole-table read (a table's first extract, a
 `full_refresh`, a `repair`) of a table whose estimated rows exceed `EXTRACT_PARTITION_ROWS` is therefore done in
 three steps, each its own invocation of the extract function (statemachine/pipeline.asl.json):
@@ -49,13 +53,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
-from lambdas.common.db import database_identity, identifier
+from lambdas.common.db import database_identity
+from lambdas.common.documents import ManifestDocument
 from lambdas.common.errors import PipelineError, StateError
 from lambdas.common.keys import (
     batch_prefix,
     manifest_key,
     new_id,
-    plan_key,
     range_manifest_key,
     range_part_key,
     range_versions_key,
@@ -64,8 +68,28 @@ from lambdas.common.keys import (
 from lambdas.common.lake import BatchLog, Head
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
 from lambdas.extract.extractor import STAGE, ExtractResult, in_parts, starting_head
+from lambdas.extract.plan import (
+    ACTION_COMMIT,
+    ACTION_RANGE,
+    INT8,
+    PARTITIONED,
+    RANGE_EXTRACTED,
+    CommitRequest,
+    ExtractRangeRequest,
+    Plan,
+    PlanResult,
+    RangeBounds,
+    RangeManifest,
+    range_request,
+)
+from lambdas.extract.ranges import estimate_rows, key_quantiles, key_ranges
 from lambdas.extract.source import KeyIntervals, changed_rows, snapshot, source_clock, table_columns
 from lambdas.extract.watermark import TS, Watermark, advance
+
+# The plan's names, importable from here as before plan.py held them (the handler, the tests).
+__all__ = ["ACTION_COMMIT", "ACTION_RANGE", "PARTITIONED", "RANGE_EXTRACTED", "CommitRequest", "ExtractRangeRequest",
+           "Plan", "PlanResult", "RangeTask", "commit_plan", "extract_range", "key_quantiles", "key_ranges",
+           "plan_extract"]  # fmt: skip
 
 PARTITION_ROWS_ENV = "EXTRACT_PARTITION_ROWS"
 # Rows one range reads. One extract invocation read `payment`, the widest large table, at about 240,000 rows/s
@@ -75,14 +99,12 @@ PARTITION_ROWS_ENV = "EXTRACT_PARTITION_ROWS"
 DEFAULT_PARTITION_ROWS = 1_500_000
 # The ranges travel in the state machine's payload (256 KiB at most): a larger table gets wider ranges, not more.
 MAX_RANGES = 64
-PARTITIONED, RANGE_EXTRACTED = "partitioned", "range extracted"  # statuses of a plan's and a range's results
-ACTION_RANGE, ACTION_COMMIT = "extract_range", "commit"
-_INT8 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
 class RangeTask:
-    """An invocation of the partitioned path, after the plan: one range to read, or the plan to commit."""
+    """An invocation of the partitioned path, after the plan: one range to read, or the plan to commit (the
+    handler's view of plan.range_request)."""
 
     action: str
     plan: str
@@ -90,20 +112,13 @@ class RangeTask:
 
     @staticmethod
     def parse(event: dict[str, Any]) -> RangeTask | None:
-        """None for the usual event (no action: extract, or plan); an error for a malformed one."""
-        action = event.get("action")
-        if action is None:
+        """None for the usual event (no action: extract, or plan); a PipelineError for a malformed one."""
+        request = range_request(event)
+        if request is None:
             return None
-        if action not in (ACTION_RANGE, ACTION_COMMIT) or not isinstance(event.get("plan"), str):
-            raise PipelineError(f"expected an action {ACTION_RANGE!r} or {ACTION_COMMIT!r} with a plan, got "
-                                f"{event!r:.200}")  # fmt: skip
-        if action == ACTION_COMMIT:
-            return RangeTask(action, event["plan"])
-        item = event.get("range")
-        part = item.get("range") if isinstance(item, dict) else None
-        if not isinstance(part, int) or isinstance(part, bool):
-            raise PipelineError(f"expected a range like {{'range': 0, 'low': ..., 'high': ...}}, got {item!r:.200}")
-        return RangeTask(action, event["plan"], part)
+        if isinstance(request, ExtractRangeRequest):
+            return RangeTask(request.action, request.plan, request.range.range)
+        return RangeTask(request.action, request.plan)
 
 
 def partition_rows() -> int:
@@ -118,115 +133,23 @@ def partition_rows() -> int:
     return value
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What a partitioned extract fixed before any range ran; stored in S3, named by the state machine."""
-
-    table: str
-    seq: int
-    token: str
-    log: str  # the log id the batch belongs to (a new one for a repair)
-    base: int  # the first batch of that log's epoch
-    prev: str | None  # the head's last batch id when the plan was made (None: the epoch's first batch)
-    rebuilt: bool  # a repair: the plan starts a new epoch, whose head is written by the commit
-    full_refresh: bool
-    clock: datetime  # P, the source's clock at the plan
-    key: str
-    columns: list[list[str]]
-    ranges: list[tuple[int, int]]
-    identity: dict[str, Any]
-    lookback_seconds: float
-    rows_estimated: int
-
-    @property
-    def object_key(self) -> str:
-        return plan_key(self.table, self.seq, self.token)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"table": self.table, "seq": self.seq, "token": self.token, "log": self.log, "base": self.base,
-                "prev": self.prev, "rebuilt": self.rebuilt, "full_refresh": self.full_refresh,
-                "clock": self.clock.isoformat(), "key": self.key, "columns": self.columns,
-                "ranges": [list(r) for r in self.ranges], "identity": self.identity,
-                "lookback_seconds": self.lookback_seconds, "rows_estimated": self.rows_estimated}  # fmt: skip
-
-    @staticmethod
-    def read(log: BatchLog, key: str) -> Plan:
-        """The plan the state machine names, checked to be this table's plan."""
-        if not key.startswith(table_prefix(log.table)) or "/_plan-" not in key:
-            raise PipelineError(f"{key!r} is not a plan of {log.table}'s partitioned extract")
-        raw = log.bucket.get_json(key)
-        if raw is None:
-            raise PipelineError(f"the plan {log.bucket.uri(key)} of {log.table}'s partitioned extract is missing")
-        try:
-            plan = Plan(str(raw["table"]), int(raw["seq"]), str(raw["token"]), str(raw["log"]), int(raw["base"]),
-                        raw["prev"], bool(raw["rebuilt"]), bool(raw["full_refresh"]),
-                        datetime.fromisoformat(raw["clock"]), str(raw["key"]), [list(c) for c in raw["columns"]],
-                        [(int(lo), int(hi)) for lo, hi in raw["ranges"]], dict(raw["identity"]),
-                        float(raw["lookback_seconds"]), int(raw["rows_estimated"]))  # fmt: skip
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PipelineError(f"the plan {log.bucket.uri(key)} is unreadable ({exc!r})") from exc
-        if plan.table != log.table or plan.object_key != key or not isinstance(plan.prev, str | None):
-            raise PipelineError(f"the plan {log.bucket.uri(key)} describes {plan.table!r} batch {plan.seq}")
-        return plan
-
-    def epoch_head(self) -> Head:
-        """A repair's new epoch, as the plan started it (stored by the commit, with its first batch)."""
-        return Head(self.seq - 1, self.log, self.seq, None, True, {"source": self.identity})
+def read_plan(log: BatchLog, key: str) -> Plan:
+    """The plan the state machine names, validated, and checked to be this table's plan."""
+    if not key.startswith(table_prefix(log.table)) or "/_plan-" not in key:
+        raise PipelineError(f"{key!r} is not a plan of {log.table}'s partitioned extract")
+    where = f"the plan {log.bucket.uri(key)}"
+    raw = log.bucket.get_json(key)
+    if raw is None:
+        raise PipelineError(f"{where} of {log.table}'s partitioned extract is missing")
+    plan = Plan.load(raw, where=where, fail=PipelineError)
+    if plan.table != log.table or plan.object_key != key:
+        raise PipelineError(f"{where} describes {plan.table!r} batch {plan.seq}")
+    return plan
 
 
-def estimate_rows(con: pg8000.native.Connection, table: str, key: str) -> tuple[int, int | None, int | None]:
-    """(estimated rows, smallest key, largest key) for nothing: the planner's own estimate (pg_class.reltuples scaled
-    to the table's current size, as the planner scales it) and the key's ends through its index. A table never
-    analysed has no reltuples: the key span stands in (serial keys: an upper bound)."""
-    rows = con.run(
-        "SELECT c.reltuples::float8, c.relpages::int8, "
-        "pg_relation_size(c.oid) / current_setting('block_size')::int8 "
-        "FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(quote_ident(:table))",
-        table=table,
-    )
-    reltuples, relpages, pages = rows[0] if rows else (-1.0, 0, 0)
-    # S608: identifiers quoted by identifier(), no values
-    column = identifier(key)
-    low, high = con.run(f"SELECT min({column})::int8, max({column})::int8 FROM {identifier(table)}")[0]  # noqa: S608
-    if reltuples >= 0 and relpages > 0:
-        estimate = round(reltuples / relpages * pages)
-    elif reltuples >= 0 and pages == 0:
-        estimate = int(reltuples)
-    else:
-        estimate = 0 if low is None else high - low + 1
-    return estimate, low, high
-
-
-def key_quantiles(con: pg8000.native.Connection, table: str, key: str) -> list[int]:
-    """The key's histogram bounds from the planner's statistics (about 100 quantiles of the keys, readable with
-    SELECT on the table), so that ranges hold about as many rows each however the keys cluster; [] without them."""
-    rows = con.run(
-        "SELECT histogram_bounds::text FROM pg_catalog.pg_stats WHERE schemaname = current_schema() "
-        "AND tablename = :table AND attname = :key",
-        table=table,
-        key=key,
-    )
-    text = rows[0][0] if rows and rows[0][0] else "{}"
-    try:
-        return sorted({int(v) for v in text.strip("{}").split(",") if v})
-    except ValueError:
-        return []
-
-
-def key_ranges(low: int, high: int, count: int, quantiles: list[int] | None = None) -> list[tuple[int, int]]:
-    """`count` adjacent key intervals over [low, high], cut at the key's quantiles when known, else of equal width;
-    the first and last are open to every int8, so that together they hold every key, also one inserted after the
-    plan."""
-    count = max(1, min(count, high - low + 1))
-    inside = [q for q in quantiles or [] if low < q <= high]
-    if len(inside) >= count:
-        cuts = sorted({inside[round(len(inside) * n / count)] for n in range(1, count)})
-    else:
-        width = (high - low + 1) / count
-        cuts = [low + round(width * n) for n in range(1, count)]
-    lows = [_INT8[0], *cuts]
-    highs = [c - 1 for c in cuts] + [_INT8[1]]
-    return list(zip(lows, highs, strict=True))
+def epoch_head(plan: Plan) -> Head:
+    """A repair's new epoch, as the plan started it (stored by the commit, with its first batch)."""
+    return Head(plan.seq - 1, plan.log, plan.seq, None, True, {"source": plan.identity})
 
 
 def plan_extract(
@@ -264,21 +187,23 @@ def plan_extract(
     if not head.rebuilt:
         log.create(head)  # a log's head exists before any of its batches' objects (lake.py)
     signature = [[c.name, c.pg_type] for c in columns]
-    plan = Plan(table, head.seq + 1, new_id(), head.log, head.base, head.last, head.rebuilt, full_refresh, clock,
-                key, signature, ranges, identity, lookback.total_seconds(), estimate)  # fmt: skip
-    log.bucket.put_json(plan.object_key, plan.as_json())
+    plan = Plan(table=table, seq=head.seq + 1, token=new_id(), log=head.log, base=head.base, prev=head.last,
+                rebuilt=head.rebuilt, full_refresh=full_refresh, clock=clock, key=key, columns=signature,
+                ranges=ranges, identity=identity, lookback_seconds=lookback.total_seconds(),
+                rows_estimated=estimate)  # fmt: skip
+    log.bucket.put_json(plan.object_key, plan.dump())
     # the bounds are for the console (None: open); each range reads its bounds from the plan object
-    shown = [{"range": n, "low": None if lo == _INT8[0] else lo, "high": None if hi == _INT8[1] else hi}
+    shown = [RangeBounds(range=n, low=None if lo == INT8[0] else lo, high=None if hi == INT8[1] else hi)
              for n, (lo, hi) in enumerate(ranges)]  # fmt: skip
-    return {"table": table, "stage": STAGE, "status": PARTITIONED, "plan": plan.object_key, "batch": plan.seq,
-            "rows_estimated": estimate, "ranges": shown}  # fmt: skip
+    return PlanResult(table=table, stage=STAGE, plan=plan.object_key, batch=plan.seq, rows_estimated=estimate,
+                      ranges=shown).model_dump()  # fmt: skip
 
 
 def extract_range(
     con: pg8000.native.Connection, log: BatchLog, plan_object: str, part: int, *, part_rows: int = 500_000
 ) -> dict[str, Any]:
     """Read one key range of a plan in its own snapshot and write its parts, its versions and its range manifest."""
-    plan = Plan.read(log, plan_object)
+    plan = read_plan(log, plan_object)
     if not 0 <= part < len(plan.ranges):
         raise PipelineError(f"the plan {log.bucket.uri(plan_object)} has ranges 0 to {len(plan.ranges) - 1}, "
                             f"not {part}")  # fmt: skip
@@ -309,10 +234,10 @@ def extract_range(
     near = read.filter(pc.greater_equal(read["last_updated"], pa.scalar(bound, TS))) if bound else read
     versions_object = range_versions_key(plan.table, plan.seq, plan.token, part, attempt)
     log.bucket.put_parquet(versions_object, near)
-    log.bucket.put_json(range_manifest_key(plan.table, plan.seq, plan.token, part), {
-        "plan": plan.token, "range": part, "low": low, "high": high, "clock": clock.isoformat(),
-        "newest": newest.isoformat() if newest else None, "parts": keys, "part_rows": counts, "rows": sum(counts),
-        "versions": versions_object, "versions_rows": near.num_rows})  # fmt: skip
+    written = RangeManifest(plan=plan.token, range=part, low=low, high=high, clock=clock, newest=newest, parts=keys,
+                            part_rows=counts, rows=sum(counts), versions=versions_object,
+                            versions_rows=near.num_rows)  # fmt: skip
+    log.bucket.put_json(range_manifest_key(plan.table, plan.seq, plan.token, part), written.dump())
     return {"table": plan.table, "stage": STAGE, "status": RANGE_EXTRACTED, "range": part, "rows": sum(counts)}
 
 
@@ -333,19 +258,17 @@ def _range_output(log: BatchLog, plan: Plan, part: int) -> _RangeOutput:
     if raw is None:
         raise PipelineError(f"{plan.table}: key range {part} of the plan {log.bucket.uri(plan.object_key)} has no "
                             f"range manifest ({where}): it never finished; re-run the table")  # fmt: skip
+    stored = RangeManifest.load(raw, where=f"{plan.table}: the range manifest {where}", fail=PipelineError)
     prefix = f"{batch_prefix(plan.table, plan.seq)}part-{plan.token}-r{part:04d}-"
     try:
-        output = _RangeOutput(datetime.fromisoformat(raw["clock"]),
-                              datetime.fromisoformat(raw["newest"]) if raw["newest"] else None,
-                              [str(p) for p in raw["parts"]], [int(n) for n in raw["part_rows"]],
-                              log.bucket.get_parquet(str(raw["versions"])))  # fmt: skip
-        fits = (raw["plan"] == plan.token and raw["range"] == part
-                and [raw["low"], raw["high"]] == list(plan.ranges[part])
-                and len(output.parts) == len(output.part_rows) and sum(output.part_rows) == raw["rows"]
-                and output.versions.num_rows == raw["versions_rows"]
-                and all(p.startswith(prefix) and p.endswith(".parquet") for p in output.parts))  # fmt: skip
-    except (KeyError, TypeError, ValueError, ClientError, pa.ArrowException, OSError) as exc:
+        versions = log.bucket.get_parquet(stored.versions)
+    except (ClientError, pa.ArrowException, OSError) as exc:
         raise PipelineError(f"{plan.table}: the range manifest {where} cannot be read ({exc!r})") from exc
+    output = _RangeOutput(stored.clock, stored.newest, stored.parts, stored.part_rows, versions)
+    fits = (stored.plan == plan.token and stored.range == part and (stored.low, stored.high) == plan.ranges[part]
+            and len(output.parts) == len(output.part_rows) and sum(output.part_rows) == stored.rows
+            and output.versions.num_rows == stored.versions_rows
+            and all(p.startswith(prefix) and p.endswith(".parquet") for p in output.parts))  # fmt: skip
     if not fits:
         raise PipelineError(f"{plan.table}: the range manifest {where} does not describe range {part} of the "
                             f"plan {log.bucket.uri(plan.object_key)} (its plan, bounds, parts or counts "
@@ -378,6 +301,14 @@ def _committed(log: BatchLog, plan: Plan) -> ExtractResult | None:
                          ranges=len(plan.ranges))  # fmt: skip
 
 
+def _plan_of(log: BatchLog, seq: int) -> str | None:
+    """The plan whose commit wrote the manifest of batch ``seq`` (None: not a partitioned batch)."""
+    key = manifest_key(log.table, seq)
+    stored = ManifestDocument.load(log.bucket.get_json(key), where=f"the manifest {log.bucket.uri(key)}", fail=log.fail)
+    found = (stored.meta or {}).get(PARTITIONED)
+    return found.get("plan") if isinstance(found, dict) else None
+
+
 def _unmoved_head(log: BatchLog, plan: Plan) -> Head:
     """The head the plan's batch follows. It must still be where the plan found it: anything else committed in
     between fails loudly (the plan's batch number would overwrite that batch)."""
@@ -385,10 +316,9 @@ def _unmoved_head(log: BatchLog, plan: Plan) -> Head:
     if plan.rebuilt:
         written = log.last_written()
         if written == plan.seq - 1:
-            return plan.epoch_head()
-        theirs = log.bucket.get_json(manifest_key(plan.table, plan.seq)) or {}
-        if written == plan.seq and (theirs.get("meta") or {}).get(PARTITIONED, {}).get("plan") == plan.object_key:
-            return plan.epoch_head()  # this plan's own manifest, from a commit that stopped before the head
+            return epoch_head(plan)
+        if written == plan.seq and _plan_of(log, plan.seq) == plan.object_key:
+            return epoch_head(plan)  # this plan's own manifest, from a commit that stopped before the head
         raise PipelineError(f"{plan.table}: batch {written} of the log was written after {where} was made: another "
                             f"extract ran in between; its objects stay unreferenced; re-run the repair")  # fmt: skip
     head = log.head()
@@ -405,7 +335,7 @@ def _unmoved_head(log: BatchLog, plan: Plan) -> Head:
 
 def commit_plan(log: BatchLog, plan_object: str) -> ExtractResult:
     """Validate every range's output, then write the batch manifest and, last, the head with the watermark."""
-    plan = Plan.read(log, plan_object)
+    plan = read_plan(log, plan_object)
     done = _committed(log, plan)
     if done is not None:
         return done

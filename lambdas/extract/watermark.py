@@ -16,9 +16,37 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from lambdas.common.documents import problem
 
 TS = pa.timestamp("us")
 _TS = TS
+
+
+class SeenVersions(BaseModel):
+    """The versions already extracted near the watermark, as two parallel lists."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: list[int] = []
+    last_updated: list[datetime] = []
+
+    @model_validator(mode="after")
+    def _paired(self) -> SeenVersions:
+        if len(self.key) != len(self.last_updated):
+            raise ValueError(f"{len(self.key)} keys but {len(self.last_updated)} last_updated values")
+        return self
+
+
+class WatermarkState(BaseModel):
+    """The watermark's part of the extract head (lambdas/common/documents.HeadDocument, whose format it shares):
+    the watermark and the versions seen near it. Other fields of the head's state are not its concern."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    watermark: datetime | None = None
+    seen: SeenVersions = SeenVersions()
 
 
 @dataclass(frozen=True)
@@ -34,22 +62,18 @@ class Watermark:
 
     @staticmethod
     def from_state(state: dict[str, Any]) -> Watermark:
-        if not state.get("watermark"):
+        """The watermark an extract head's state holds; a ValueError naming the field that cannot be read."""
+        try:
+            stored = WatermarkState.model_validate(state)
+        except ValidationError as error:
+            raise ValueError(problem(error)) from None
+        if stored.watermark is None:
             return Watermark.empty()
-        seen = state.get("seen", {"key": [], "last_updated": []})
-        return Watermark(
-            datetime.fromisoformat(state["watermark"]),
-            _keys_table(seen["key"], [datetime.fromisoformat(v) for v in seen["last_updated"]]),
-        )
+        return Watermark(stored.watermark, _keys_table(stored.seen.key, stored.seen.last_updated))
 
     def to_state(self) -> dict[str, Any]:
-        return {
-            "watermark": self.value.isoformat() if self.value else None,
-            "seen": {
-                "key": self.seen["key"].to_pylist(),
-                "last_updated": [v.isoformat() for v in self.seen["last_updated"].to_pylist()],
-            },
-        }
+        seen = SeenVersions(key=self.seen["key"].to_pylist(), last_updated=self.seen["last_updated"].to_pylist())
+        return WatermarkState(watermark=self.value, seen=seen).model_dump(mode="json")
 
     def window_start(self, lookback: timedelta) -> datetime | None:
         return None if self.value is None else self.value - lookback

@@ -17,7 +17,21 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from lambdas.common.documents import Document
+from lambdas.common.errors import PipelineError
 from lambdas.common.keys import lease_key
+
+
+class Lease(Document):
+    """The lease object (lambdas/common/documents.py: format 1, without the field, is read; a newer one refused)."""
+
+    holder: str
+    acquired_at: datetime
+    expires_at: datetime
+
+    @staticmethod
+    def parse(body: bytes, bucket: str) -> Lease:
+        return Lease.load(json.loads(body), where=f"the run lease s3://{bucket}/{lease_key()}", fail=PipelineError)
 
 
 @dataclass(frozen=True)
@@ -35,9 +49,7 @@ def _code(error: ClientError) -> str:
 
 
 def _lease_body(execution_id: str, now: datetime, ttl: timedelta) -> bytes:
-    return json.dumps(
-        {"holder": execution_id, "acquired_at": now.isoformat(), "expires_at": (now + ttl).isoformat()}
-    ).encode()
+    return json.dumps(Lease(holder=execution_id, acquired_at=now, expires_at=now + ttl).dump()).encode()
 
 
 def acquire(
@@ -57,11 +69,11 @@ def acquire(
         if _code(error) in ("NoSuchKey", "404"):  # released between our two requests: try once more
             return acquire(s3, bucket, execution_id, now=now, ttl=ttl, is_running=is_running)
         raise
-    lease = json.loads(current["Body"].read())
-    holder = str(lease.get("holder", ""))
+    lease = Lease.parse(current["Body"].read(), bucket)
+    holder = lease.holder
     if holder == execution_id:
         return LeaseResult(True, holder, "this execution already holds the lease (redriven)")
-    if now < datetime.fromisoformat(lease["expires_at"]) and is_running(holder):
+    if now < lease.expires_at and is_running(holder):
         return LeaseResult(False, holder, f"another run is in progress: {holder}")
     try:
         s3.put_object(Bucket=bucket, Key=lease_key(), Body=body, IfMatch=current["ETag"])
@@ -80,7 +92,7 @@ def release(s3: Any, bucket: str, execution_id: str) -> bool:
         if _code(error) in ("NoSuchKey", "404"):
             return False
         raise
-    if json.loads(current["Body"].read()).get("holder") != execution_id:
+    if Lease.parse(current["Body"].read(), bucket).holder != execution_id:
         return False
     try:
         s3.delete_object(Bucket=bucket, Key=lease_key(), IfMatch=current["ETag"])

@@ -26,8 +26,10 @@ import pg8000.native
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+from pydantic import ValidationError
 
 from lambdas.common.db import identifier
+from lambdas.common.documents import HeldEntry, NewerFormatError, problem
 from lambdas.common.errors import PipelineError
 from lambdas.common.keys import held_key
 from lambdas.common.lake import Bucket, concat
@@ -283,16 +285,33 @@ def _sample(rows: pa.Table, key: list[str]) -> list[dict[str, object]]:
             for row in picked]  # fmt: skip
 
 
-# The held set's format, in its entry of the load head. Format 1 (no "format" entry, written up to issue 20) read
-# the held rows back from PostgreSQL as CSV with the reader's default null markers: a text value such as `NA`,
-# `N/A`, `nan`, `NULL` or '' may have become NULL. Format 2 takes the rows from the staged Arrow parts.
+# The held set's format, in its entry of the load cursor (documents.HeldEntry). Format 1 (no "format" entry,
+# written up to issue 20) read the held rows back from PostgreSQL as CSV with the reader's default null markers: a
+# text value such as `NA`, `N/A`, `nan`, `NULL` or '' may have become NULL. Format 2 takes the rows from the staged
+# Arrow parts. Its migration needs the processed log (`migrate`, called by the load), so it is not a step of the
+# load cursor's own format (lambdas/common/documents.py), which only reads the entry.
 FORMAT = 2
+
+
+def entry(head: dict[str, object]) -> HeldEntry | None:
+    """The held set the load cursor names, checked: None when nothing is held; a PipelineError naming the field
+    when the entry cannot be read, a NewerFormatError when a newer release wrote the held set."""
+    raw = head.get("held")
+    if not raw:
+        return None
+    try:
+        found = HeldEntry.model_validate(raw)
+    except ValidationError as error:
+        raise PipelineError(f"load head has an unreadable 'held' entry ({problem(error)})") from error
+    if found.format > FORMAT:
+        raise NewerFormatError(f"the held set {found.key}", found.format, FORMAT)
+    return found
 
 
 def is_typed(head: dict[str, object]) -> bool:
     """Whether the held set the head names was written in the current format."""
-    entry = head.get("held")
-    return not isinstance(entry, dict) or entry.get("format") == FORMAT
+    found = entry(head)
+    return found is None or found.format == FORMAT
 
 
 @dataclass(frozen=True)
@@ -324,12 +343,8 @@ def migrate(previous: pa.Table, key: list[str], history: Callable[[], Iterable[p
 
 def read(bucket: Bucket, head: dict[str, object]) -> pa.Table | None:
     """The held set the committed load head names, if any."""
-    held = head.get("held")
-    if not held:
-        return None
-    if not isinstance(held, dict) or not isinstance(held.get("key"), str):
-        raise PipelineError(f"load head has an unreadable 'held' entry: {held!r:.200}")
-    return bucket.get_parquet(held["key"])
+    found = entry(head)
+    return None if found is None else bucket.get_parquet(found.key)
 
 
 def write(bucket: Bucket, table: str, seq: int, settled: Settled) -> dict[str, object] | None:
@@ -338,4 +353,4 @@ def write(bucket: Bucket, table: str, seq: int, settled: Settled) -> dict[str, o
         return None
     key = held_key(table, seq)
     bucket.put_parquet(key, settled.held)
-    return {"key": key, "rows": settled.rows, "format": FORMAT}
+    return HeldEntry(key=key, rows=settled.rows, format=FORMAT).model_dump()
