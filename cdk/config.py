@@ -80,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "extract_partition_rows": DEFAULT_PARTITION_ROWS,
     "held_stuck_after_seconds": DEFAULT_STUCK_AFTER_SECONDS,
     "tracing": True,
+    "dashboard": False,  # the CloudWatch dashboard, $3 a month beyond an account's first three (docs/cost.md)
     "vpc_id": None,
     "subnet_ids": [],
     "security_group_ids": [],
@@ -162,6 +163,7 @@ class PipelineConfig:
     extract_partition_rows: int
     held_stuck_after_seconds: int
     tracing: bool
+    dashboard: bool = False
     network: DatabaseNetwork | None
     retention: LakeRetention
     route_table_ids: tuple[str, ...] = ()  # non-empty: the VPC endpoints are created (context vpc_endpoints)
@@ -244,6 +246,7 @@ class PipelineConfig:
             value("held_stuck_after_seconds"), "held_stuck_after_seconds", errors, minimum=300, maximum=2_592_000
         )
         tracing = _boolean(value("tracing"), "tracing", errors)
+        dashboard = _boolean(value("dashboard"), "dashboard", errors)
         reserve = _boolean(value("reserve_extract_concurrency"), "reserve_extract_concurrency", errors)
         network = _network(value("vpc_id"), value("subnet_ids"), value("security_group_ids"), errors)
         route_tables = _endpoints(value("vpc_endpoints"), value("route_table_ids"), value("vpc_id"), errors)
@@ -278,6 +281,7 @@ class PipelineConfig:
             extract_partition_rows=partition_rows,
             held_stuck_after_seconds=stuck_after,
             tracing=tracing,
+            dashboard=dashboard,
             network=network,
             route_table_ids=route_tables,
             retention=lake,
