@@ -294,7 +294,7 @@ class Monitoring(Construct):
                 query_definition_name=f"{self._prefix}/{title}",
                 query_string=logs.QueryString(
                     filter_statements=[line.removeprefix("filter ") for line in lines if line.startswith("filter ")],
-                    stats=next(line.removeprefix("stats ") for line in lines if line.startswith("stats ")),
+                    stats_statements=[line.removeprefix("stats ") for line in lines if line.startswith("stats ")],
                 ),
                 log_groups=[log_group],
             )
