@@ -53,7 +53,7 @@ def behind_seconds(run: dict[str, Any], *, now: datetime) -> dict[str, float]:
     returned, else what its plan read: with_known_state).
 
     A fact whose warehouse table is still empty while its source has changes is behind by at least the age of
-    the newest change (`now`, on the source's clock taken as UTC, as SourceLagSeconds does).
+    the newest change (`now`, on the source's clock taken as UTC, as the load's source_lag_seconds does).
     """
     run = with_known_state(run)
     watermarks = {
