@@ -269,7 +269,7 @@ class Monitoring(Construct):
             "Facts behind the changes extracted (seconds, maximum; alarm above 30 minutes)": (
                 functions.report.log_group,
                 [
-                    f"filter ispresent({BEHIND_METRIC})",
+                    "filter " + " or ".join(f"ispresent(behind_seconds.{fact})" for fact in fact_tables),
                     "stats "
                     + ", ".join(f"max(behind_seconds.{fact}) as {fact}" for fact in fact_tables)
                     + " by bin(5m)",
@@ -277,14 +277,11 @@ class Monitoring(Construct):
             ),
             "Drift found by reconciliations, per table": (
                 functions.extract.log_group,
-                [f"filter ispresent({SOURCE_DRIFT_METRIC})", f"stats sum({SOURCE_DRIFT_METRIC}) by table, bin(1h)"],
+                ["filter ispresent(drift_rows)", "stats sum(drift_rows) by table, bin(1h)"],
             ),
             "Warehouse rows restored by reconciliations, per table": (
                 functions.load.log_group,
-                [
-                    f"filter ispresent({WAREHOUSE_DRIFT_METRIC})",
-                    f"stats sum({WAREHOUSE_DRIFT_METRIC}) by table, bin(1h)",
-                ],
+                ["filter ispresent(rows_restored)", "stats sum(rows_restored) by table, bin(1h)"],
             ),
         }
         for number, (title, (log_group, lines)) in enumerate(found.items()):

@@ -131,7 +131,7 @@ def drift_metrics(table: str, found: dict[str, Any]) -> list[EphemeralMetrics]:
 
     A series is billed by the hours in which it is published ($0.30 a month each, docs/cost.md): a clean
     reconciliation publishes nothing, and the alarm treats a missing value as no drift. Which table drifted is in
-    the record's `table` property and in the "the source and the lake differed" log line (Logs Insights).
+    the record's `table` and `drift_rows` properties and in the "the source and the lake differed" log line.
     """
     rows = sum(int(found.get(k, 0)) for k in ("rows_changed", "rows_missing", "rows_deleted"))
     if not rows:
@@ -139,4 +139,5 @@ def drift_metrics(table: str, found: dict[str, Any]) -> list[EphemeralMetrics]:
     total = EphemeralMetrics()
     total.add_metric("DriftRows", MetricUnit.Count, rows)
     total.add_metadata("table", table)
+    total.add_metadata("drift_rows", rows)  # a scalar for Logs Insights (the metric's own field is a list)
     return [total]

@@ -90,4 +90,5 @@ def drift_metrics(verified: VerifyResult | None) -> list[EphemeralMetrics]:
     total = EphemeralMetrics()
     total.add_metric(DRIFT_METRIC, MetricUnit.Count, verified.restored)
     total.add_metadata("table", verified.table)
+    total.add_metadata("rows_restored", verified.restored)  # a scalar for Logs Insights (the metric's is a list)
     return [total]

@@ -189,9 +189,9 @@ def test_the_detail_per_table_is_in_saved_log_queries_not_metric_series(synthesi
     for fact in FACTS:
         assert f"max(behind_seconds.{fact}) as {fact}" in behind["QueryString"]
     drift = queries["Drift found by reconciliations, per table"]
-    assert "stats sum(DriftRows) by table" in drift["QueryString"] and drift["LogGroupNames"] == log_group("extract")
+    assert "stats sum(drift_rows) by table" in drift["QueryString"] and drift["LogGroupNames"] == log_group("extract")
     restored = queries["Warehouse rows restored by reconciliations, per table"]
-    assert "stats sum(WarehouseDriftRows) by table" in restored["QueryString"]
+    assert "stats sum(rows_restored) by table" in restored["QueryString"]
 
 
 def dashboard_widgets(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
