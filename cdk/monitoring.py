@@ -1,4 +1,5 @@
-"""Alerting and observability: the alerts topic, the alarms on the pipeline, and its dashboard."""
+"""Alerting and observability: the alerts topic, the alarms on the pipeline, its saved log queries and the opt-in
+dashboard."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ PERIOD = Duration.minutes(5)
 # What lambdas/extract/handler.py's drift_metrics publishes (that module is too heavy for the CDK app to import;
 # tests/cdk/test_cdk_alarms_fire.py holds the two together).
 SOURCE_DRIFT_METRIC = "DriftRows"
-# The freshness alarm fires when no load succeeded for this long (six scheduled runs at the default rate).
+# The freshness alarm fires when no run succeeded for this long (six scheduled runs at the default rate).
 FRESHNESS_PERIOD = Duration.minutes(30)
 # The warehouse may trail the changes extracted by this much (fact rows held a while for a dimension row that
 # arrives in a later run) before that is news; in SUSTAINED_PERIODS consecutive periods, i.e. several runs.
