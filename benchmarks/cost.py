@@ -122,7 +122,7 @@ class Resources:
     secrets: int
 
 
-RESOURCES = Resources(run_series=4, metric_series=4, reconcile_series=24, alarms=19, dashboards=1, secrets=2)
+RESOURCES = Resources(run_series=1, metric_series=0, reconcile_series=2, alarms=8, dashboards=0, secrets=2)
 
 
 @dataclass(frozen=True)

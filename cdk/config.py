@@ -512,6 +512,12 @@ class PipelineConfig(BaseModel):
         '`stage` annotations (`annotation.table = "sales_order"` in the X-Ray console) and subsegments around its '
         "PostgreSQL and S3 work",
     )
+    dashboard: Flag = _setting(
+        False,
+        "`true` creates the CloudWatch dashboard `<stack>-pipeline` (output `DashboardName`): $3 a month beyond an "
+        "account's first three dashboards; the alarms, the saved queries and the consoles show the same without it "
+        "([operations](operations.md#the-dashboard))",
+    )
     network: DatabaseNetwork | None = None
     vpc_endpoints: Flag = _setting(
         False,

@@ -1,4 +1,5 @@
-"""Alerting and observability: the alerts topic, the alarms on the pipeline, and its dashboard."""
+"""Alerting and observability: the alerts topic, the alarms on the pipeline, its saved log queries and the opt-in
+dashboard."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
@@ -19,12 +21,15 @@ from lambdas.load.verify import DRIFT_METRIC as WAREHOUSE_DRIFT_METRIC
 from lambdas.report.freshness import BEHIND_METRIC
 
 PERIOD = Duration.minutes(5)
-# The freshness alarm fires when no load succeeded for this long (six scheduled runs at the default rate).
+# What lambdas/extract/handler.py's drift_metrics publishes (that module is too heavy for the CDK app to import;
+# tests/cdk/test_cdk_alarms_fire.py holds the two together).
+SOURCE_DRIFT_METRIC = "DriftRows"
+# The freshness alarm fires when no run succeeded for this long (six scheduled runs at the default rate).
 FRESHNESS_PERIOD = Duration.minutes(30)
 # The warehouse may trail the changes extracted by this much (fact rows held a while for a dimension row that
 # arrives in a later run) before that is news; in SUSTAINED_PERIODS consecutive periods, i.e. several runs.
 BEHIND_THRESHOLD = Duration.minutes(30)
-# Throttling is only alarming when it persists: single throttles are retried by the workflow.
+# The warehouse must trail for this many consecutive 5-minute periods before WarehouseBehind fires.
 SUSTAINED_PERIODS = 3
 
 Alarm = cloudwatch.Alarm
@@ -48,11 +53,21 @@ class AlertTopic(Construct):
 
 
 class Monitoring(Construct):
-    """Alarms on the workflow and functions it watches, notifying ``topic``, and a CloudWatch dashboard.
+    """The alarms an operator acts on, notifying ``topic``; the saved Logs Insights queries; optionally a dashboard.
 
-    Alarms on events (a failed, timed-out, aborted or throttled execution; a function error) notify when they
-    fire only: their return to OK just means that the next period had none. Alarms on conditions (no
-    successful load for 30 minutes; throttling for 15 minutes) also notify when they clear.
+    One alarm per failure that no other alarm catches (docs/operations.md#alarms says what each is for and why the
+    others went): every Task's error ends in a failed run (Catch, then the report's ``Pipeline failed``), so
+    ExecutionsFailed stands for the per-function error alarms, except the plan's, whose failure the run survives
+    by planning every table. Throttles that the workflow's retries absorb only slow a run; those it cannot absorb
+    fail it or time it out.
+
+    Alarms on events (a failed or timed-out execution, a plan that failed, drift found) notify when they fire only:
+    their return to OK just means that the next period had none. Alarms on conditions (no successful run for 30
+    minutes, facts behind, rows held too long) also notify when they clear.
+
+    The custom metrics are one series per alarm (a series costs $0.30 a month for every hour it is published,
+    docs/cost.md); the detail per table is in log lines, which the saved queries (free) and the dashboard read.
+    The dashboard costs $3 a month beyond an account's first three: it is created only with ``dashboard=True``.
     """
 
     def __init__(
@@ -64,6 +79,7 @@ class Monitoring(Construct):
         functions: PipelineFunctions,
         topic: sns.ITopic,
         fact_tables: Sequence[str],
+        dashboard: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self._prefix = Stack.of(self).stack_name
@@ -75,46 +91,26 @@ class Monitoring(Construct):
             "ExecutionsFailed",
             state_machine.metric_failed(period=PERIOD, statistic=cloudwatch.Stats.SUM),
             "A pipeline execution failed: the report e-mail (or the execution's 'Pipeline failed' cause in the "
-            "Step Functions console) names each failed table and the input that re-runs it.",
+            "Step Functions console) names each failed table and the input that re-runs it. Every function's "
+            "error that retries did not absorb ends here (the lease, a table's extract, transform or load, the "
+            "report).",
         )
         self.executions_timed_out_alarm = self._event_alarm(
             "ExecutionsTimedOut",
             state_machine.metric_timed_out(period=PERIOD, statistic=cloudwatch.Stats.SUM),
-            "A pipeline execution ran past the TimeoutSeconds of pipeline.asl.json and was stopped; "
-            "redrive it, or let the next scheduled run continue from the committed heads.",
+            "A pipeline execution ran past the TimeoutSeconds of pipeline.asl.json and was stopped: something hung "
+            "(a lock, a connection, throttling the retries kept waiting on). While it ran, the scheduled runs found "
+            "the lease taken and succeeded without work, so WarehouseStale could not see it. Redrive it, or let the "
+            "next scheduled run continue from the committed heads.",
         )
-        self.executions_aborted_alarm = self._event_alarm(
-            "ExecutionsAborted",
-            state_machine.metric_aborted(period=PERIOD, statistic=cloudwatch.Stats.SUM),
-            "A pipeline execution was stopped by hand or by a deployment.",
+        self.plan_failed_alarm = self._event_alarm(
+            "ExtractErrors",
+            functions.extract.metric_errors(period=PERIOD, statistic=cloudwatch.Stats.SUM),
+            "The extract function raised. What only this alarm sees: a run whose plan failed (the change signals, "
+            "heads or cursors could not be read) falls back to every table and may then succeed, at the cost of "
+            "a full run each time; the plan's error is in the execution's $.plan.error and the extract's log. An "
+            "error of a table's extract that retries did not absorb also fails the run (ExecutionsFailed).",
         )
-        self.executions_throttled_alarm = self._event_alarm(
-            "ExecutionsThrottled",
-            state_machine.metric_throttled(period=PERIOD, statistic=cloudwatch.Stats.SUM),
-            "Step Functions throttled the pipeline's state transitions or executions.",
-        )
-
-        for stage, function in functions.by_stage.items():
-            self._event_alarm(
-                f"{stage.capitalize()}Errors",
-                function.metric_errors(period=PERIOD, statistic=cloudwatch.Stats.SUM),
-                f"The {stage} function raised; retried errors count too, so check whether the execution then "
-                "succeeded before acting.",
-            )
-            self._condition_alarm(
-                f"{stage.capitalize()}Throttles",
-                function.metric_throttles(period=PERIOD, statistic=cloudwatch.Stats.SUM),
-                f"The {stage} function was throttled in each of the last {SUSTAINED_PERIODS} 5-minute periods"
-                + (
-                    ": runs overlap and wait for the max_source_connections totesys connections."
-                    if function is functions.extract
-                    else ": the account's Lambda concurrency is exhausted."
-                ),
-                threshold=1,
-                comparison=GE,
-                evaluation_periods=SUSTAINED_PERIODS,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            )
 
         # Step Functions' own metric (no charge): a run with nothing to do succeeds without touching the warehouse,
         # so "a load succeeded" would call a quiet source stale; WarehouseBehind tells loads that do not catch up.
@@ -122,8 +118,8 @@ class Monitoring(Construct):
         self.freshness_alarm = self._condition_alarm(
             "WarehouseStale",
             self.runs_succeeded,
-            "No pipeline run succeeded in the last 30 minutes: the schedule is disabled, or runs fail or hang, and the "
-            "warehouse is falling behind totesys.",
+            "No pipeline run succeeded in the last 30 minutes: the schedule is disabled, or runs fail, are stopped, "
+            "throttled or hang, and the warehouse is falling behind totesys.",
             threshold=1,
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             evaluation_periods=1,
@@ -143,11 +139,11 @@ class Monitoring(Construct):
             f"A fact in the warehouse has trailed the newest totesys change the extract has seen by more than "
             f"{BEHIND_THRESHOLD.to_minutes():g} minutes, in each of the last {SUSTAINED_PERIODS} 5-minute periods, "
             "although runs report success: changes are extracted and not loaded (a transform or load that writes "
-            "nothing, or fact rows held back). The WarehouseBehindSeconds graph names the fact; a quiet source keeps "
-            "it at zero. It counts from the extract: a change the change signal has not counted yet (its writer "
-            "has not flushed its statistics: up to 10 s, or while it stays inside a transaction) is not seen "
-            "until the forced scan, EXTRACT_SIGNAL_MAX_AGE_SECONDS plus one schedule interval at most, and is "
-            "not part of this measure (docs/guarantees.md).",
+            "nothing, or fact rows held back). The report's behind_seconds (saved query 'facts behind') names the "
+            "fact; a quiet source keeps it at zero. It counts from the extract: a change the change signal has not "
+            "counted yet (its writer has not flushed its statistics: up to 10 s, or while it stays inside a "
+            "transaction) is not seen until the forced scan, EXTRACT_SIGNAL_MAX_AGE_SECONDS plus one schedule "
+            "interval at most, and is not part of this measure (docs/guarantees.md).",
             threshold=BEHIND_THRESHOLD.to_seconds(),
             comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=SUSTAINED_PERIODS,
@@ -156,7 +152,7 @@ class Monitoring(Construct):
 
         self.drift_rows = cloudwatch.Metric(
             namespace=METRICS_NAMESPACE,
-            metric_name="DriftRows",
+            metric_name=SOURCE_DRIFT_METRIC,
             dimensions_map={"service": service_name("extract")},
             statistic=cloudwatch.Stats.SUM,
             period=PERIOD,
@@ -204,7 +200,8 @@ class Monitoring(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
-        self.dashboard = self._dashboard(workflow, functions, fact_tables)
+        self.queries = self._saved_queries(functions, fact_tables)
+        self.dashboard = self._dashboard(workflow, functions) if dashboard else None
 
     def _event_alarm(self, name: str, metric: cloudwatch.IMetric, description: str) -> Alarm:
         alarm = Alarm(
@@ -249,26 +246,62 @@ class Monitoring(Construct):
         self.alarms.append(alarm)
         return alarm
 
-    def _dashboard(
-        self,
-        workflow: Workflow,
-        functions: PipelineFunctions,
-        fact_tables: Sequence[str],
-    ) -> cloudwatch.Dashboard:
+    def _saved_queries(
+        self, functions: PipelineFunctions, fact_tables: Sequence[str]
+    ) -> dict[str, tuple[logs.ILogGroup, list[str]]]:
+        """The per-table detail as Logs Insights queries, saved in the console (free): what the metric series per
+        table showed before they were cut. The dashboard shows the same queries."""
+        found = {
+            "Rows loaded per warehouse table": (
+                functions.load.log_group,
+                ['filter message = "loaded"', "stats sum(rows_written) by table, bin(5m)"],
+            ),
+            "Fact rows held back for a missing dimension row (maximum)": (
+                functions.load.log_group,
+                ['filter message = "loaded" and ispresent(rows_held)', "stats max(rows_held) by table, bin(5m)"],
+            ),
+            "Source lag of the loaded facts (seconds, maximum)": (
+                functions.load.log_group,
+                [
+                    'filter message = "loaded" and ispresent(source_lag_seconds)',
+                    "stats max(source_lag_seconds) by table, bin(5m)",
+                ],
+            ),
+            "Facts behind the changes extracted (seconds, maximum; alarm above 30 minutes)": (
+                functions.report.log_group,
+                [
+                    "filter " + " or ".join(f"ispresent(behind_seconds.{fact})" for fact in fact_tables),
+                    "stats "
+                    + ", ".join(f"max(behind_seconds.{fact}) as {fact}" for fact in fact_tables)
+                    + " by bin(5m)",
+                ],
+            ),
+            "Drift found by reconciliations, per table": (
+                functions.extract.log_group,
+                ["filter ispresent(drift_rows)", "stats sum(drift_rows) by table, bin(1h)"],
+            ),
+            "Warehouse rows restored by reconciliations, per table": (
+                functions.load.log_group,
+                ["filter ispresent(rows_restored)", "stats sum(rows_restored) by table, bin(1h)"],
+            ),
+        }
+        for number, (title, (log_group, lines)) in enumerate(found.items()):
+            logs.QueryDefinition(
+                self,
+                f"Query{number}",
+                query_definition_name=f"{self._prefix}/{title}",
+                query_string=logs.QueryString(
+                    filter_statements=[line.removeprefix("filter ") for line in lines if line.startswith("filter ")],
+                    stats_statements=[line.removeprefix("stats ") for line in lines if line.startswith("stats ")],
+                ),
+                log_groups=[log_group],
+            )
+        return found
+
+    def _dashboard(self, workflow: Workflow, functions: PipelineFunctions) -> cloudwatch.Dashboard:
         state_machine = workflow.state_machine
         sum_5m = {"period": PERIOD, "statistic": cloudwatch.Stats.SUM}
         stages = functions.by_stage
-        load_service = service_name("load")
-
-        def source_lag(table: str) -> cloudwatch.Metric:
-            return cloudwatch.Metric(
-                namespace=METRICS_NAMESPACE,
-                metric_name="SourceLagSeconds",
-                dimensions_map={"service": load_service, "table": table},
-                label=table,
-                period=PERIOD,
-                statistic=cloudwatch.Stats.MAXIMUM,
-            )
 
         def per_stage(metric: str, statistic: str) -> list[cloudwatch.IMetric]:
             return [
@@ -276,6 +309,13 @@ class Monitoring(Construct):
                 for stage, function in stages.items()
             ]
 
+        def query(title: str, view: cloudwatch.LogQueryVisualizationType) -> cloudwatch.LogQueryWidget:
+            log_group, lines = self.queries[title]
+            return cloudwatch.LogQueryWidget(
+                title=title, log_group_names=[log_group.log_group_name], query_lines=lines, view=view, width=12
+            )
+
+        line, stacked = cloudwatch.LogQueryVisualizationType.LINE, cloudwatch.LogQueryVisualizationType.STACKEDAREA
         dashboard = cloudwatch.Dashboard(
             self,
             "Dashboard",
@@ -318,34 +358,11 @@ class Monitoring(Construct):
             ),
         )
         dashboard.add_widgets(
-            # From the load's "loaded" log lines, not a metric series per table ($0.30 a month each, docs/cost.md).
-            cloudwatch.LogQueryWidget(
-                title="Rows loaded per warehouse table",
-                log_group_names=[functions.load.log_group.log_group_name],
-                query_lines=[
-                    'filter message = "loaded"',
-                    "stats sum(rows_written) by table, bin(5m)",
-                ],
-                view=cloudwatch.LogQueryVisualizationType.STACKEDAREA,
-                width=12,
-            ),
-            cloudwatch.GraphWidget(
-                title="Source lag of the loaded facts (seconds, maximum)",
-                left=[source_lag(table) for table in fact_tables],
-                width=12,
-            ),
+            query("Rows loaded per warehouse table", stacked),
+            query("Source lag of the loaded facts (seconds, maximum)", line),
         )
         dashboard.add_widgets(
-            cloudwatch.LogQueryWidget(
-                title="Fact rows held back for a missing dimension row (maximum)",
-                log_group_names=[functions.load.log_group.log_group_name],
-                query_lines=[
-                    'filter message = "loaded" and ispresent(rows_held)',
-                    "stats max(rows_held) by table, bin(5m)",
-                ],
-                view=cloudwatch.LogQueryVisualizationType.LINE,
-                width=12,
-            ),
+            query("Fact rows held back for a missing dimension row (maximum)", line),
             cloudwatch.GraphWidget(
                 title="Fact rows held for too long (maximum; alarm at 1)",
                 left=[self.stuck_held_rows.with_(label="stuck")],
@@ -353,23 +370,14 @@ class Monitoring(Construct):
             ),
         )
         dashboard.add_widgets(
+            query("Facts behind the changes extracted (seconds, maximum; alarm above 30 minutes)", line),
             cloudwatch.GraphWidget(
-                title="Facts behind the changes extracted (seconds, maximum; alarm above 30 minutes)",
-                left=[
-                    cloudwatch.Metric(
-                        namespace=METRICS_NAMESPACE,
-                        metric_name=BEHIND_METRIC,
-                        dimensions_map={"service": service_name("report"), "table": table},
-                        label=table,
-                        period=PERIOD,
-                        statistic=cloudwatch.Stats.MAXIMUM,
-                    )
-                    for table in fact_tables
-                ],
+                title="The worst fact behind (the alarm's series)",
+                left=[self.warehouse_behind.with_(label="worst fact")],
                 left_annotations=[
                     cloudwatch.HorizontalAnnotation(value=BEHIND_THRESHOLD.to_seconds(), label="alarm threshold")
                 ],
-                width=24,
+                width=12,
             ),
         )
         dashboard.add_widgets(cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24))

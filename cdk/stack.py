@@ -174,6 +174,7 @@ class PipelineStack(Stack):
             functions=self.functions,
             topic=self.alerts.topic,
             fact_tables=FACTS,
+            dashboard=config.dashboard,
         )
         # QuickSight over the warehouse, only with a principal to share it with (it needs a subscription).
         self.quicksight = (
@@ -463,8 +464,9 @@ class PipelineStack(Stack):
             "StateMachineArn": self.workflow.state_machine.state_machine_arn,
             "AlertTopicArn": self.alerts.topic.topic_arn,
             "OperatorsPolicyArn": self.operators_policy.managed_policy_arn,
-            "DashboardName": self.monitoring.dashboard.dashboard_name,
         }
+        if self.monitoring.dashboard:
+            outputs["DashboardName"] = self.monitoring.dashboard.dashboard_name
         if self.quicksight:
             outputs["QuickSightDashboardId"] = self.quicksight.dashboard.dashboard_id
         for name, value in outputs.items():

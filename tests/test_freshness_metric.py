@@ -67,14 +67,22 @@ def test_facts_whose_source_was_not_extracted_or_whose_load_failed_are_not_measu
     assert behind_seconds(run, now=NOW) == {}
 
 
-def test_each_fact_is_published_with_its_table_and_once_without_for_the_alarm() -> None:
+def test_one_series_carries_the_worst_fact_for_the_alarm_and_each_fact_as_a_property() -> None:
+    """A series per fact costs $0.30 a month each (docs/cost.md): the dashboard reads the facts from the record."""
     sets = [m.serialize_metric_set() for m in freshness_metrics({"fact_sales_order": 60.0, "fact_payment": 0.0})]
 
-    assert [(s.get("table"), s[BEHIND_METRIC]) for s in sets] == [
-        ("fact_sales_order", [60.0]), (None, [60.0]), ("fact_payment", [0.0]), (None, [0.0])]  # fmt: skip
-    assert all(s["service"] == "totesys-report" for s in sets)
-    assert sets[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
-    assert sets[1]["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": BEHIND_METRIC, "Unit": "Seconds"}]
+    (record,) = sets
+    assert record[BEHIND_METRIC] == [60.0], "the alarm reads the worst fact"
+    assert record["behind_seconds"] == {"fact_sales_order": 60.0, "fact_payment": 0.0}
+    assert record["service"] == "totesys-report" and "table" not in record
+    assert record["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+    assert record["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": BEHIND_METRIC, "Unit": "Seconds"}]
+
+
+def test_a_quiet_source_still_publishes_its_zero_and_a_run_that_measured_nothing_publishes_nothing() -> None:
+    (quiet,) = [m.serialize_metric_set() for m in freshness_metrics(dict.fromkeys(("fact_payment",), 0.0))]
+    assert quiet[BEHIND_METRIC] == [0.0]
+    assert freshness_metrics({}) == []
 
 
 def stage_results(outcome: runner.RunOutcome) -> dict[str, Any]:

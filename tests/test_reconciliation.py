@@ -97,13 +97,14 @@ def test_the_local_command_exits_3_when_reconciliation_found_drift_and_0_when_no
     assert small.warehouse_sql("SELECT email_address FROM dim_staff WHERE staff_id = 1") == [["moved@example.com"]]
 
 
-def test_drift_is_published_per_table_and_in_total_for_the_alarm(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_drift_is_published_in_total_for_the_alarm_only_when_there_is_some(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "TotesysEtl")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "totesys-extract")
 
-    per_table, total = (m.serialize_metric_set() for m in drift_metrics(
+    (total,) = (m.serialize_metric_set() for m in drift_metrics(
         "design", {"rows_changed": 46, "rows_missing": 2, "rows_deleted": 1}))  # fmt: skip
 
-    assert per_table["table"] == "design" and per_table["DriftRows"] == [49.0]
     assert total["DriftRows"] == [49.0]
     assert total["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+    assert (total["table"], total["drift_rows"]) == ("design", 49), "properties (Logs Insights), not a series per table"
+    assert drift_metrics("design", {"rows_changed": 0, "rows_missing": 0, "rows_deleted": 0}) == []

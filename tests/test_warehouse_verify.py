@@ -137,14 +137,16 @@ def test_the_local_command_exits_3_when_it_restored_warehouse_rows_and_0_when_no
     assert small.differences() == {}
 
 
-def test_restored_rows_are_published_per_table_and_in_total_for_the_alarm(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_restored_rows_are_published_in_total_for_the_alarm_only_when_there_are_some(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "TotesysEtl")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "totesys-load")
 
     found = VerifyResult("dim_staff", 3, 1, rows_missing=1, rows_changed=2, rows_not_in_lake=5)
-    per_table, total = (m.serialize_metric_set() for m in drift_metrics(found))
+    (total,) = (m.serialize_metric_set() for m in drift_metrics(found))
 
-    assert per_table["table"] == "dim_staff" and per_table["WarehouseDriftRows"] == [3.0]
     assert total["WarehouseDriftRows"] == [3.0]
     assert total["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
-    assert drift_metrics(None) == []
+    assert (total["table"], total["rows_restored"]) == ("dim_staff", 3), "properties (Logs Insights), not series"
+    assert drift_metrics(None) == [] and drift_metrics(VerifyResult("dim_staff")) == []

@@ -51,7 +51,11 @@ __all__ = [
 ]
 
 
-SECRET_MAX_AGE_SECONDS = 300  # how long a container trusts its copy of a secret before asking again
+# How long a container trusts its copy of a secret before asking again. Rotation does not wait for it: a refused
+# login reads the secret at once (connect_with_secret), and an alternating-users rotation leaves the previous
+# login valid until the next rotation (4 hours at the most frequent). An hour spares Secrets Manager a call per
+# warm container and run (every 5 minutes) and bounds how long a moved host goes unseen (docs/operations.md).
+SECRET_MAX_AGE_SECONDS = 3600
 
 
 _PROVIDER_LOCK = threading.Lock()

@@ -22,26 +22,30 @@ logger = Logger()
 
 
 def metrics_for(result: LoadResult, *, now: datetime) -> list[EphemeralMetrics]:
-    """What the alarms and the dashboard watch of a fact: its lag behind the source (per fact, a dashboard graph)
-    and the rows held too long (per service: the alarm's metric, one alarm for every fact).
+    """`StuckHeldRows` (one series for every fact: the alarm's), published only when a fact has rows held for too
+    long; the table is a property of the record.
 
-    A metric series costs $0.30 a month (docs/cost.md), so only what a graph or an alarm reads is published: the
-    rows each load wrote and held are in its "loaded" log line, which the dashboard queries. The source's timestamps are
-    taken as UTC. Namespace and service come from the environment (POWERTOOLS_METRICS_NAMESPACE,
-    POWERTOOLS_SERVICE_NAME). Ephemeral, per invocation: nothing is shared between invocations that run at the
-    same time in one process (as in the local runner).
+    A metric series is billed by the hours in which it is published ($0.30 a month each, docs/cost.md), so only
+    what an alarm reads is a series, and only when there is something to tell: the alarm treats a missing value as
+    nothing stuck. What the dashboard graphs (rows written and held, the source lag) is in the "loaded" log line,
+    which Logs Insights queries (source_lag_seconds). Namespace and service come from the environment
+    (POWERTOOLS_METRICS_NAMESPACE, POWERTOOLS_SERVICE_NAME). Ephemeral, per invocation: nothing is shared between
+    invocations that run at the same time in one process (as in the local runner).
     """
-    if result.table not in FACTS:
+    if result.table not in FACTS or not result.kept.stuck:
         return []
-    service = EphemeralMetrics()
-    service.add_metric(STUCK_ROWS_METRIC, MetricUnit.Count, result.kept.stuck)
-    if result.newest_change is None:
-        return [service]
-    per_table = EphemeralMetrics()
-    per_table.add_dimension("table", result.table)
-    lag = (now.replace(tzinfo=None) - result.newest_change).total_seconds()
-    per_table.add_metric("SourceLagSeconds", MetricUnit.Seconds, max(lag, 0.0))
-    return [service, per_table]
+    stuck = EphemeralMetrics()
+    stuck.add_metric(STUCK_ROWS_METRIC, MetricUnit.Count, result.kept.stuck)
+    stuck.add_metadata("table", result.table)
+    return [stuck]
+
+
+def source_lag(result: LoadResult, *, now: datetime) -> dict[str, float]:
+    """`source_lag_seconds` of a fact's "loaded" log line: how old the newest change it loaded is (the source's
+    timestamps taken as UTC); nothing for a dimension or a load without changes."""
+    if result.table not in FACTS or result.newest_change is None:
+        return {}
+    return {"source_lag_seconds": max((now.replace(tzinfo=None) - result.newest_change).total_seconds(), 0.0)}
 
 
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
@@ -66,9 +70,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
                     verified = verify_table(con, Bucket(env("PROCESSED_BUCKET")), request.table)
         finally:
             con.close()
-    for metric_set in metrics_for(result, now=datetime.now(UTC)) + drift_metrics(verified):
+    now = datetime.now(UTC)
+    for metric_set in metrics_for(result, now=now) + drift_metrics(verified):
         metric_set.flush_metrics()
-    logger.info("loaded", extra=result.as_dict())
+    logger.info("loaded", extra={**result.as_dict(), **source_lag(result, now=now)})
     if verified is not None and verified.restored:
         logger.warning("the warehouse differed from the lake; restored", extra={"verified": verified.as_dict()})
     if result.kept.stuck:
@@ -78,12 +83,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
 
 
 def drift_metrics(verified: VerifyResult | None) -> list[EphemeralMetrics]:
-    """`WarehouseDriftRows`: warehouse rows restored from the lake, per table and in all (the alarm's metric)."""
-    if verified is None:
+    """`WarehouseDriftRows`: warehouse rows restored from the lake, published only when there are some, as one
+    series for the whole load (the alarm's), the table a property of the record (see extract's drift_metrics)."""
+    if verified is None or not verified.restored:
         return []
-    per_table = EphemeralMetrics()
-    per_table.add_dimension("table", verified.table)
-    per_table.add_metric(DRIFT_METRIC, MetricUnit.Count, verified.restored)
     total = EphemeralMetrics()
     total.add_metric(DRIFT_METRIC, MetricUnit.Count, verified.restored)
-    return [per_table, total]
+    total.add_metadata("table", verified.table)
+    total.add_metadata("rows_restored", verified.restored)  # a scalar for Logs Insights (the metric's is a list)
+    return [total]

@@ -53,6 +53,7 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "extract_partition_rows": 0,
     "held_stuck_after_seconds": 7200,
     "tracing": "false",
+    "dashboard": "true",
     "log_retention_days": 90,
     "noncurrent_version_expiration_days": 30,
     "data_transition_days": 60,

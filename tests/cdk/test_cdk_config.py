@@ -57,6 +57,7 @@ def test_cdk_json_context_gives_the_defaults(context: dict[str, Any]) -> None:
     assert config.extract_signal_max_age_seconds == 3600
     assert config.held_stuck_after_seconds == 86400
     assert config.tracing is True
+    assert config.dashboard is False, "opt-in: $3 a month (docs/operations.md#the-dashboard)"
     assert config.network is None
     assert config.retention.noncurrent_version_expiration_days == 90
     assert config.retention.data_transition_days == 90
@@ -77,6 +78,7 @@ def test_cli_strings_are_accepted() -> None:
     assert config.schedule_input == {"tables": ["sales_order", "staff"]}
     assert config.max_source_connections == 2
     assert config.tracing is False
+    assert config.dashboard is True
     assert config.network == DatabaseNetwork(
         vpc_id="vpc-0123456789abcdef0",
         subnet_ids=("subnet-0123456789abcdef0", "subnet-0123456789abcdef1"),
@@ -136,6 +138,7 @@ def test_an_empty_table_list_means_every_table() -> None:
         ({"held_stuck_after_seconds": 60}, "held_stuck_after_seconds 60 must be at least 300"),
         ({"held_stuck_after_seconds": 3_000_000}, "held_stuck_after_seconds 3000000 must be at most 2592000"),
         ({"tracing": "yes"}, "tracing 'yes' must be true or false"),
+        ({"dashboard": "please"}, "dashboard 'please' must be true or false"),
         ({"vpc_id": "vpc-0123456789abcdef0"}, "vpc_id is set, so subnet_ids must list the private subnets"),
         (
             {"vpc_id": "vpc-0123456789abcdef0", "subnet_ids": ["subnet-0123456789abcdef0"]},

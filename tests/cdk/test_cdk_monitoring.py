@@ -1,4 +1,5 @@
-"""Alerts: the TLS-only topic and its e-mails, every alarm's metric, threshold and actions, and the dashboard."""
+"""Alerts: the TLS-only topic and its e-mails, every alarm's metric, threshold and actions, the saved log queries
+and the opt-in dashboard. Whether each alarm fires on its failure: test_cdk_alarms_fire.py."""
 
 from __future__ import annotations
 
@@ -59,15 +60,10 @@ def test_execution_alarms_notify_the_topic_when_they_fire(synthesized: Synthesiz
     topic = synthesized.topic_id()
     found = alarms(synthesized)
 
-    for name, metric in (
-        ("ExecutionsFailed", "ExecutionsFailed"),
-        ("ExecutionsTimedOut", "ExecutionsTimedOut"),
-        ("ExecutionsAborted", "ExecutionsAborted"),
-        ("ExecutionsThrottled", "ExecutionThrottled"),
-    ):
+    for name in ("ExecutionsFailed", "ExecutionsTimedOut"):
         alarm = found[name]
         assert alarm["Namespace"] == "AWS/States"
-        assert alarm["MetricName"] == metric
+        assert alarm["MetricName"] == name
         assert alarm["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": logical}}]
         assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 300, 1)
         assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
@@ -76,22 +72,22 @@ def test_execution_alarms_notify_the_topic_when_they_fire(synthesized: Synthesiz
         assert "OKActions" not in alarm, "an event alarm's return to OK says nothing"
 
 
-def test_every_function_has_an_errors_and_a_sustained_throttles_alarm(synthesized: Synthesized) -> None:
+def test_the_one_function_error_alarm_is_the_extracts_for_the_plan_whose_failure_a_run_survives(
+    synthesized: Synthesized,
+) -> None:
+    """Every other function's error that retries do not absorb fails the run (ExecutionsFailed): a Task without a
+    Catch fails the execution, and a table's Catch ends in the report's 'Pipeline failed'. The plan's Catch plans
+    every table instead, and the run may succeed: only the extract's Errors metric sees it."""
     topic = synthesized.topic_id()
-    found = alarms(synthesized)
+    alarm = alarms(synthesized)["ExtractErrors"]
 
-    for stage, logical in synthesized.function_ids().items():
-        errors, throttles = found[f"{stage.capitalize()}Errors"], found[f"{stage.capitalize()}Throttles"]
-        for alarm, metric in ((errors, "Errors"), (throttles, "Throttles")):
-            assert alarm["Namespace"] == "AWS/Lambda"
-            assert alarm["MetricName"] == metric
-            assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": logical}}]
-            assert (alarm["Statistic"], alarm["Period"]) == ("Sum", 300)
-            assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
-            assert alarm["TreatMissingData"] == "notBreaching"
-            assert alarm["AlarmActions"] == [{"Ref": topic}]
-        assert errors["EvaluationPeriods"] == 1 and "OKActions" not in errors
-        assert throttles["EvaluationPeriods"] == 3 and throttles["OKActions"] == [{"Ref": topic}]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": synthesized.function_ids()["extract"]}}]
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 300, 1)
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert alarm["AlarmActions"] == [{"Ref": topic}] and "OKActions" not in alarm
+    assert "plan" in alarm["AlarmDescription"]
 
 
 def test_freshness_alarm_fires_when_no_run_succeeded_for_30_minutes(synthesized: Synthesized) -> None:
@@ -146,22 +142,56 @@ def test_a_fact_row_held_past_its_configured_age_fires_an_alarm_until_it_loads(s
 
 
 def test_there_are_exactly_these_alarms(synthesized: Synthesized) -> None:
-    stages = [stage.capitalize() for stage in synthesized.function_ids()]
-    assert stages == ["Extract", "Transform", "Load", "Report", "Lease"]
-    assert len(alarms(synthesized)) == 19, "docs/deploy.md counts them"
+    """One per failure no other alarm catches (docs/operations.md#alarms); each is $0.10 a month, ten are free."""
     assert set(alarms(synthesized)) == {
-        "SourceDrift",
-        "WarehouseDrift",
         "ExecutionsFailed",
         "ExecutionsTimedOut",
-        "ExecutionsAborted",
-        "ExecutionsThrottled",
+        "ExtractErrors",
         "WarehouseStale",
         "WarehouseBehind",
+        "SourceDrift",
+        "WarehouseDrift",
         "HeldFactRowsStuck",
-        *(f"{stage}Errors" for stage in stages),
-        *(f"{stage}Throttles" for stage in stages),
+    }, "docs/deploy.md and docs/operations.md name them"
+
+
+def test_there_is_no_dashboard_unless_asked_for(synthesized: Synthesized, variant: Synthesized) -> None:
+    """$3 a month beyond an account's first three: opt-in with the context value dashboard=true (docs/cost.md)."""
+    synthesized.template.resource_count_is("AWS::CloudWatch::Dashboard", 0)
+    assert "DashboardName" not in synthesized.template_json.get("Outputs", {})
+    variant.template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
+    assert "DashboardName" in variant.template_json["Outputs"]
+
+
+def saved_queries(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
+    return {
+        q["Properties"]["Name"].removeprefix("TotesysEtl/"): q["Properties"]
+        for q in synthesized.resources("AWS::Logs::QueryDefinition").values()
     }
+
+
+def test_the_detail_per_table_is_in_saved_log_queries_not_metric_series(synthesized: Synthesized) -> None:
+    """Saved Logs Insights queries are free; a metric series per table costs $0.30 a month each."""
+    ids = synthesized.function_ids()
+    queries = saved_queries(synthesized)
+
+    def log_group(stage: str) -> list[Any]:
+        return [synthesized.properties(ids[stage])["LoggingConfig"]["LogGroup"]]
+
+    rows = queries["Rows loaded per warehouse table"]
+    assert "stats sum(rows_written) by table" in rows["QueryString"] and rows["LogGroupNames"] == log_group("load")
+    lag = queries["Source lag of the loaded facts (seconds, maximum)"]
+    assert "stats max(source_lag_seconds) by table" in lag["QueryString"] and lag["LogGroupNames"] == log_group("load")
+    held = queries["Fact rows held back for a missing dimension row (maximum)"]
+    assert "stats max(rows_held) by table" in held["QueryString"]
+    behind = queries["Facts behind the changes extracted (seconds, maximum; alarm above 30 minutes)"]
+    assert behind["LogGroupNames"] == log_group("report")
+    for fact in FACTS:
+        assert f"max(behind_seconds.{fact}) as {fact}" in behind["QueryString"]
+    drift = queries["Drift found by reconciliations, per table"]
+    assert "stats sum(drift_rows) by table" in drift["QueryString"] and drift["LogGroupNames"] == log_group("extract")
+    restored = queries["Warehouse rows restored by reconciliations, per table"]
+    assert "stats sum(rows_restored) by table" in restored["QueryString"]
 
 
 def dashboard_widgets(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
@@ -174,10 +204,10 @@ def metric_rows(widget: dict[str, Any]) -> list[list[Any]]:
     return [[part for part in row if not isinstance(part, dict)] for row in widget.get("metrics", [])]
 
 
-def test_dashboard_shows_executions_durations_rows_errors_and_alarms(synthesized: Synthesized) -> None:
-    logical, _ = synthesized.state_machine()
-    ids = synthesized.function_ids()
-    widgets = dashboard_widgets(synthesized)
+def test_dashboard_shows_executions_durations_rows_errors_and_alarms(variant: Synthesized) -> None:
+    logical, _ = variant.state_machine()
+    ids = variant.function_ids()
+    widgets = dashboard_widgets(variant)
 
     executions = metric_rows(widgets["Executions"])
     for metric in ("ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed"):
@@ -191,21 +221,28 @@ def test_dashboard_shows_executions_durations_rows_errors_and_alarms(synthesized
         assert ["AWS/Lambda", "Errors", "FunctionName", f"<ref:{i}>"] in errors
         assert ["AWS/Lambda", "Throttles", "FunctionName", f"<ref:{i}>"] in errors
 
+    load_logs = rendered(variant.properties(ids["load"])["LoggingConfig"]["LogGroup"])
+    report_logs = rendered(variant.properties(ids["report"])["LoggingConfig"]["LogGroup"])
+    for title, query in saved_queries(variant).items():  # the saved queries, except the reconciliation's
+        if title in widgets:
+            assert query["QueryString"].splitlines()[-1] in widgets[title]["query"], title
     rows = widgets["Rows loaded per warehouse table"]  # the load's log lines: no metric series per table
     assert rows["region"] and "stats sum(rows_written) by table" in rows["query"]
-    load_logs = rendered(synthesized.properties(ids["load"])["LoggingConfig"]["LogGroup"])
     assert f"SOURCE '{load_logs}'" in rows["query"]
-    lag = metric_rows(widgets["Source lag of the loaded facts (seconds, maximum)"])
-    assert lag == [["TotesysEtl", "SourceLagSeconds", "service", "totesys-load", "table", t] for t in FACTS]
-    behind = metric_rows(widgets["Facts behind the changes extracted (seconds, maximum; alarm above 30 minutes)"])
-    assert behind == [["TotesysEtl", BEHIND_METRIC, "service", "totesys-report", "table", t] for t in FACTS]
+    lag = widgets["Source lag of the loaded facts (seconds, maximum)"]
+    assert "stats max(source_lag_seconds) by table" in lag["query"] and f"SOURCE '{load_logs}'" in lag["query"]
+    behind = widgets["Facts behind the changes extracted (seconds, maximum; alarm above 30 minutes)"]
+    assert f"SOURCE '{report_logs}'" in behind["query"]
+    assert all(f"max(behind_seconds.{fact})" in behind["query"] for fact in FACTS)
+    worst = metric_rows(widgets["The worst fact behind (the alarm's series)"])
+    assert worst == [["TotesysEtl", BEHIND_METRIC, "service", "totesys-report"]]
     held = widgets["Fact rows held back for a missing dimension row (maximum)"]  # the load's log lines
     assert "stats max(rows_held) by table" in held["query"] and f"SOURCE '{load_logs}'" in held["query"]
     stuck = metric_rows(widgets["Fact rows held for too long (maximum; alarm at 1)"])
     assert stuck == [["TotesysEtl", STUCK_ROWS_METRIC, "service", "totesys-load"]]
 
     alarm_widget = widgets["Alarms"]
-    assert len(alarm_widget["alarms"]) == len(synthesized.resources("AWS::CloudWatch::Alarm"))
+    assert len(alarm_widget["alarms"]) == len(variant.resources("AWS::CloudWatch::Alarm"))
     assert all(re.match(r"^<ref:Monitoring\w+Alarm\w+\.Arn>$", a) for a in alarm_widget["alarms"])
 
 
