@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lambdas.extract.run_plan import ACTION_PLAN
-from statemachine.local import sandbox
+from statemachine.local import iam, sandbox
 from statemachine.local.deployment import ACCOUNT, LOCAL_FUNCTION_NAMES, REGION, Deployment
 from statemachine.local.lake import LakeMirror
 
@@ -126,8 +126,8 @@ class Dispatcher:
 
     def _invoke(self, function: Any, payload: dict[str, Any]) -> tuple[bool, dict[str, Any], dict[str, int]]:
         name = function.function_name
-        if not sandbox.allows(self.deployment.state_machine_statements, "lambda:InvokeFunction", function.function_arn):
-            message = sandbox.denial(f"state machine {self.deployment.state_machine_name}", "lambda:InvokeFunction",
+        if not iam.allows(self.deployment.state_machine_statements, "lambda:InvokeFunction", function.function_arn):
+            message = iam.denial(f"state machine {self.deployment.state_machine_name}", "lambda:InvokeFunction",
                                      function.function_arn)  # fmt: skip
             return False, {"errorType": "AccessDeniedException", "errorMessage": message}, {}
         try:
