@@ -48,7 +48,7 @@ from statemachine.local.deployment import (
     synthesized_deployment,
     topic_arn,
 )
-from statemachine.local.dispatch import FUNCTIONS, STAGE_OF, Dispatcher, Invocation, load_handlers, step_of
+from statemachine.local.dispatch import FUNCTIONS, PLAN_STAGE, STAGE_OF, Dispatcher, Invocation, load_handlers, step_of
 from statemachine.local.dispatch import LambdaContext as _Context
 from statemachine.local.lake import LakeMirror
 from statemachine.local.redact import Redacting
@@ -57,9 +57,11 @@ __all__ = [
     "FUNCTIONS",
     "INGESTION_BUCKET",
     "LOCAL_FUNCTION_NAMES",
+    "PLAN_STAGE",
     "PROCESSED_BUCKET",
     "REGION",
     "STAGE_OF",
+    "Dispatcher",
     "Invocation",
     "LocalPipeline",
     "RunOutcome",
