@@ -110,7 +110,7 @@ def connection_options(
         "application_name": application_name,
         "timeout": connect_timeout,
         "ssl_context": False,
-        # pg8000 follows the server's encoding; the pipeline's text is exact only in UTF-8 (bulk.py says why)
+        # pg8000 follows the server's encoding; the pipeline's text is exact only in UTF-8 (libpq.py says why)
         "startup_params": {"client_encoding": CLIENT_ENCODING},
     }
     if host.startswith("/"):  # a unix-socket directory, as in libpq: no TLS
