@@ -29,6 +29,7 @@ from analytics import WAREHOUSE_DSN_ENV, dashboard_path, remembered_warehouse
 from analytics.datasets import DATA_SETS, DataSet, fetch
 from lambdas.common.db import PASSWORD_ENV, connect, credentials_from_dsn, where
 from lambdas.common.errors import PipelineError, TransientError
+from localdb import embedded
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 69
 
@@ -183,16 +184,13 @@ def draw(dsn: str | None, lake_dir: Path, out: Path) -> Path:
         except ValueError as exc:
             raise DashboardError(f"--warehouse-dsn: {exc}", EXIT_USAGE) from None
         return _built(credentials, out, source=label(credentials))
-    from statemachine.local import postgres
-
     data_dir = lake_dir / "postgres"
     if not (data_dir / "PG_VERSION").is_file():
         raise DashboardError(f"No warehouse for {lake_dir}: `make run` makes and fills it (or give --warehouse-dsn "
                              f"or {WAREHOUSE_DSN_ENV})", EXIT_FAILED)  # fmt: skip
-    server = postgres.start(data_dir)
+    server = embedded.start(data_dir)
     try:
-        admin = {**server.admin, "dbname": "postgres"}
-        if not _exists(admin, "warehouse"):
+        if not embedded.database_exists(server.admin, "warehouse"):
             raise DashboardError(f"No warehouse in {lake_dir} yet: `make run` makes and fills it.", EXIT_FAILED)
         return _built(server.credentials("warehouse"), out, source="the local run's embedded PostgreSQL")
     finally:
@@ -204,14 +202,6 @@ def label(credentials: Mapping[str, Any]) -> str:
     (a socket directory) nor a password."""
     host = str(credentials["host"])
     return f"database {credentials.get('dbname')!r} on " + ("this machine" if host.startswith("/") else host)
-
-
-def _exists(admin: dict[str, Any], database: str) -> bool:
-    con = connect(admin)
-    try:
-        return bool(con.run("SELECT 1 FROM pg_database WHERE datname = :n", n=database))
-    finally:
-        con.close()
 
 
 def _built(credentials: dict[str, Any], out: Path, *, source: str) -> Path:

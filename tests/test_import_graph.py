@@ -1,5 +1,9 @@
-"""The project's modules form layers a reader can follow: no import circles, and nothing the Lambdas ship
-reaching outside `lambdas/` (the function assets hold only that package, so such an import fails in AWS)."""
+"""The project's modules form layers a reader can follow: no import circles, and no import reaching upward.
+
+From the bottom: `lambdas/` (the function assets hold only that package, so an import outside it fails in AWS);
+`localdb/` (the embedded PostgreSQL) and `analytics/` (the data sets and the dashboard); `cdk/`; then the runners,
+`statemachine/` and `benchmarks/`. The dashboard and the local runner share the local database through `localdb`,
+so neither reaches into the other."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("lambdas", "statemachine", "cdk", "analytics", "benchmarks")
+PACKAGES = ("lambdas", "localdb", "statemachine", "cdk", "analytics", "benchmarks")
 
 
 def _modules() -> dict[str, Path]:
@@ -27,26 +31,31 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return name or None
 
 
+def imported_modules(source: str, name: str, is_package: bool, modules: dict[str, Path]) -> set[str]:
+    """The project modules that the module `name` (of this `source`) imports, at the top or inside a function."""
+    package = name.split(".") if is_package else name.split(".")[:-1]
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        imported |= {found for target in targets if (found := _resolve(target, modules)) not in (None, name)}
+    return imported
+
+
 def import_graph() -> dict[str, set[str]]:
-    """Every project module and the project modules it imports, at the top or inside a function alike."""
+    """Every project module and the project modules it imports."""
     modules = _modules()
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-        imported: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-                targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
-            else:
-                continue
-            imported |= {found for target in targets if (found := _resolve(target, modules)) not in (None, name)}
-        graph[name] = imported
-    return graph
+    return {
+        name: imported_modules(path.read_text(encoding="utf-8"), name, path.name == "__init__.py", modules)
+        for name, path in modules.items()
+    }
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -89,19 +98,36 @@ def test_the_cycle_finder_finds_a_circle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize(
-    ("layer", "may_not_import"),
-    [
-        ("lambdas", ("statemachine", "cdk", "analytics", "benchmarks")),  # the function assets hold lambdas/ only
-        ("cdk", ("statemachine", "benchmarks")),  # the infrastructure does not import the runners above it
-    ],
-)
-def test_no_layer_imports_what_sits_above_it(layer: str, may_not_import: tuple[str, ...]) -> None:
-    upward = {
+LAYERS = [
+    ("lambdas", ("localdb", "statemachine", "cdk", "analytics", "benchmarks")),  # the function assets: lambdas/ only
+    ("localdb", ("statemachine", "cdk", "analytics", "benchmarks")),  # neutral: imports none of the programs using it
+    ("analytics", ("statemachine", "cdk", "benchmarks")),  # the dashboard reaches the local database through localdb
+    ("cdk", ("statemachine", "benchmarks")),  # the infrastructure does not import the runners above it
+]
+
+
+def upward_imports(graph: dict[str, set[str]], layer: str, may_not_import: tuple[str, ...]) -> set[tuple[str, str]]:
+    return {
         (module, target)
-        for module, targets in import_graph().items()
+        for module, targets in graph.items()
         if module.split(".")[0] == layer
         for target in targets
         if target.split(".")[0] in may_not_import
     }
-    assert upward == set()
+
+
+@pytest.mark.parametrize(("layer", "may_not_import"), LAYERS)
+def test_no_layer_imports_what_sits_above_it(layer: str, may_not_import: tuple[str, ...]) -> None:
+    assert upward_imports(import_graph(), layer, may_not_import) == set()
+
+
+def test_an_import_inside_a_function_counts_as_one() -> None:
+    """The dashboard once imported the local runner's PostgreSQL inside a function, out of sight of a reader
+    scanning the top of the file: the graph sees it, and the layering refuses it."""
+    modules = _modules()
+    source = "def draw():\n    from statemachine.local import postgres\n    return postgres\n"
+    graph = {"analytics.dashboard": imported_modules(source, "analytics.dashboard", False, modules)}
+    assert "statemachine.local.postgres" in graph["analytics.dashboard"]
+    assert ("analytics.dashboard", "statemachine.local.postgres") in upward_imports(
+        graph, "analytics", dict(LAYERS)["analytics"]
+    )

@@ -1,26 +1,29 @@
 """Execute `pipeline.asl.json` on moto's Step Functions interpreter, with the real handlers in-process.
 
-Everything AWS is moto (S3, Secrets Manager, Lambda, IAM, Step Functions); each Lambda task of the
-execution is dispatched to the real handler with the event it would get in AWS. The buckets persist in
-the lake directory between runs, so a second run is incremental.
+The idea: deploy into moto what the CDK stack deploys into AWS, start an execution of the real definition, wait
+for it, and return how it went (:class:`RunOutcome`). Everything AWS is moto (S3, Secrets Manager, Lambda, IAM,
+Step Functions); the buckets persist in the lake directory between runs, so a second run is incremental.
 
-What is deployed is read from the synthesized CDK stack (statemachine.local.deployment): each handler runs with
-its own function's environment variables, and each AWS call it makes is authorised against its own function's
-policy (statemachine.local.sandbox); each invocation against the state machine's policy.
+The parts, each in its own module:
+
+- what is deployed: the synthesized CDK stack (statemachine/local/deployment.py), created in moto by `_deploy`;
+- each Lambda task of the execution: the real handler, run in-process with the event it would get in AWS
+  (statemachine/local/dispatch.py), inside its function's sandbox, its own environment variables and each AWS
+  call authorised against its own policy (statemachine/local/sandbox.py); each invocation is authorised against
+  the state machine's policy;
+- the hooks into moto's and botocore's internals that make this possible without Docker
+  (statemachine/local/internals.py).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import logging
 import os
-import threading
 import time
-import traceback
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,16 +32,13 @@ from typing import Any
 from unittest import mock
 
 import boto3
-from botocore.client import BaseClient
 
 from lambdas.common.db import forget_secrets
 from lambdas.common.lake import s3_client
-from lambdas.extract.run_plan import ACTION_PLAN
 from statemachine import definition
 from statemachine.history import history
-from statemachine.local import sandbox
+from statemachine.local import internals, sandbox
 from statemachine.local.deployment import (
-    ACCOUNT,
     ALERT_TOPIC,
     INGESTION_BUCKET,
     LOCAL_FUNCTION_NAMES,
@@ -48,42 +48,28 @@ from statemachine.local.deployment import (
     synthesized_deployment,
     topic_arn,
 )
+from statemachine.local.dispatch import FUNCTIONS, PLAN_STAGE, STAGE_OF, Dispatcher, Invocation, load_handlers, step_of
+from statemachine.local.dispatch import LambdaContext as _Context
 from statemachine.local.lake import LakeMirror
 from statemachine.local.redact import Redacting
 
-__all__ = ["INGESTION_BUCKET", "PROCESSED_BUCKET", "REGION", "Invocation", "RunOutcome", "local_pipeline", "run"]
-
-# placeholder in the ASL -> (function name, handler module); checked against the synthesized handlers on deploy
-FUNCTIONS: dict[str, tuple[str, str]] = {
-    f"{stage.capitalize()}FunctionArn": (name, f"lambdas.{stage}.handler")
-    for stage, name in LOCAL_FUNCTION_NAMES.items()
-}
-STAGE_OF = {name: stage for stage, name in LOCAL_FUNCTION_NAMES.items()}
-PLAN_STAGE = "plan"
-
-
-@dataclass
-class Invocation:
-    """One Lambda invocation as the dispatcher saw it (for progress and the report)."""
-
-    execution_id: str
-    stage: str
-    table: str
-    started: float
-    seconds: float
-    ok: bool
-    result: dict[str, Any]
-    step: str = ""  # one step of a table's work that takes several invocations (a partitioned extract's range)
-    calls: dict[str, int] = field(default_factory=dict)  # its AWS requests by IAM action, e.g. s3:GetObject
-
-
-def step_of(payload: dict[str, Any]) -> str:
-    """The step of a partitioned extract after its plan ("range 3", "commit"); "" for a table's usual invocation."""
-    action = payload.get("action")
-    if not isinstance(action, str) or "table" not in payload:
-        return ""
-    item = payload.get("range")
-    return f"range {item.get('range')}" if isinstance(item, dict) else action
+__all__ = [
+    "FUNCTIONS",
+    "INGESTION_BUCKET",
+    "LOCAL_FUNCTION_NAMES",
+    "PLAN_STAGE",
+    "PROCESSED_BUCKET",
+    "REGION",
+    "STAGE_OF",
+    "Dispatcher",
+    "Invocation",
+    "LocalPipeline",
+    "RunOutcome",
+    "_Context",
+    "local_pipeline",
+    "run",
+    "step_of",
+]
 
 
 @dataclass
@@ -103,110 +89,6 @@ class RunOutcome:
 
     def __repr__(self) -> str:  # what a failing test shows first: the status and why
         return f"RunOutcome(status={self.status!r}, error={self.error!r}, cause={self.cause!r})"
-
-
-@dataclass
-class _Context:
-    """The parts of a LambdaContext the handlers (and Powertools) read."""
-
-    function_name: str
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    memory_limit_in_mb: int = 1024
-    function_version: str = "$LATEST"
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
-
-
-class Dispatcher:
-    """Replaces moto's Docker-based Lambda invocation with a call to the real handler, as its function."""
-
-    def __init__(self, handlers: dict[str, Callable[..., Any]], mirror: LakeMirror, deployment: Deployment,
-                 process: Mapping[str, str], on_invocation: Callable[[Invocation], None]) -> None:  # fmt: skip
-        self.handlers, self.mirror, self.on_invocation = handlers, mirror, on_invocation
-        self.deployment, self.process = deployment, process
-        self.invocations: list[Invocation] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, function: Any, event: Any = None) -> tuple[str, bool, str]:
-        name = function.function_name
-        payload = event if isinstance(event, dict) else json.loads(event or "{}")
-        started = time.monotonic()
-        ok, body, calls = self._invoke(function, payload)
-        invocation = Invocation(
-            execution_id=str(payload.get("execution_id", "")),
-            # the run's plan is the extract function's, but no table's extract
-            stage=PLAN_STAGE if payload.get("action") == ACTION_PLAN else STAGE_OF.get(name, name),
-            table=str(payload.get("table") or payload.get("action") or ""),  # lease and report: what they were asked
-            started=started,
-            seconds=time.monotonic() - started,
-            ok=ok,
-            result=body,
-            step=step_of(payload),
-            calls=calls,
-        )
-        with self._lock:
-            self.invocations.append(invocation)
-        self.on_invocation(invocation)
-        return json.dumps(body, default=str), not ok, ""
-
-    def _invoke(self, function: Any, payload: dict[str, Any]) -> tuple[bool, dict[str, Any], dict[str, int]]:
-        name = function.function_name
-        if not sandbox.allows(self.deployment.state_machine_statements, "lambda:InvokeFunction", function.function_arn):
-            message = sandbox.denial(f"state machine {self.deployment.state_machine_name}", "lambda:InvokeFunction",
-                                     function.function_arn)  # fmt: skip
-            return False, {"errorType": "AccessDeniedException", "errorMessage": message}, {}
-        try:
-            with sandbox.invocation(self.deployment.by_name(name), self.process) as running:
-                try:
-                    result = self.handlers[name](payload, _Context(name))
-                    ok, body = True, result
-                except Exception as exc:  # reported to the state machine as the Lambda's error, as AWS does
-                    ok = False
-                    body = {"errorType": type(exc).__name__, "errorMessage": str(exc),
-                            "stackTrace": traceback.format_exception(exc)[-3:]}  # fmt: skip
-            if running.denied:  # even if the handler caught the AccessDenied: the run must show the missing grant
-                ok, body = False, {"errorType": "AccessDenied", "errorMessage": running.denied[0]}
-        finally:
-            self.mirror.flush()
-        return ok, body, dict(running.calls)
-
-
-@contextmanager
-def _quiet_moto() -> Any:
-    """moto's ASL interpreter logs its whole parse tree at ERROR for every failed state."""
-    noisy = [logging.getLogger(n) for n in ("moto.stepfunctions.parser", "moto", "botocore", "urllib3")]
-    levels = [lg.level for lg in noisy]
-    for lg in noisy:
-        lg.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for lg, level in zip(noisy, levels, strict=True):
-            lg.setLevel(level)
-
-
-def _load_handlers(stack: ExitStack, log_stream: io.TextIOBase, deployment: Deployment,
-                   process: Mapping[str, str]) -> dict[str, Callable[..., Any]]:  # fmt: skip
-    """The real handlers, imported in their function's environment (Powertools reads it at import), their logs
-    sent to the run's log file for the duration of the run."""
-    import importlib
-
-    handlers = {}
-    for function_name, module_name in FUNCTIONS.values():
-        spec = deployment.by_name(function_name)
-        if spec.handler != f"{module_name}.handler":
-            raise RuntimeError(f"the stack's {function_name} runs {spec.handler}, the local runner {module_name}")
-        with sandbox.invocation(spec, process):
-            module = importlib.import_module(module_name)
-        previous = module.logger.registered_handler.setStream(log_stream)
-        stack.callback(module.logger.registered_handler.setStream, previous)
-        handlers[function_name] = module.handler
-    return handlers
 
 
 class LocalPipeline:
@@ -245,7 +127,9 @@ class LocalPipeline:
         execution_arn = described["executionArn"]
         output = json.loads(described["output"]) if described.get("output") else None
         invocations = [i for i in self.dispatcher.invocations if i.execution_id == execution_arn]
-        alerts = [(subject, body) for subject, body in _alerts() if execution_arn in body]
+        alerts = [
+            (subject, body) for subject, body in internals.sent_notifications(topic_arn()) if execution_arn in body
+        ]
         return RunOutcome(described["status"], execution_arn, output, described.get("error"), described.get("cause"),
                           history(self.sfn, execution_arn), invocations, alerts)  # fmt: skip
 
@@ -265,7 +149,6 @@ def local_pipeline(
     `deployment` is the synthesized stack (synthesized, or read from the cache, when not given).
     """
     from moto import mock_aws
-    from moto.awslambda.models import LambdaFunction
 
     deployment = deployment or synthesized_deployment()
     for statements in (deployment.state_machine_statements, *(f.statements for f in deployment.functions.values())):
@@ -285,11 +168,11 @@ def local_pipeline(
         stack.enter_context(mock.patch.object(os, "environ", sandbox.FunctionEnviron(process)))
         stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
         stack.enter_context(mirror.write_through())
-        stack.enter_context(mock.patch.object(BaseClient, "_make_api_call", sandbox.guarded(BaseClient._make_api_call)))
-        stack.enter_context(_quiet_moto())
-        loaded = _load_handlers(stack, log_stream, deployment, process)
+        stack.enter_context(internals.authorising_api_calls(sandbox.guarded))
+        stack.enter_context(internals.quiet_moto())
+        loaded = load_handlers(stack, log_stream, deployment, process)
         dispatcher = Dispatcher({**loaded, **(handlers or {})}, mirror, deployment, process, on_invocation)
-        stack.enter_context(mock.patch.object(LambdaFunction, "_invoke_lambda", _bind(dispatcher)))
+        stack.enter_context(internals.invoking_lambdas_with(dispatcher))
         yield LocalPipeline(dispatcher, mirror, _deploy(mirror, source, warehouse, deployment), log_path)
 
 
@@ -329,13 +212,6 @@ def _name_logs(log_path: Path, outcome: RunOutcome) -> None:
     log_path.rename(log_path.with_name(f"{outcome.execution_arn.rsplit(':', 1)[-1]}.jsonl"))
 
 
-def _bind(dispatcher: Dispatcher) -> Callable[..., tuple[str, bool, str]]:
-    def invoke(function: Any, event: Any = None) -> tuple[str, bool, str]:
-        return dispatcher(function, event)
-
-    return invoke
-
-
 def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any], deployment: Deployment) -> str:
     """Create in moto what the CDK stack creates in AWS, and return the state machine's ARN."""
     s3 = boto3.client("s3", region_name=REGION)
@@ -371,10 +247,3 @@ def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any
     created = sfn.create_state_machine(name=deployment.state_machine_name, definition=definition.render(used),
                                        roleArn=role)  # fmt: skip
     return created["stateMachineArn"]
-
-
-def _alerts() -> list[tuple[str, str]]:
-    from moto.sns.models import sns_backends
-
-    topic = sns_backends[ACCOUNT][REGION].topics[topic_arn()]
-    return [(subject or "", message) for _, message, subject, _, _ in topic.sent_notifications]

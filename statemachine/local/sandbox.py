@@ -2,35 +2,57 @@
 
 In AWS each function is its own container with its own environment variables and its own role. Locally every
 handler runs in the runner's process, on the thread moto's Step Functions interpreter invoked it from; so, for
-the duration of an invocation, that thread sees
+the duration of an invocation (:func:`invocation`), that thread sees
 
 - an ``os.environ`` holding that function's synthesized variables (and the few a Lambda runtime adds), not the
   process's nor another function's: :class:`FunctionEnviron` answers per thread;
 - every botocore call it makes checked against that function's synthesized policy statements before moto serves
-  it: :func:`check` raises ``AccessDenied`` naming the function, the action and the resource.
+  it: :func:`guarded` raises ``AccessDenied`` naming the function, the action and the resource, as the policy
+  evaluator of statemachine/local/iam.py judges it.
 
-The evaluator is deliberately small, and refuses what it cannot judge rather than allowing it: Allow statements
-with ``Action`` and ``Resource`` (``*`` and ``?`` wildcards, actions case-insensitive, resources case-sensitive).
-A statement with ``Deny``, ``NotAction``, ``NotResource`` or a ``Condition`` is rejected when the deployment is
-read (the stack has none in its function and state machine roles today). Each AWS operation the handlers use is
-mapped to the IAM action and resource ARN that AWS authorises it as (:data:`OPERATIONS`); an operation not in
-that table is denied, so a new kind of call fails locally until it is described here.
+The invocation also counts its AWS requests by IAM action (docs/cost.md), and keeps each denial, so that a run
+shows a missing grant even when the handler caught the error.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from statemachine.local.deployment import ACCOUNT, REGION, FunctionSpec
+from statemachine.local.deployment import REGION, FunctionSpec
+from statemachine.local.iam import (
+    OPERATIONS,
+    UnsupportedStatement,
+    access_denied,
+    allows,
+    authorised_as,
+    check_statements,
+    denial,
+)
+
+__all__ = [
+    "LOCAL_ENVIRONMENT",
+    "OPERATIONS",
+    "PASSED_THROUGH",
+    "PASSED_THROUGH_PREFIXES",
+    "RUNTIME_ENVIRONMENT",
+    "FunctionEnviron",
+    "UnsupportedStatement",
+    "access_denied",
+    "allows",
+    "check_statements",
+    "current",
+    "denial",
+    "guarded",
+    "invocation",
+    "invocation_environment",
+]
 
 # Variables a Lambda runtime sets itself (not in the template); credentials are moto's.
 RUNTIME_ENVIRONMENT = {
@@ -67,6 +89,7 @@ _local = threading.local()
 
 
 def current() -> _Invocation | None:
+    """The invocation running on this thread; None for the runner itself."""
     return getattr(_local, "invocation", None)
 
 
@@ -110,84 +133,6 @@ class FunctionEnviron(MutableMapping[str, str]):
         return dict(self._mapping())
 
 
-class UnsupportedStatement(ValueError):
-    """A policy statement this evaluator cannot judge; it is refused rather than read as allowing anything."""
-
-
-def check_statements(statements: tuple[dict[str, Any], ...]) -> None:
-    for statement in statements:
-        if statement.get("Effect") != "Allow" or not {"Action", "Resource"} <= statement.keys():
-            raise UnsupportedStatement(f"only Allow statements with Action and Resource are evaluated: {statement}")
-        if {"NotAction", "NotResource", "Condition", "Principal"} & statement.keys():
-            raise UnsupportedStatement(
-                f"NotAction, NotResource, Condition and Principal are not evaluated: {statement}"
-            )
-
-
-@lru_cache(maxsize=4096)
-def _pattern(text: str, ignore_case: bool) -> re.Pattern[str]:
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text)
-    return re.compile(regex, re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
-
-
-def _as_list(value: Any) -> list[str]:
-    return value if isinstance(value, list) else [value]
-
-
-def allows(statements: tuple[dict[str, Any], ...], action: str, resource: str) -> bool:
-    """Whether an Allow statement names the action and the resource (IAM wildcards; there is no Deny to weigh)."""
-    return any(
-        any(_pattern(a, True).fullmatch(action) for a in _as_list(s["Action"]))
-        and any(_pattern(r, False).fullmatch(resource) for r in _as_list(s["Resource"]))
-        for s in statements
-    )
-
-
-def _s3_object(params: Mapping[str, Any]) -> str:
-    return f"arn:aws:s3:::{params['Bucket']}/{params['Key']}"
-
-
-def _s3_bucket(params: Mapping[str, Any]) -> str:
-    return f"arn:aws:s3:::{params['Bucket']}"
-
-
-def _secret_arn(params: Mapping[str, Any]) -> str:
-    """The ARN Secrets Manager authorises a GetSecretValue on: the secret's, with its random suffix."""
-    secret_id = str(params["SecretId"])
-    if secret_id.startswith("arn:"):
-        return secret_id
-    from moto.secretsmanager.models import secretsmanager_backends
-
-    secrets = secretsmanager_backends[ACCOUNT][REGION].secrets
-    return (
-        secrets[secret_id].arn
-        if secret_id in secrets
-        else f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{secret_id}"
-    )
-
-
-# (service, operation) -> (IAM action, the resource ARN the request is authorised on)
-OPERATIONS: dict[tuple[str, str], tuple[str, Callable[[Mapping[str, Any]], str]]] = {
-    ("s3", "GetObject"): ("s3:GetObject", _s3_object),
-    ("s3", "HeadObject"): ("s3:GetObject", _s3_object),
-    ("s3", "PutObject"): ("s3:PutObject", _s3_object),
-    ("s3", "DeleteObject"): ("s3:DeleteObject", _s3_object),
-    ("s3", "ListObjectsV2"): ("s3:ListBucket", _s3_bucket),
-    ("s3", "HeadBucket"): ("s3:ListBucket", _s3_bucket),
-    ("secretsmanager", "GetSecretValue"): ("secretsmanager:GetSecretValue", _secret_arn),
-    ("sns", "Publish"): ("sns:Publish", lambda p: str(p["TopicArn"])),
-    ("states", "DescribeExecution"): ("states:DescribeExecution", lambda p: str(p["executionArn"])),
-}
-
-
-def denial(principal: str, action: str, resource: str) -> str:
-    return f"{principal} is not authorized to perform: {action} on resource: {resource} (its synthesized policy)"
-
-
-def access_denied(message: str, operation: str) -> ClientError:
-    return ClientError({"Error": {"Code": "AccessDenied", "Message": message}}, operation)
-
-
 def _deny(running: _Invocation, action: str, resource: str, operation: str) -> ClientError:
     message = denial(running.spec.name, action, resource)
     running.denied.append(message)
@@ -195,17 +140,16 @@ def _deny(running: _Invocation, action: str, resource: str, operation: str) -> C
 
 
 def guarded(make_api_call: Callable[..., Any]) -> Callable[..., Any]:
-    """botocore's ``BaseClient._make_api_call``, authorising each call made inside an invocation first."""
+    """botocore's client call, authorising each call made inside an invocation first."""
 
     def _make_api_call(client: Any, operation: str, params: dict[str, Any]) -> Any:
         running = current()
         if running is None:  # the runner itself (deploying, mirroring the lake, starting executions)
             return make_api_call(client, operation, params)
         service = client.meta.service_model.signing_name
-        action, arn_of = OPERATIONS.get((service, operation), (f"{service}:{operation}", None))
-        resource = arn_of(params) if arn_of is not None else "*"
-        if arn_of is None or not allows(running.spec.statements, action, resource):
-            raise _deny(running, action, resource, operation)
+        action, resource = authorised_as(service, operation, params)
+        if resource is None or not allows(running.spec.statements, action, resource):
+            raise _deny(running, action, resource or "*", operation)
         running.calls[action] += 1
         try:
             return make_api_call(client, operation, params)
