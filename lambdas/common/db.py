@@ -29,6 +29,7 @@ from aws_lambda_powertools.utilities import parameters
 from pg8000.native import identifier
 
 from lambdas.common.errors import AuthenticationError, PipelineError, TransientError, truncated
+from lambdas.common.settings import DatabaseSettings
 
 __all__ = [
     "Connection",
@@ -98,23 +99,22 @@ def _lacks(credentials: Mapping[str, Any], key: str) -> bool:
     return value is None or (value == "" and key != "password")  # an empty password: a server that trusts the role
 
 
-HOST_ENV = "DATABASE_HOST"  # where the database is, when the secret does not say (an RDS-managed secret)
-PORT_ENV = "DATABASE_PORT"
-DBNAME_ENV = "DATABASE_NAME"
+# where the database is, when the secret does not say (an RDS-managed secret)
+HOST_ENV = DatabaseSettings.variable("database_host")
+PORT_ENV = DatabaseSettings.variable("database_port")
+DBNAME_ENV = DatabaseSettings.variable("database_name")
 REQUIRED_KEYS = ("username", "password", "host", "dbname")
 
 
-def with_location(
-    secret: Mapping[str, Any], secret_id: str, *, environ: Mapping[str, str] = os.environ
-) -> dict[str, Any]:
+def with_location(secret: Mapping[str, Any], secret_id: str) -> dict[str, Any]:
     """The secret's credentials, with host, port and dbname from the environment where the secret has none.
 
     The secret's own values win: the environment only completes a secret that holds just the login. A secret that
     still lacks a key the connection needs is refused in one line naming each missing key."""
     credentials = dict(secret)
-    for key, variable in (("host", HOST_ENV), ("port", PORT_ENV), ("dbname", DBNAME_ENV)):
-        if credentials.get(key) in (None, "") and environ.get(variable):
-            credentials[key] = environ[variable]
+    for key, value in DatabaseSettings.from_environ().location().items():
+        if credentials.get(key) in (None, ""):
+            credentials[key] = value
     missing = [key for key in REQUIRED_KEYS if _lacks(credentials, key)]
     if missing:
         raise PipelineError(
@@ -125,7 +125,7 @@ def with_location(
 
 
 PASSWORD_ENV = "PGPASSWORD"  # noqa: S105 - libpq's variable for the password when the DSN carries none
-CA_BUNDLE_ENV = "PGSSLROOTCERT"  # libpq's: the CA certificates (PEM) that verify-ca and verify-full trust
+CA_BUNDLE_ENV = DatabaseSettings.variable("ca_bundle")  # libpq's: the CA certificates that verify-full trusts
 DEFAULT_SSLMODE = "verify-full"  # a secret without sslmode; "require" (encrypted, unverified) is the opt-out
 CLIENT_ENCODING = "UTF8"  # every connection of the pipeline, whatever the server, role or environment default
 
@@ -303,7 +303,7 @@ def connect(
         options["unix_sock"] = f"{host}/.s.PGSQL.{port}"
     else:
         options["host"], options["port"] = host, port
-        rootcert = credentials.get("sslrootcert") or os.environ.get(CA_BUNDLE_ENV) or None
+        rootcert = credentials.get("sslrootcert") or DatabaseSettings.from_environ().ca_bundle
         options["ssl_context"] = _tls(str(credentials.get("sslmode") or DEFAULT_SSLMODE), rootcert)
     try:
         con = Connection(**options)

@@ -10,7 +10,6 @@ data. pg8000 stays the driver for everything else: the catalogue, the clock, the
 from __future__ import annotations
 
 import math
-import os
 import re
 import ssl
 from collections.abc import Iterator, Mapping
@@ -33,6 +32,7 @@ from lambdas.common.db import (
     where,
 )
 from lambdas.common.errors import PipelineError, TransientError, truncated
+from lambdas.common.settings import DatabaseSettings
 
 # What pg_export_snapshot() returns (e.g. 00000003-0000001B-1). SET TRANSACTION SNAPSHOT takes no parameter,
 # so the id is checked against this before it is written into the statement as a literal.
@@ -55,7 +55,7 @@ _REFUSALS = (
 def _root_certificates(credentials: Mapping[str, object]) -> str:
     """The CA bundle that verifies the server, as db.connect's TLS context finds it: the secret's, the deployment's
     (PGSSLROOTCERT), else the system's store (the file Python's OpenSSL uses, which libpq's own may not know)."""
-    return str(credentials.get("sslrootcert") or os.environ.get(CA_BUNDLE_ENV)
+    return str(credentials.get("sslrootcert") or DatabaseSettings.from_environ().ca_bundle
                or ssl.get_default_verify_paths().cafile or "system")  # fmt: skip
 
 
