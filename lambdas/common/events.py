@@ -178,12 +178,12 @@ class PlanRun(Event):
 
 
 def _action(default: str | None) -> Any:
-    """The discriminator of a union: the event's `action`, or `default` for an event without one ("" where an
-    action is required, which reads as an unknown action). Not an object: no tag, refused as not an object."""
+    """The discriminator of a union: the event's `action`, or `default` for an event without one (or a null one;
+    "" where an action is required, which reads as an unknown action). Not an object: no tag, refused as such."""
 
     def tag(value: Any) -> str | None:
         if isinstance(value, dict):
-            return str(value.get("action", default or ""))
+            return str(value.get("action") or default or "")
         return getattr(value, "action", None)
 
     return Discriminator(tag)
