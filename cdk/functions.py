@@ -19,10 +19,15 @@ from cdk.config import DatabaseLocation
 from cdk.nag import acknowledge
 from cdk.platform import ARCHITECTURE_NAME, PYTHON_VERSION, RUNTIME_NAME
 from cdk.wheels import LambdaPlatform, lambda_wheels, pins
-from lambdas.common.db import CA_BUNDLE_ENV, DBNAME_ENV, HOST_ENV, PORT_ENV
-from lambdas.extract.partitioned import PARTITION_ROWS_ENV
-from lambdas.extract.signal import MAX_AGE_ENV as SIGNAL_MAX_AGE_ENV
-from lambdas.load.held import STUCK_AFTER_ENV
+from lambdas.common.settings import (
+    ExtractSettings,
+    LeaseSettings,
+    LoadSettings,
+    MetricsSettings,
+    ReportSettings,
+    Settings,
+    TransformSettings,
+)
 
 # CDK's names for the platform of cdk/platform.py (where the choice of runtime is explained).
 RUNTIME = getattr(lambda_.Runtime, "PYTHON_" + PYTHON_VERSION.replace(".", "_"))
@@ -51,7 +56,7 @@ WHEEL_STAGES = ("extract",)  # stages whose code also holds EXTRACT_DISTRIBUTION
 ARROW_STAGES = ("extract", "transform", "load")
 
 # Powertools Metrics namespace of the pipeline's own metrics (the load's, the report's and the extract's; docs/cost.md).
-METRICS_NAMESPACE = "TotesysEtl"
+METRICS_NAMESPACE: str = MetricsSettings.default("metrics_namespace")
 # Where the deployment's database CA bundle sits in the function (the asset is unpacked in /var/task).
 CA_BUNDLE_FILE = "database-ca-bundle.pem"
 CA_BUNDLE_PATH = f"/var/task/{CA_BUNDLE_FILE}"
@@ -127,12 +132,19 @@ def _pinned(wheel: Path) -> str:
     return f"{name}=={version}"
 
 
-def location_environment(location: DatabaseLocation | None) -> dict[str, str]:
-    """The variables that complete a login-only secret (lambdas/common/db.py with_location); none unset."""
+def location_settings(location: DatabaseLocation | None) -> dict[str, str | int]:
+    """The settings that complete a login-only secret (lambdas/common/db.py with_location); none unset."""
     if location is None:
         return {}
-    values = {HOST_ENV: location.host, PORT_ENV: location.port, DBNAME_ENV: location.dbname}
-    return {name: str(value) for name, value in values.items() if value is not None}
+    values = {"database_host": location.host, "database_port": location.port, "database_name": location.dbname}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def function_settings(model: type[Settings], stage: str, **values: object) -> Settings:
+    """A function's settings model with the values this deployment gives; its environment() is what the function
+    is deployed with, so each variable is named once, in lambdas/common/settings.py. Values left out keep the
+    model's default (which the function applies too), and a value out of the model's bounds fails the synth."""
+    return model.model_validate({"service_name": service_name(stage), "log_level": "INFO", **values})
 
 
 class PipelineFunctions(Construct):
@@ -201,9 +213,9 @@ class PipelineFunctions(Construct):
         def layers(stage: str) -> list[lambda_.ILayerVersion]:
             return [self.powertools_layer, *([self.arrow_layer] if stage in ARROW_STAGES else [])]
 
-        buckets = {"INGESTION_BUCKET": ingestion_bucket_name, "PROCESSED_BUCKET": processed_bucket_name}
+        buckets = {"ingestion_bucket": ingestion_bucket_name, "processed_bucket": processed_bucket_name}
         # Both database clients verify the server (verify-full) against this bundle, else the runtime's CAs.
-        tls = {CA_BUNDLE_ENV: CA_BUNDLE_PATH} if database_ca_bundle else {}
+        tls = {"ca_bundle": CA_BUNDLE_PATH} if database_ca_bundle else {}
 
         self.extract = self._function(
             "Extract",
@@ -211,16 +223,18 @@ class PipelineFunctions(Construct):
             settings=settings["extract"],
             layers=layers("extract"),
             description="Copies rows changed in totesys since the last watermark into the ingestion bucket.",
-            environment={
+            environment=function_settings(
+                ExtractSettings,
+                "extract",
                 **buckets,
-                "TOTESYS_SECRET_ID": totesys_secret_name,
-                **location_environment(totesys_location),
-                "EXTRACT_LOOKBACK_SECONDS": str(extract_lookback_seconds),
-                SIGNAL_MAX_AGE_ENV: str(extract_signal_max_age_seconds),
-                PARTITION_ROWS_ENV: str(extract_partition_rows),
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,  # DriftRows: without it, publishing raises
+                totesys_secret_id=totesys_secret_name,
+                **location_settings(totesys_location),
+                lookback_seconds=extract_lookback_seconds,
+                signal_max_age_seconds=extract_signal_max_age_seconds,
+                partition_rows=extract_partition_rows,
+                metrics_namespace=METRICS_NAMESPACE,  # DriftRows: without it, publishing raises
                 **tls,
-            },
+            ),
             reserved_concurrency=extract_reserved_concurrency,
             network=database_network,
         )
@@ -230,7 +244,7 @@ class PipelineFunctions(Construct):
             settings=settings["transform"],
             layers=layers("transform"),
             description="Remodels new ingestion batches into the warehouse star schema in the processed bucket.",
-            environment=buckets,
+            environment=function_settings(TransformSettings, "transform", **buckets),
         )
         self.load = self._function(
             "Load",
@@ -238,14 +252,16 @@ class PipelineFunctions(Construct):
             settings=settings["load"],
             layers=layers("load"),
             description="Loads processed star-schema tables into the warehouse.",
-            environment={
-                **buckets,
-                "WAREHOUSE_SECRET_ID": warehouse_secret_name,
-                **location_environment(warehouse_location),
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-                STUCK_AFTER_ENV: str(held_stuck_after_seconds),
+            environment=function_settings(
+                LoadSettings,
+                "load",
+                processed_bucket=processed_bucket_name,
+                warehouse_secret_id=warehouse_secret_name,
+                **location_settings(warehouse_location),
+                metrics_namespace=METRICS_NAMESPACE,
+                stuck_after_seconds=held_stuck_after_seconds,
                 **tls,
-            },
+            ),
             network=database_network,
         )
         # The report needs boto3 (in the runtime) and Powertools, not pyarrow: a lighter cold start.
@@ -255,11 +271,13 @@ class PipelineFunctions(Construct):
             settings=settings["report"],
             layers=layers("report"),
             description="Summarises each run's failed tables and e-mails them with the input that re-runs them.",
-            environment={
-                "ALERT_TOPIC_ARN": alert_topic_arn,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-                "INGESTION_BUCKET": ingestion_bucket_name,
-            },  # the run lease it releases
+            environment=function_settings(
+                ReportSettings,
+                "report",
+                alert_topic_arn=alert_topic_arn,
+                metrics_namespace=METRICS_NAMESPACE,
+                ingestion_bucket=ingestion_bucket_name,  # the run lease it releases
+            ),
         )
         # The lease is a few conditional S3 requests and one DescribeExecution, with the lake's key names.
         self.lease = self._function(
@@ -268,7 +286,9 @@ class PipelineFunctions(Construct):
             settings=settings["lease"],
             layers=layers("lease"),
             description="Takes the run lease when a run starts and releases it when it ends: one run at a time.",
-            environment={"INGESTION_BUCKET": ingestion_bucket_name, "LEASE_TTL_SECONDS": str(lease_ttl_seconds)},
+            environment=function_settings(
+                LeaseSettings, "lease", ingestion_bucket=ingestion_bucket_name, lease_ttl_seconds=lease_ttl_seconds
+            ),
         )
 
     def _layer(self, name: str, wheels: Sequence[Path], source_dir: Path, description: str) -> lambda_.LayerVersion:
@@ -299,7 +319,7 @@ class PipelineFunctions(Construct):
         settings: StageSettings,
         layers: Sequence[lambda_.ILayerVersion],
         description: str,
-        environment: dict[str, str],
+        environment: Settings,
         reserved_concurrency: int | None = None,
         network: FunctionNetwork | None = None,
     ) -> lambda_.Function:
@@ -334,11 +354,7 @@ class PipelineFunctions(Construct):
             vpc=network.vpc if network else None,
             vpc_subnets=ec2.SubnetSelection(subnets=list(network.subnets)) if network else None,
             security_groups=list(network.security_groups) if network else None,
-            environment={
-                **environment,
-                "POWERTOOLS_SERVICE_NAME": service_name(stage),
-                "POWERTOOLS_LOG_LEVEL": "INFO",
-            },
+            environment=environment.environment(),
         )
         self._acknowledge(function, role, vpc=network is not None)
         return function

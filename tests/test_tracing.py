@@ -29,6 +29,7 @@ def traced_extract(databases: Databases, table: str) -> tuple[list[dict[str, Any
         "POWERTOOLS_SERVICE_NAME": "totesys-extract",
         "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
         "INGESTION_BUCKET": "probe-ingestion",
+        "PROCESSED_BUCKET": "probe-processed",  # required by the extract's settings (its plan reads the heads)
         "TOTESYS_SECRET_ID": "totesys/source",
         "PROBE_SOURCE_SECRET": json.dumps(databases.source),
     }

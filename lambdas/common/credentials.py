@@ -26,6 +26,7 @@ import boto3
 from aws_lambda_powertools.utilities import parameters
 
 from lambdas.common.errors import PipelineError
+from lambdas.common.settings import DatabaseSettings
 
 __all__ = [
     "DBNAME_ENV",
@@ -40,9 +41,10 @@ __all__ = [
     "with_location",
 ]
 
-HOST_ENV = "DATABASE_HOST"  # where the database is, when the secret does not say (an RDS-managed secret)
-PORT_ENV = "DATABASE_PORT"
-DBNAME_ENV = "DATABASE_NAME"
+# where the database is, when the secret does not say (an RDS-managed secret)
+HOST_ENV = DatabaseSettings.variable("database_host")
+PORT_ENV = DatabaseSettings.variable("database_port")
+DBNAME_ENV = DatabaseSettings.variable("database_name")
 REQUIRED_KEYS = ("username", "password", "host", "dbname")
 PASSWORD_ENV = "PGPASSWORD"  # noqa: S105 - libpq's variable for the password when the DSN carries none
 
@@ -99,17 +101,15 @@ def _lacks(credentials: Mapping[str, Any], key: str) -> bool:
     return value is None or (value == "" and key != "password")  # an empty password: a server that trusts the role
 
 
-def with_location(
-    secret: Mapping[str, Any], secret_id: str, *, environ: Mapping[str, str] = os.environ
-) -> dict[str, Any]:
+def with_location(secret: Mapping[str, Any], secret_id: str) -> dict[str, Any]:
     """The secret's credentials, with host, port and dbname from the environment where the secret has none.
 
     The secret's own values win: the environment only completes a secret that holds just the login. A secret that
     still lacks a key the connection needs is refused in one line naming each missing key."""
     credentials = dict(secret)
-    for key, variable in (("host", HOST_ENV), ("port", PORT_ENV), ("dbname", DBNAME_ENV)):
-        if credentials.get(key) in (None, "") and environ.get(variable):
-            credentials[key] = environ[variable]
+    for key, value in DatabaseSettings.from_environ().location().items():
+        if credentials.get(key) in (None, ""):
+            credentials[key] = value
     missing = [key for key in REQUIRED_KEYS if _lacks(credentials, key)]
     if missing:
         raise PipelineError(

@@ -1,10 +1,17 @@
 """The contracts as data: which source tables exist, which warehouse tables are built from which.
 
 Every table name that reaches SQL is first checked against these tuples (and, for the source, against
-the database catalogue), then quoted as an identifier.
+the database catalogue), then quoted as an identifier. The checks are here only: an event's or the run options'
+table names are of the annotated types at the end, which run them when the event is parsed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from lambdas.common.errors import UnknownTableError, truncated
 
@@ -80,3 +87,39 @@ def require_warehouse_table(table: str) -> str:
         raise UnknownTableError(f"{truncated(repr(table), 100)} is not a warehouse table "
                                 f"(expected one of {', '.join(WAREHOUSE_TABLES)})")  # fmt: skip
     return table
+
+
+def _as_field_error(require: Callable[[str], str]) -> Callable[[str], str]:
+    """A require_* check as a pydantic validator: its refusal becomes the field's error (type ``unknown_table``,
+    which lambdas/common/events.py raises as UnknownTableError), its message unchanged."""
+
+    def check(name: str) -> str:
+        try:
+            return require(name)
+        except UnknownTableError as error:
+            raise PydanticCustomError("unknown_table", "{message}", {"message": str(error)}) from None
+
+    return check
+
+
+def _listed(allowed: tuple[str, ...]) -> Callable[[Any], list[str]]:
+    def check(value: Any) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise PydanticCustomError("table_list", "must be a list of table names")
+        names = list(dict.fromkeys(value))  # each table once: two extracts of one table would race on its sequence
+        unknown = [truncated(n, 60) for n in names if n not in allowed]
+        if unknown:
+            raise PydanticCustomError("unknown_tables", "unknown table {unknown}; choose from {allowed}",
+                                      {"unknown": ", ".join(unknown[:5]), "allowed": ", ".join(allowed)})  # fmt: skip
+        return names
+
+    return check
+
+
+# The types an event or the run's options give table names as: every name checked against the contract here.
+SourceTable = Annotated[str, AfterValidator(_as_field_error(require_source_table))]
+WarehouseTable = Annotated[str, AfterValidator(_as_field_error(require_warehouse_table))]
+SourceTables = Annotated[list[str], BeforeValidator(_listed(SOURCE_TABLES))]
+WarehouseTables = Annotated[list[str], BeforeValidator(_listed(WAREHOUSE_TABLES))]
+Dimensions = Annotated[list[str], BeforeValidator(_listed(DIMENSIONS))]
+Facts = Annotated[list[str], BeforeValidator(_listed(FACTS))]

@@ -8,16 +8,16 @@ the bulk reader gives libpq the same choices in its URI (lambdas/extract/libpq.p
 
 from __future__ import annotations
 
-import os
 import ssl
 from collections.abc import Mapping
 from functools import lru_cache
 
 from lambdas.common.errors import PipelineError, truncated
+from lambdas.common.settings import DatabaseSettings
 
 __all__ = ["CA_BUNDLE_ENV", "DEFAULT_SSLMODE", "ca_bundle", "certificate_problem", "ssl_context"]
 
-CA_BUNDLE_ENV = "PGSSLROOTCERT"  # libpq's: the CA certificates (PEM) that verify-ca and verify-full trust
+CA_BUNDLE_ENV = DatabaseSettings.variable("ca_bundle")  # libpq's: the CA certificates that verify-full trusts
 DEFAULT_SSLMODE = "verify-full"  # a secret without sslmode; "require" (encrypted, unverified) is the opt-out
 _UNVERIFIED = ("allow", "prefer")  # TLS if the server offers it, certificate unchecked
 _VERIFIED = ("require", "verify-ca", "verify-full")  # TLS or no connection
@@ -25,7 +25,7 @@ _VERIFIED = ("require", "verify-ca", "verify-full")  # TLS or no connection
 
 def ca_bundle(credentials: Mapping[str, object]) -> str | None:
     """The CA bundle the secret or the deployment names; None for the system's store."""
-    return str(credentials.get("sslrootcert") or os.environ.get(CA_BUNDLE_ENV) or "") or None
+    return str(credentials.get("sslrootcert") or DatabaseSettings.from_environ().ca_bundle or "") or None
 
 
 def ssl_context(sslmode: str, rootcert: str | None = None) -> ssl.SSLContext | bool | None:

@@ -43,7 +43,6 @@ lookback, a superset the commit filters.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,6 +65,7 @@ from lambdas.common.keys import (
     table_prefix,
 )
 from lambdas.common.lake import BatchLog, Head
+from lambdas.common.settings import ExtractTuning
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
 from lambdas.extract.extractor import STAGE, ExtractResult, in_parts, starting_head
 from lambdas.extract.plan import (
@@ -91,12 +91,9 @@ __all__ = ["ACTION_COMMIT", "ACTION_RANGE", "PARTITIONED", "RANGE_EXTRACTED", "C
            "Plan", "PlanResult", "RangeTask", "commit_plan", "extract_range", "key_quantiles", "key_ranges",
            "plan_extract"]  # fmt: skip
 
-PARTITION_ROWS_ENV = "EXTRACT_PARTITION_ROWS"
-# Rows one range reads. One extract invocation read `payment`, the widest large table, at about 240,000 rows/s
-# (1.41 M rows at 1 M sales orders; docs/operations.md "Tables larger than one Lambda"). At a tenth of that (a
-# fraction of a vCPU, a real network to the database and S3), 1,500,000 rows take about 65 s: a fifth of the
-# extract function's 5-minute timeout. Memory does not grow with it (record batches, Parquet parts). 0: never split.
-DEFAULT_PARTITION_ROWS = 1_500_000
+# Rows one range reads, and its variable: lambdas/common/settings.py ExtractTuning says how it was chosen.
+PARTITION_ROWS_ENV = ExtractTuning.variable("partition_rows")
+DEFAULT_PARTITION_ROWS = ExtractTuning.default("partition_rows")
 # The ranges travel in the state machine's payload (256 KiB at most): a larger table gets wider ranges, not more.
 MAX_RANGES = 64
 
@@ -119,18 +116,6 @@ class RangeTask:
         if isinstance(request, ExtractRangeRequest):
             return RangeTask(request.action, request.plan, request.range.range)
         return RangeTask(request.action, request.plan)
-
-
-def partition_rows() -> int:
-    """The configured threshold (rows per range); 0 means a whole-table read is never partitioned."""
-    raw = os.environ.get(PARTITION_ROWS_ENV) or str(DEFAULT_PARTITION_ROWS)
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise PipelineError(f"{PARTITION_ROWS_ENV} must be a whole number of rows (0: never partition), got {raw!r}")
-    return value
 
 
 def read_plan(log: BatchLog, key: str) -> Plan:

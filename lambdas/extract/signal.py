@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,10 +53,11 @@ from typing import Any
 import pg8000.native
 
 from lambdas.common.errors import PipelineError
+from lambdas.common.settings import ExtractTuning
 
 SIGNAL = "signal"  # the key of the token in the extract head's state
-MAX_AGE_ENV = "EXTRACT_SIGNAL_MAX_AGE_SECONDS"
-DEFAULT_MAX_AGE_SECONDS = 3600
+MAX_AGE_ENV = ExtractTuning.variable("signal_max_age_seconds")
+DEFAULT_MAX_AGE_SECONDS = ExtractTuning.default("signal_max_age_seconds")
 
 # One statement, so every field is read at one moment; the statistics are those of the statement's own
 # (autocommit) transaction, never a snapshot cached earlier in the session.
@@ -170,15 +170,3 @@ def unchanged(state: dict[str, Any], token: Token | None, max_age: timedelta) ->
     except (KeyError, TypeError, ValueError):
         return False
     return timedelta(0) <= age < max_age
-
-
-def max_age_from_env() -> timedelta:
-    """EXTRACT_SIGNAL_MAX_AGE_SECONDS: the longest a table goes unscanned on the signal's word; 0 never skips."""
-    raw = os.environ.get(MAX_AGE_ENV) or str(DEFAULT_MAX_AGE_SECONDS)
-    try:
-        age = timedelta(seconds=float(raw))
-    except (ValueError, OverflowError):
-        raise PipelineError(f"{MAX_AGE_ENV} must be a number of seconds, got {raw!r}") from None
-    if age < timedelta(0):
-        raise PipelineError(f"{MAX_AGE_ENV} must be at least 0 (0: always scan), got {raw!r}")
-    return age

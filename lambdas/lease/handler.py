@@ -6,8 +6,7 @@ run costs one invocation before it knows what to do: a malformed input is refuse
 
 from __future__ import annotations
 
-import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -15,8 +14,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
-from lambdas.common.errors import PipelineError
-from lambdas.common.events import env
+from lambdas.common.events import LEASE, AcquireLease, ReleaseLease, parsed
+from lambdas.common.settings import LeaseSettings
 from lambdas.common.tracing import traced, tracer
 from lambdas.lease.lease import acquire, release
 from lambdas.report.options import run_options
@@ -39,18 +38,17 @@ def _is_running(execution_arn: str) -> bool:
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
-    action, execution_id = event.get("action"), str(event.get("execution_id", ""))
-    if action not in ("acquire", "release") or not execution_id:
-        raise PipelineError(f"expected {{'action': 'acquire'|'release', 'execution_id': ARN}}, got {event!r:.200}")
-    s3, bucket = boto3.client("s3"), env("INGESTION_BUCKET")
-    if action == "release":
+    request: AcquireLease | ReleaseLease = parsed(LEASE, event, subject="the lease event")
+    settings = LeaseSettings.from_environ()
+    s3, bucket = boto3.client("s3"), settings.ingestion_bucket
+    if isinstance(request, ReleaseLease):
         with traced("s3: release the run lease"):
-            released = release(s3, bucket, execution_id)
+            released = release(s3, bucket, request.execution_id)
         logger.info("lease released" if released else "lease was not held by this run")
         return {"released": released}
-    options = run_options(event.get("defaults") or {}, event.get("input"))  # InvalidRunInput: nothing is taken
-    ttl = timedelta(seconds=float(os.environ.get("LEASE_TTL_SECONDS", "3900")))
+    options = run_options(request.defaults, request.input)  # InvalidRunInput: nothing is taken
     with traced("s3: take the run lease"):
-        result = acquire(s3, bucket, execution_id, now=datetime.now(UTC), ttl=ttl, is_running=_is_running)
+        result = acquire(s3, bucket, request.execution_id, now=datetime.now(UTC), ttl=settings.lease_ttl,
+                         is_running=_is_running)  # fmt: skip
     (logger.info if result.acquired else logger.warning)(result.reason, extra=result.as_dict())
     return {"options": options, "lease": result.as_dict()}

@@ -10,8 +10,9 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.common.db import connect_with_secret, database_errors, statement_budget
-from lambdas.common.events import TableEvent, env
+from lambdas.common.events import LoadTable, parsed
 from lambdas.common.lake import Bucket
+from lambdas.common.settings import LoadSettings
 from lambdas.common.tables import FACTS
 from lambdas.common.tracing import annotate, traced, tracer
 from lambdas.load.held import STUCK_ROWS_METRIC
@@ -51,7 +52,8 @@ def source_lag(result: LoadResult, *, now: datetime) -> dict[str, float]:
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
-    request = TableEvent.parse(event)
+    request: LoadTable = parsed(LoadTable, event, subject="the load event")
+    settings = LoadSettings.from_environ()
     logger.thread_safe_append_keys(table=request.table, stage=STAGE)
     annotate(table=request.table, stage=STAGE)
     if request.blocked_by():
@@ -59,15 +61,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         return request.skipped(STAGE)
     with database_errors("warehouse"):
         with traced("postgres: connect to the warehouse"):
-            con = connect_with_secret(env("WAREHOUSE_SECRET_ID"), application_name="totesys-etl-load",
+            con = connect_with_secret(settings.warehouse_secret_id, application_name="totesys-etl-load",
                                       statement_timeout=statement_budget(context))  # fmt: skip
         try:
             with traced("s3 to postgres: merge processed batches into the warehouse"):
-                result = load_table(con, Bucket(env("PROCESSED_BUCKET")), request.table, repair=request.repair)
+                result = load_table(con, Bucket(settings.processed_bucket), request.table, repair=request.repair)
             verified = None
             if request.reconcile:  # after the load: the warehouse against everything the lake says it took
                 with traced("postgres and s3: verify the warehouse table against the processed lake"):
-                    verified = verify_table(con, Bucket(env("PROCESSED_BUCKET")), request.table)
+                    verified = verify_table(con, Bucket(settings.processed_bucket), request.table)
         finally:
             con.close()
     now = datetime.now(UTC)

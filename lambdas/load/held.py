@@ -16,7 +16,6 @@ it, the new held set is.
 from __future__ import annotations
 
 import io
-import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,22 +32,18 @@ from lambdas.common.documents import HeldEntry, NewerFormatError, problem
 from lambdas.common.errors import PipelineError
 from lambdas.common.keys import held_key
 from lambdas.common.lake import Bucket, concat
+from lambdas.common.settings import LoadTuning
 
 REASON, SINCE = "held_reason", "held_since"
 # A row held for longer than this is reported as stuck (its reference is probably never coming).
-STUCK_AFTER_ENV = "HELD_STUCK_AFTER_SECONDS"
-DEFAULT_STUCK_AFTER_SECONDS = 24 * 3600
+STUCK_AFTER_ENV = LoadTuning.variable("stuck_after_seconds")
+DEFAULT_STUCK_AFTER_SECONDS = LoadTuning.default("stuck_after_seconds")
 HELD_ROWS_METRIC, STUCK_ROWS_METRIC = "HeldRows", "StuckHeldRows"  # the load's metrics; the alarm watches these
 SAMPLE_SIZE = 5  # keys named in a result: Step Functions payloads stay small, the held object has them all
 
 
 def stuck_after() -> timedelta:
-    raw = os.environ.get(STUCK_AFTER_ENV) or str(DEFAULT_STUCK_AFTER_SECONDS)
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise PipelineError(f"{STUCK_AFTER_ENV} must be a number of seconds, got {raw!r}") from None
-    return timedelta(seconds=seconds)
+    return LoadTuning.from_environ().stuck_after
 
 
 def _references(con: pg8000.native.Connection, table: str) -> list[tuple[str, str, str]]:

@@ -9,7 +9,6 @@ the UNIQUE version key of the contract; dim_date only ever gains days.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pyarrow.csv as pcsv
 
 from lambdas.common.db import identifier
 from lambdas.common.errors import PipelineError
+from lambdas.common.settings import LoadTuning
 from lambdas.common.tables import FACTS
 
 INSERT_ONLY = frozenset(FACTS) | {"dim_date"}
@@ -85,7 +85,7 @@ def _csv(part: pa.Table) -> Iterator[memoryview]:
 
 # From this many staged rows on, a fact's foreign keys are checked once for the whole batch instead of
 # once per row (see foreign_keys_checked_once).
-BULK_ROWS = int(os.environ.get("LOAD_BULK_ROWS", "100000"))
+BULK_ROWS = LoadTuning.from_environ().bulk_rows
 
 
 def foreign_keys(con: pg8000.native.Connection, table: str) -> list[tuple[str, str, str]]:

@@ -7,8 +7,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.common.events import TableEvent, env
+from lambdas.common.events import TransformTable, parsed
 from lambdas.common.lake import Bucket
+from lambdas.common.settings import TransformSettings
 from lambdas.common.tracing import annotate, traced, tracer
 from lambdas.transform.transformer import STAGE, transform_table
 
@@ -18,7 +19,8 @@ logger = Logger()
 @logger.inject_lambda_context(correlation_id_path="execution_id", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
-    request = TableEvent.parse(event)
+    request: TransformTable = parsed(TransformTable, event, subject="the transform event")
+    settings = TransformSettings.from_environ()
     logger.thread_safe_append_keys(table=request.table, stage=STAGE)
     annotate(table=request.table, stage=STAGE)
     if request.blocked_by():
@@ -26,7 +28,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         return request.skipped(STAGE)
     with traced("s3: remodel ingestion batches into the processed bucket"):
         result = transform_table(
-            Bucket(env("INGESTION_BUCKET")), Bucket(env("PROCESSED_BUCKET")), request.table, repair=request.repair
+            Bucket(settings.ingestion_bucket), Bucket(settings.processed_bucket), request.table, repair=request.repair
         )
     for warning in result.warnings:
         logger.warning(warning)

@@ -9,6 +9,7 @@ import pytest
 
 from cdk.functions import STAGES, VPC_ACCESS_ACTIONS
 from cdk.stack import DEFINITION_FILE, lease_ttl_seconds
+from lambdas.common.settings import FUNCTION_SETTINGS
 from lambdas.extract.signal import MAX_AGE_ENV as SIGNAL_MAX_AGE_ENV
 from lambdas.load.held import STUCK_AFTER_ENV
 from tests.cdk.support import HANDLERS, VARIANT_CONTEXT, Synthesized, as_list
@@ -100,8 +101,9 @@ def test_function_environment_variables(synthesized: Synthesized) -> None:
             "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
         },
         "transform": {**common, "POWERTOOLS_SERVICE_NAME": "totesys-transform"},
-        "load": {
-            **common,
+        "load": {  # the processed bucket only: the load reads nothing of the ingestion bucket
+            "PROCESSED_BUCKET": {"Ref": buckets["processed"]},
+            "POWERTOOLS_LOG_LEVEL": "INFO",
             "POWERTOOLS_SERVICE_NAME": "totesys-load",
             "POWERTOOLS_METRICS_NAMESPACE": "TotesysEtl",
             "WAREHOUSE_SECRET_ID": "totesys/warehouse",
@@ -123,6 +125,24 @@ def test_function_environment_variables(synthesized: Synthesized) -> None:
     }
     for stage, logical in ids.items():
         assert synthesized.properties(logical)["Environment"]["Variables"] == expected[stage], stage
+
+
+def test_each_function_is_deployed_with_what_its_settings_model_reads(
+    synthesized: Synthesized, variant: Synthesized
+) -> None:
+    # The template sets no variable that the function's model does not read, leaves unset none that the model
+    # requires, and sets every one to a value the model accepts (a reference, resolved at deploy, as any text).
+    for stack in (synthesized, variant):
+        for stage, logical in stack.function_ids().items():
+            variables = stack.properties(logical)["Environment"]["Variables"]
+            model = FUNCTION_SETTINGS[stage]
+            required = {str(field.alias) for field in model.model_fields.values() if field.is_required()}
+            assert set(variables) <= set(model.variables()), stage
+            assert required <= set(variables), stage
+            resolved = {
+                name: value if isinstance(value, str) else "resolved-at-deploy" for name, value in variables.items()
+            }
+            assert model.from_environ(resolved).environment() == resolved, stage
 
 
 def test_lease_outlives_the_longest_execution_by_five_minutes(synthesized: Synthesized, variant: Synthesized) -> None:
