@@ -31,8 +31,8 @@ from lambdas.common.errors import PipelineError, StateError
 from lambdas.common.keys import head_key, manifest_key
 from lambdas.common.lake import BatchLog, Bucket, Head, ReaderState
 from lambdas.extract.extractor import checked_head
-from lambdas.extract.partitioned import RangeTask, read_plan
-from lambdas.extract.plan import Plan, PlanResult, RangeManifest, range_request
+from lambdas.extract.partitioned import read_plan
+from lambdas.extract.plan import Plan, PlanResult, RangeManifest
 from lambdas.extract.watermark import Watermark
 from lambdas.load import held
 from statemachine.local import runner
@@ -223,18 +223,8 @@ def test_a_damaged_plan_fails_as_a_pipeline_error_naming_the_object_and_the_fiel
         read_plan(BatchLog(bucket, "extract", "sales_order"), key)
 
 
-def test_the_partitioned_events_are_one_union_told_apart_by_their_action() -> None:
+def test_a_plan_result_shows_every_range_with_its_bounds() -> None:
     plan = "sales_order/0000000001/_plan-1ff78bc1d3c04cf5.json"
-    ranged = {"table": "sales_order", "action": "extract_range", "plan": plan, "execution_id": "x",
-              "range": {"range": 2, "low": 374, "high": None}}  # fmt: skip
-
-    assert RangeTask.parse(ranged) == RangeTask("extract_range", plan, 2)
-    assert RangeTask.parse({"table": "sales_order", "action": "commit", "plan": plan}) == RangeTask("commit", plan)
-    assert RangeTask.parse({"table": "sales_order"}) is None and range_request({"table": "t"}) is None
-    for bad, field in (({**ranged, "range": {"range": True}}, "range.range.range"), ({**ranged, "action": "x"}, "tag"),
-                       ({"action": "commit"}, "'commit.plan' is missing")):  # fmt: skip
-        with pytest.raises(PipelineError, match=field):
-            RangeTask.parse(bad)
     shown = PlanResult(table="t", stage="extract", plan=plan, batch=1, rows_estimated=9, ranges=[{"range": 0}])
     assert shown.model_dump()["ranges"] == [{"range": 0, "low": None, "high": None}]
 

@@ -74,48 +74,24 @@ from lambdas.extract.plan import (
     INT8,
     PARTITIONED,
     RANGE_EXTRACTED,
-    CommitRequest,
-    ExtractRangeRequest,
     Plan,
     PlanResult,
     RangeBounds,
     RangeManifest,
-    range_request,
 )
 from lambdas.extract.ranges import estimate_rows, key_quantiles, key_ranges
 from lambdas.extract.source import KeyIntervals, changed_rows, snapshot, source_clock, table_columns
 from lambdas.extract.watermark import TS, Watermark, advance
 
 # The plan's names, importable from here as before plan.py held them (the handler, the tests).
-__all__ = ["ACTION_COMMIT", "ACTION_RANGE", "PARTITIONED", "RANGE_EXTRACTED", "CommitRequest", "ExtractRangeRequest",
-           "Plan", "PlanResult", "RangeTask", "commit_plan", "extract_range", "key_quantiles", "key_ranges",
-           "plan_extract"]  # fmt: skip
+__all__ = ["ACTION_COMMIT", "ACTION_RANGE", "PARTITIONED", "RANGE_EXTRACTED", "Plan", "PlanResult", "commit_plan",
+           "extract_range", "key_quantiles", "key_ranges", "plan_extract"]  # fmt: skip
 
 # Rows one range reads, and its variable: lambdas/common/settings.py ExtractTuning says how it was chosen.
 PARTITION_ROWS_ENV = ExtractTuning.variable("partition_rows")
 DEFAULT_PARTITION_ROWS = ExtractTuning.default("partition_rows")
 # The ranges travel in the state machine's payload (256 KiB at most): a larger table gets wider ranges, not more.
 MAX_RANGES = 64
-
-
-@dataclass(frozen=True)
-class RangeTask:
-    """An invocation of the partitioned path, after the plan: one range to read, or the plan to commit (the
-    handler's view of plan.range_request)."""
-
-    action: str
-    plan: str
-    part: int = 0
-
-    @staticmethod
-    def parse(event: dict[str, Any]) -> RangeTask | None:
-        """None for the usual event (no action: extract, or plan); a PipelineError for a malformed one."""
-        request = range_request(event)
-        if request is None:
-            return None
-        if isinstance(request, ExtractRangeRequest):
-            return RangeTask(request.action, request.plan, request.range.range)
-        return RangeTask(request.action, request.plan)
 
 
 def read_plan(log: BatchLog, key: str) -> Plan:

@@ -14,12 +14,11 @@ existed, is read and upgraded; a newer one is refused.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from lambdas.common.documents import Document, problem
-from lambdas.common.errors import PipelineError
+from lambdas.common.documents import Document
 from lambdas.common.keys import plan_key
 
 ACTION_RANGE, ACTION_COMMIT = "extract_range", "commit"
@@ -90,38 +89,3 @@ class PlanResult(BaseModel):
     batch: int
     rows_estimated: int
     ranges: list[RangeBounds]
-
-
-class ExtractRangeRequest(BaseModel):
-    """The event of one inner Map iteration: read one key range of a plan."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")  # the table and the execution id travel with it
-
-    action: Literal["extract_range"]
-    plan: StrictStr
-    range: RangeBounds
-
-
-class CommitRequest(BaseModel):
-    """The event after every range: commit the plan's batch."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    action: Literal["commit"]
-    plan: StrictStr
-
-
-RangeRequest = Annotated[ExtractRangeRequest | CommitRequest, Field(discriminator="action")]
-_REQUESTS: TypeAdapter[ExtractRangeRequest | CommitRequest] = TypeAdapter(RangeRequest)
-
-
-def range_request(event: dict[str, Any]) -> ExtractRangeRequest | CommitRequest | None:
-    """The partitioned step an extract event asks for; None for the usual event (no action: extract, or plan)."""
-    if event.get("action") is None:
-        return None
-    try:
-        return _REQUESTS.validate_python(event)
-    except ValidationError as error:
-        expected = (f"expected an action {ACTION_RANGE!r} with a plan and a range like {{'range': 0, 'low': ..., "
-                    f"'high': ...}}, or {ACTION_COMMIT!r} with a plan")  # fmt: skip
-        raise PipelineError(f"{expected}; {problem(error)}: {event!r:.200}") from error
