@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pytest
 
 from lambdas.common.db import connect
-from lambdas.common.digest import RangeDigest, differing_ranges
+from lambdas.common.digest import RangeFigures, differing_ranges
 from lambdas.common.errors import PipelineError
 from lambdas.common.tables import PRIMARY_KEYS, SOURCE_TABLES
 from lambdas.extract.reconcile import (
@@ -82,6 +82,7 @@ def assert_no_drift(outcome: Reconciliation) -> None:
         "rows_missing": 0,
         "rows_deleted": 0,
         "deleted_keys_sample": [],
+        "content_share": {"every": 1, "turn": 0},
     }
     assert outcome.drift.rows.num_rows == 0
 
@@ -360,10 +361,11 @@ def test_range_intervals_cover_exactly_the_keys_that_integer_division_puts_in_th
 
 
 def test_ranges_on_one_side_only_or_with_another_count_or_digest_differ() -> None:
-    same = RangeDigest(3, 99)
-    source = {0: same, 1: RangeDigest(3, 100), 2: RangeDigest(2, 5), 4: same}
-    lake = {0: same, 1: RangeDigest(3, 101), 2: RangeDigest(3, 5), 3: same, 4: same}
-    assert differing_ranges(source, lake) == [1, 2, 3]
+    same = RangeFigures(3, (6, 9), 99)
+    source = {0: same, 1: RangeFigures(3, (6, 9), 100), 2: RangeFigures(2, (6, 9), 5), 4: same, 5: same, 6: same}
+    lake = {0: same, 1: RangeFigures(3, (6, 9), 101), 2: RangeFigures(3, (6, 9), 5), 3: same, 4: same,
+            5: RangeFigures(3, (7, 9), 99), 6: RangeFigures(3, (6, 8), None)}  # fmt: skip
+    assert differing_ranges(source, lake) == [1, 2, 3, 5, 6]
 
 
 def test_a_table_without_an_integer_key_or_with_a_nonsense_range_size_is_refused(databases: Databases) -> None:
