@@ -18,9 +18,16 @@ import pyarrow.compute as pc
 import pytest
 
 from lambdas.common.db import connect
-from lambdas.common.digest import RangeFigures, differing_ranges
+from lambdas.common.digest import (
+    DEFAULT_CONTENT_EVERY,
+    WHOLE_TABLE_ROWS,
+    ContentShare,
+    RangeFigures,
+    differing_ranges,
+)
 from lambdas.common.errors import PipelineError
 from lambdas.common.tables import PRIMARY_KEYS, SOURCE_TABLES
+from lambdas.extract.ledger import latest_rows, ledger, ledger_figures
 from lambdas.extract.reconcile import (
     Reconciliation,
     lake_digests,
@@ -29,6 +36,7 @@ from lambdas.extract.reconcile import (
     source_digests,
 )
 from lambdas.extract.source import Column, arrow_schema, changed_rows, snapshot, table_columns
+from lambdas.extract.source_ranges import source_figures
 from statemachine.local.postgres import READER_ROLE, grant_read_only
 from tests.conftest import Databases
 from tests.sources import T0, insert
@@ -60,9 +68,10 @@ def lake_of(databases: Databases, table: str) -> pa.Table:
             return pa.Table.from_batches(list(batches), schema=arrow_schema(columns))
 
 
-def reconciled(databases: Databases, table: str, lake: pa.Table) -> Reconciliation:
+def reconciled(databases: Databases, table: str, lake: pa.Table, share: ContentShare | None = None) -> Reconciliation:
     with reader(databases) as con:
-        return reconcile(con, table, table_columns(con, table), PRIMARY_KEYS.get(table, "id"), lake, range_size=RANGE)
+        columns = table_columns(con, table)
+        return reconcile(con, table, columns, PRIMARY_KEYS.get(table, "id"), lake, range_size=RANGE, share=share)
 
 
 def digests(databases: Databases, table: str, lake: pa.Table, key: str) -> tuple[dict, dict]:
@@ -378,3 +387,64 @@ def test_a_table_without_an_integer_key_or_with_a_nonsense_range_size_is_refused
             source_digests(con, "typed", columns, "nope", 10)
     with pytest.raises(ValueError, match="range_size must be a positive number of keys, not 0"):
         lake_digests(pa.table({"id": [1]}), [Column("id", "int4")], "id", 0)
+
+
+# --- the two tiers: the census every time, the content digest for a rotating share ------------------------------
+
+
+def share_leaving_out(*keys: int) -> ContentShare:
+    """A content share of 7 that leaves the ranges of these keys out: only the census looks at them."""
+    taken = {int(k / RANGE) % 7 for k in keys}
+    return ContentShare(7, next(t for t in range(7) if t not in taken))
+
+
+def test_the_census_alone_finds_lost_inserted_and_deleted_rows_and_a_missed_update(awkward: Databases) -> None:
+    lake = lake_of(awkward, "payment").filter(pc.not_equal(pc.field("payment_id"), 1))  # the lake lost key 1
+    awkward.source_sql("UPDATE payment SET payment_amount = 7, last_updated = now() WHERE payment_id = 2")
+    awkward.source_sql("DELETE FROM payment WHERE payment_id = 5")
+    awkward.source_sql(
+        "INSERT INTO payment SELECT 9, created_at, last_updated, transaction_id, counterparty_id, payment_amount, "
+        "currency_id, payment_type_id, paid, payment_date, company_ac_number, counterparty_ac_number "
+        "FROM payment WHERE payment_id = 3"
+    )  # an old last_updated, which no watermark would take
+    share = share_leaving_out(1, 2, 5, 9)
+
+    outcome = reconciled(awkward, "payment", lake, share)
+
+    assert outcome.result.as_dict()["content_share"] == {"every": 7, "turn": share.turn}
+    assert (outcome.result.rows_changed, outcome.result.rows_missing, outcome.result.rows_deleted) == (1, 2, 1)
+    assert outcome.drift.rows["payment_id"].to_pylist() == [1, 2, 9]
+    assert outcome.drift.deleted_keys.to_pylist() == [5]
+
+
+def test_a_quiet_change_is_found_on_the_turn_its_range_is_in_the_share_and_on_no_other(awkward: Databases) -> None:
+    lake = lake_of(awkward, "design")
+    awkward.source_sql("UPDATE design SET file_location = '/moved' WHERE design_id = 6")  # range 1 at 4 keys a range
+
+    found = {turn: reconciled(awkward, "design", lake, ContentShare(7, turn)).result for turn in range(7)}
+
+    assert {turn: r.rows_changed_quietly for turn, r in found.items() if r.ranges_differing} == {1: 1}
+    assert all(r.ranges_compared == found[0].ranges_compared for r in found.values())  # the census saw them all
+
+
+def test_both_sides_take_the_same_share_of_negative_and_positive_ranges(databases: Databases) -> None:
+    typed_source(databases)
+    lake = lake_of(databases, "typed")
+    with reader(databases) as con:
+        columns = table_columns(con, "typed")
+        entries = ledger(latest_rows(lake, columns, "id"), columns, "id", seq=1)
+        for turn in range(3):
+            share = ContentShare(3, turn)
+            source = source_figures(con, "typed", columns, "id", RANGE, share)
+            assert source == ledger_figures(entries, RANGE, share), turn
+            assert sorted(r for r, f in source.items() if f.digest is not None) == [
+                r for r in (-2, 0, 1) if r % 3 == turn
+            ], turn
+
+
+def test_a_small_table_is_digested_whole_every_time_and_a_large_one_in_turns() -> None:
+    assert ContentShare.rotating(WHOLE_TABLE_ROWS - 1, 12) == ContentShare()
+    assert [ContentShare.rotating(WHOLE_TABLE_ROWS, n).turn for n in range(9)] == [0, 1, 2, 3, 4, 5, 6, 0, 1]
+    assert ContentShare.rotating(10**6, 3).every == DEFAULT_CONTENT_EVERY == 7
+    with pytest.raises(ValueError, match="a content share needs"):
+        ContentShare(7, 7)
