@@ -22,6 +22,7 @@ from lambdas.common.digest import (
     DEFAULT_CONTENT_EVERY,
     WHOLE_TABLE_ROWS,
     ContentShare,
+    LedgerMismatch,
     RangeFigures,
     differing_ranges,
 )
@@ -33,6 +34,7 @@ from lambdas.extract.reconcile import (
     lake_digests,
     range_intervals,
     reconcile,
+    reconcile_ledger,
     source_digests,
 )
 from lambdas.extract.source import Column, arrow_schema, changed_rows, snapshot, table_columns
@@ -448,3 +450,32 @@ def test_a_small_table_is_digested_whole_every_time_and_a_large_one_in_turns() -
     assert ContentShare.rotating(10**6, 3).every == DEFAULT_CONTENT_EVERY == 7
     with pytest.raises(ValueError, match="a content share needs"):
         ContentShare(7, 7)
+
+
+def test_a_ledger_from_the_base_hashes_only_the_ranges_it_compares_and_reads_them_from_the_batch_it_names(
+    awkward: Databases,
+) -> None:
+    lake = lake_of(awkward, "payment")
+    awkward.source_sql("DELETE FROM payment WHERE payment_id = 5")  # a census difference outside the share
+    read: list[int] = []
+
+    def batch_rows(seq: int) -> pa.Table:
+        read.append(seq)
+        return lake
+
+    share = share_leaving_out(5)
+    with reader(awkward) as con:
+        columns = table_columns(con, "payment")
+        entries = ledger(lake, columns, "payment_id", seq=3, hashed=False)
+        outcome = reconcile_ledger(con, "payment", columns, "payment_id", entries, range_size=RANGE, share=share,
+                                   batch_rows=batch_rows)  # fmt: skip
+
+    assert read == [3]  # one read of the batch the entries name
+    numbers = [int(k / RANGE) for k in outcome.entries["key"].to_pylist()]
+    hashed = {n for n, h in zip(numbers, outcome.entries["hash"].to_pylist(), strict=True) if h is not None}
+    assert hashed == {n for n in numbers if n % 7 == share.turn} | {int(5 / RANGE)}
+    assert outcome.drift.deleted_keys.to_pylist() == [5]
+    assert outcome.result.ranges_differing == 1
+    with pytest.raises(LedgerMismatch, match="not in the batches their ledger names"), reader(awkward) as con:
+        reconcile_ledger(con, "payment", columns, "payment_id", entries, range_size=RANGE, share=share,
+                         batch_rows=lambda seq: lake.slice(0, 2))  # fmt: skip

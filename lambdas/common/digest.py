@@ -195,6 +195,10 @@ def differing_ranges(source: Mapping[int, RangeDigest], lake: Mapping[int, Range
     return sorted(r for r in source.keys() | lake.keys() if source.get(r) != lake.get(r))
 
 
+class LedgerMismatch(ValueError):
+    """A ledger names a batch for a row the batch does not hold: the ledger cannot be believed."""
+
+
 # --- the two tiers ------------------------------------------------------------------------------------------------
 
 
@@ -351,6 +355,6 @@ def fill_hashes(
         pa.concat_tables(found), [*identity, seq_column], join_type="left outer", use_threads=False
     )
     if filled.num_rows != todo.num_rows or filled[hash_column].null_count:
-        raise ValueError(f"{todo.num_rows - (filled.num_rows - filled[hash_column].null_count)} rows are not in "
+        raise LedgerMismatch(f"{todo.num_rows - (filled.num_rows - filled[hash_column].null_count)} rows are not in "
                          "the batches their ledger names")  # fmt: skip
     return pa.concat_tables([entries.filter(pc.invert(missing)), filled.select(entries.column_names)])

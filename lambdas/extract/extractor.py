@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
 from lambdas.common.db import database_identity, describe_identity
-from lambdas.common.digest import DEFAULT_RANGE_SIZE, ContentShare
+from lambdas.common.digest import DEFAULT_RANGE_SIZE, ContentShare, LedgerMismatch
 from lambdas.common.errors import PipelineError, StateError
 from lambdas.common.events import SUCCEEDED, WATERMARK
 from lambdas.common.keys import RECONCILE_STAGE, reconcile_snapshot_key
@@ -347,8 +347,11 @@ def reconcile_table(
         new = drop_seen(window, primary_key, previous.seen)
         taken_now = latest_entries([*entries, ledger(new, columns, primary_key, seq=head.seq + 1)])
         share = ContentShare.rotating(taken_now.num_rows, done)
-        found = reconcile_ledger(con, table, columns, primary_key, taken_now, range_size=range_size, share=share,
-                                 batch_rows=batch_rows)  # fmt: skip
+        try:
+            found = reconcile_ledger(con, table, columns, primary_key, taken_now, range_size=range_size,
+                                     share=share, batch_rows=batch_rows)  # fmt: skip
+        except LedgerMismatch as error:
+            raise log.fail(f"the reconciliation's ledger of {table} cannot be believed: {error}") from error
     rows = concat([new, found.drift.rows])
     meta = {"since": since.isoformat() if since else None, RECONCILE_STAGE: found.result.as_dict()}
     batch = log.write(head, [rows] if rows is not None else [], meta)

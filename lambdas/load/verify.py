@@ -49,6 +49,7 @@ from lambdas.common.digest import (
     HASH_BITS,
     POSTGRES_EPOCH_DAYS,
     ContentShare,
+    LedgerMismatch,
     RangeFigures,
     arrow_figures,
     differing_ranges,
@@ -308,8 +309,8 @@ def fill(side: LakeSide, table: str, form: Shape, needed: pa.Array | pa.ChunkedA
 
     try:
         side.entries = fill_hashes(side.entries, form.identity, needed, hashed, hash_column=_HASH, seq_column=_SEQ)
-    except ValueError as error:
-        raise StateError(f"{table}: the verification's ledger cannot be believed: {error}") from error
+    except LedgerMismatch as error:
+        raise side.log.fail(f"the verification's ledger of {table} cannot be believed: {error}") from error
 
 
 def _without_held(entries: pa.Table, form: Shape, kept: pa.Table | None) -> pa.Table:
