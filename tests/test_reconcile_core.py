@@ -466,7 +466,7 @@ def test_a_ledger_from_the_base_hashes_only_the_ranges_it_compares_and_reads_the
     share = share_leaving_out(5)
     with reader(awkward) as con:
         columns = table_columns(con, "payment")
-        entries = ledger(lake, columns, "payment_id", seq=3, hashed=False)
+        entries = ledger(lake, columns, "payment_id", seq=3, share=None)
         outcome = reconcile_ledger(con, "payment", columns, "payment_id", entries, range_size=RANGE, share=share,
                                    batch_rows=batch_rows)  # fmt: skip
 

@@ -157,6 +157,19 @@ def row_hashes(rows: pa.Table, columns: list[Column], *, chunk_rows: int = 65_53
     return pa.concat_arrays(hashed)
 
 
+def hashes_in_share(
+    rows: pa.Table, columns: list[Column], numbers: pa.Array | pa.ChunkedArray, share: ContentShare | None
+) -> pa.Array:
+    """Each row's hash where its range number is in the share, null elsewhere (no share: null everywhere)."""
+    if share is None or rows.num_rows == 0:
+        return pa.nulls(rows.num_rows, pa.int64())
+    if share.whole:
+        return row_hashes(rows, columns)
+    due = share.due(numbers)
+    due = due.combine_chunks() if isinstance(due, pa.ChunkedArray) else due
+    return pc.replace_with_mask(pa.nulls(rows.num_rows, pa.int64()), due, row_hashes(rows.filter(due), columns))
+
+
 def range_numbers(keys: pa.Array | pa.ChunkedArray, range_size: int) -> pa.Array | pa.ChunkedArray:
     return pc.divide(pc.cast(keys, pa.int64()), pa.scalar(range_size, pa.int64()))
 

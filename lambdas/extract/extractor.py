@@ -337,8 +337,13 @@ def reconcile_table(
         signature = [[c.name, c.pg_type] for c in columns]
         checkpoint, reading, taken, done = _checkpoint(log, signature)
         entries = [taken] if taken is not None else []
-        # Since a checkpoint, the few new rows are hashed now; from the log's base, when their range is needed.
-        entries += [ledger(part, columns, primary_key, seq=b.seq, hashed=taken is not None)
+        # The share is chosen by the table's size in the lake (its ledger and the rows since, an upper bound).
+        size = sum(t.num_rows for t in entries) + sum(b.rows for b in reading.batches)
+        share = ContentShare.rotating(size, done)
+        # Since a checkpoint, the few new rows are hashed now; from the log's base, those in the share (the rest
+        # when their range is first needed).
+        first = ContentShare() if taken is not None else share
+        entries += [ledger(part, columns, primary_key, seq=b.seq, share=first, range_size=range_size)
                     for b in reading.batches for part in log.read(b)]  # fmt: skip
         with changed_rows(con, table, columns, since) as batches:
             window = pa.Table.from_batches(list(batches), schema=arrow_schema(columns))
@@ -346,7 +351,6 @@ def reconcile_table(
         check_window(log, previous, newest, lambda found: count_keys(con, table, primary_key, found))
         new = drop_seen(window, primary_key, previous.seen)
         taken_now = latest_entries([*entries, ledger(new, columns, primary_key, seq=head.seq + 1)])
-        share = ContentShare.rotating(taken_now.num_rows, done)
         try:
             found = reconcile_ledger(con, table, columns, primary_key, taken_now, range_size=range_size,
                                      share=share, batch_rows=batch_rows)  # fmt: skip

@@ -19,18 +19,20 @@ import pyarrow.compute as pc
 
 from lambdas.common.catalog import Column, arrow_schema
 from lambdas.common.digest import (
+    DEFAULT_RANGE_SIZE,
     ContentShare,
     RangeFigures,
     arrow_figures,
     check_range_size,
     fill_hashes,
+    hashes_in_share,
     range_numbers,
-    row_hashes,
     stamp_micros,
 )
 from lambdas.extract.source import WATERMARK_COLUMN
 from lambdas.transform.columns import keep_last
 
+WHOLE = ContentShare()
 LEDGER_SCHEMA = pa.schema(
     [("key", pa.int64()), ("hash", pa.int64()), ("stamp", pa.timestamp("us")), ("seq", pa.int64())]
 )
@@ -49,16 +51,26 @@ def latest_rows(rows: pa.Table, columns: list[Column], primary_key: str) -> pa.T
     """The last version of each key in these rows, in the source's columns; one version a key is the common case."""
     if rows.num_rows == 0:  # an empty lake may not even have the columns
         return arrow_schema(columns).empty_table()
-    if pc.count_distinct(rows[primary_key]).as_py() != rows.num_rows:
+    if not unique_keys(rows[primary_key]):
         rows = keep_last(rows, primary_key)
     return conform(rows, columns)
 
 
-def ledger(rows: pa.Table, columns: list[Column], primary_key: str, *, seq: int, hashed: bool = True) -> pa.Table:
-    """The ledger entries of these rows (of batch `seq`), in the rows' order; unhashed (null) unless `hashed`."""
+def ledger(
+    rows: pa.Table,
+    columns: list[Column],
+    primary_key: str,
+    *,
+    seq: int,
+    share: ContentShare | None = WHOLE,
+    range_size: int = DEFAULT_RANGE_SIZE,
+) -> pa.Table:
+    """The ledger entries of these rows (of batch `seq`), in the rows' order, hashed in the share's ranges (by
+    default all; None: none), the others left null until they are needed."""
     if rows.num_rows == 0:
         return LEDGER_SCHEMA.empty_table()
     rows = conform(rows, columns)
+    keys = pc.cast(rows[primary_key], pa.int64())
     stamps = (
         pc.cast(rows[WATERMARK_COLUMN], pa.timestamp("us"))
         if WATERMARK_COLUMN in rows.column_names
@@ -66,8 +78,8 @@ def ledger(rows: pa.Table, columns: list[Column], primary_key: str, *, seq: int,
     )
     return pa.table(
         {
-            "key": pc.cast(rows[primary_key], pa.int64()),
-            "hash": row_hashes(rows, columns) if hashed else pa.nulls(rows.num_rows, pa.int64()),
+            "key": keys,
+            "hash": hashes_in_share(rows, columns, range_numbers(keys, range_size), share),
             "stamp": stamps,
             "seq": pa.array([seq] * rows.num_rows, pa.int64()),
         },
@@ -81,9 +93,18 @@ def latest_entries(ledgers: Iterable[pa.Table]) -> pa.Table:
     if not collected:
         return LEDGER_SCHEMA.empty_table()
     combined = pa.concat_tables(collected)
-    if pc.count_distinct(combined["key"]).as_py() != combined.num_rows:
+    if not unique_keys(combined["key"]):
         combined = keep_last(combined, "key")
     return combined
+
+
+def unique_keys(keys: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether no key repeats: at once when they are strictly increasing (a table read in key order, the common
+    case), else by counting."""
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    if len(keys) < 2 or pc.all(pc.greater(keys.slice(1), keys.slice(0, len(keys) - 1))).as_py():
+        return True
+    return pc.count_distinct(keys).as_py() == len(keys)
 
 
 def fill(

@@ -56,8 +56,8 @@ from lambdas.common.digest import (
     figures_from_sql,
     figures_sql,
     fill_hashes,
+    hashes_in_share,
     range_numbers,
-    row_hashes,
     row_text_sql,
 )
 from lambdas.common.errors import StateError
@@ -73,6 +73,7 @@ DRIFT_METRIC = "WarehouseDriftRows"
 _SAMPLE = 20
 _EPOCH = "DATE '2000-01-01'"
 _RANGE, _HASH, _SEQ, _WAREHOUSE_HASH = "__range", "__hash", "__seq", "__warehouse_hash"
+_WHOLE = ContentShare()
 
 
 @dataclass(frozen=True)
@@ -213,13 +214,16 @@ def _ledger_schema(form: Shape) -> pa.Schema:
                       (_SEQ, pa.int64())])  # fmt: skip
 
 
-def ledger(rows: pa.Table, form: Shape, *, seq: int, hashed: bool = True) -> pa.Table:
-    """What the lake says of these rows (of batch `seq`), small: identity, range key, row hash (null unless
-    `hashed`) and batch of each, in the rows' order."""
+def ledger(
+    rows: pa.Table, form: Shape, *, seq: int, share: ContentShare | None = _WHOLE, range_size: int = DEFAULT_RANGE_SIZE
+) -> pa.Table:
+    """What the lake says of these rows (of batch `seq`), small: identity, range key, row hash and batch of each, in
+    the rows' order; hashed in the share's ranges (by default all; None: none), the others left null until needed."""
     rows = _conform(rows, form)
-    hashes = row_hashes(rows, form.columns) if hashed else pa.nulls(rows.num_rows, pa.int64())
+    keys = form.range_keys(rows)
+    hashes = hashes_in_share(rows, form.columns, range_numbers(keys, range_size), share)
     return pa.Table.from_arrays(
-        [*(rows[k] for k in form.identity), form.range_keys(rows), hashes, pa.array([seq] * rows.num_rows, pa.int64())],
+        [*(rows[k] for k in form.identity), keys, hashes, pa.array([seq] * rows.num_rows, pa.int64())],
         schema=_ledger_schema(form),
     )
 
@@ -234,7 +238,8 @@ class LakeSide:
     log: BatchLog
     cursor: dict[str, Any]  # the load's: the batches up to it are what the warehouse took
     state: ReaderState
-    done: int  # verifications so far: which content share is next
+    done: int  # verifications so far
+    share: ContentShare  # this verification's: the next one
 
     def rows_of(self, seq: int, form: Shape, table: str) -> pa.Table:
         """One batch's rows as the warehouse should hold them (first or last of an identity within the batch)."""
@@ -249,12 +254,11 @@ class LakeSide:
                            "verifications": self.done + 1})  # fmt: skip
 
 
-def _checkpointed(state: ReaderState, form: Shape, log: BatchLog, cursor: dict[str, Any]) -> tuple[Any, pa.Table]:
+def _checkpointed(saved: dict[str, Any], form: Shape, log: BatchLog, cursor: dict[str, Any]) -> tuple[Any, pa.Table]:
     """The checkpoint's cursor and ledger when they can be used; (None, empty) to read the epoch from its base.
 
     Only saves reading and hashing: a checkpoint that is missing, unreadable, of other columns or of another
     epoch or format is ignored."""
-    saved = state.read() or {}
     empty = _ledger_schema(form).empty_table()
     taken = saved.get("cursor")
     if saved.get("signature") != form.signature() or not isinstance(taken, dict) or taken.get("log") != cursor["log"]:
@@ -274,30 +278,36 @@ def _checkpointed(state: ReaderState, form: Shape, log: BatchLog, cursor: dict[s
     return taken, entries
 
 
-def lake_side(processed: Bucket, table: str, form: Shape, saved: dict[str, Any]) -> LakeSide | str:
+def lake_side(
+    processed: Bucket, table: str, form: Shape, saved: dict[str, Any], range_size: int = DEFAULT_RANGE_SIZE
+) -> LakeSide | str:
     """The ledger of what the warehouse should hold, from the checkpoint and the batches since (a dimension's
     latest row per key, a fact's first row per version); a string says why it cannot be told.
 
     The batches since the checkpoint are followed from its cursor (the load's cursor when it was taken), so a
     verification reads only what was loaded since the last one, and hashes it at once (a few rows); from the
-    epoch's base, rows are hashed when needed (`fill`)."""
+    epoch's base, those in this verification's content share (the others when needed: `fill`). The share is
+    chosen by the table's size in the lake (its ledger and the rows since, an upper bound)."""
     log = BatchLog(processed, TRANSFORM_STAGE, table, lineage=TRANSFORM_INPUTS[table])
     cursor = saved.get("cursor")
     if not isinstance(cursor, dict) or cursor.get("log") != log.head().log or not isinstance(cursor.get("seq"), int):
         return "the load has not taken the lake's current epoch yet"
     state = ReaderState(processed, VERIFY_STAGE, table, lineage=TRANSFORM_INPUTS[table])
-    done = (state.read() or {}).get("verifications")
+    checkpoint = state.read() or {}
+    done = checkpoint.get("verifications")
     done = done if isinstance(done, int) and done >= 0 else 0
-    taken, entries = _checkpointed(state, form, log, cursor)
+    taken, entries = _checkpointed(checkpoint, form, log, cursor)
     try:
         reading = log.follow(taken)
     except StateError:  # a checkpoint whose chain does not hold: read the epoch from its base
         taken, entries, reading = None, _ledger_schema(form).empty_table(), log.follow(None)
     batches = [b for b in reading.batches if b.seq <= cursor["seq"]]
-    new = [ledger(part, form, seq=b.seq, hashed=taken is not None) for b in batches for part in log.read(b)]
+    share = ContentShare.rotating(entries.num_rows + sum(b.rows for b in batches), done)
+    first = _WHOLE if taken is not None else share
+    new = [ledger(part, form, seq=b.seq, share=first, range_size=range_size) for b in batches for part in log.read(b)]
     if new:
         entries = _first_or_last(pa.concat_tables([entries, *new]), form.identity, last=table not in FACTS)
-    return LakeSide(entries, log, cursor, state, done)
+    return LakeSide(entries, log, cursor, state, done, share)
 
 
 def fill(side: LakeSide, table: str, form: Shape, needed: pa.Array | pa.ChunkedArray) -> None:
@@ -372,11 +382,11 @@ def verify_table(
     if saved.get("warehouse") != database_identity(con):
         return VerifyResult(table, skipped="the load's cursor describes another warehouse")
     form = shape(con, table)
-    side = lake_side(processed, table, form, saved)
+    side = lake_side(processed, table, form, saved, range_size)
     if isinstance(side, str):
         return VerifyResult(table, skipped=side)
     kept = held.read(processed, saved) if table in FACTS else None
-    share = ContentShare.rotating(side.entries.num_rows, side.done)
+    share = side.share
     ours = warehouse_figures(con, table, form, range_size, share)
     census = lake_figures(_without_held(side.entries, form, kept), form, range_size, None)
     census_differing = pa.array(
