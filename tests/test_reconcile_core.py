@@ -25,6 +25,7 @@ from lambdas.common.digest import (
     LedgerMismatch,
     RangeFigures,
     differing_ranges,
+    unique_keys,
 )
 from lambdas.common.errors import PipelineError
 from lambdas.common.tables import PRIMARY_KEYS, SOURCE_TABLES
@@ -479,3 +480,11 @@ def test_a_ledger_from_the_base_hashes_only_the_ranges_it_compares_and_reads_the
     with pytest.raises(LedgerMismatch, match="not in the batches their ledger names"), reader(awkward) as con:
         reconcile_ledger(con, "payment", columns, "payment_id", entries, range_size=RANGE, share=share,
                          batch_rows=lambda seq: lake.slice(0, 2))  # fmt: skip
+
+
+def test_keys_are_unique_when_their_ascending_runs_do_not_overlap_and_otherwise_counted() -> None:
+    cases = {(1, 2, 3): True, (3, 2, 1): True, (1, 2, 2): False, (5, 6, 1, 2, 7): True, (5, 6, 1, 5, 7): False,
+             (1, 3, 2, 4): True, (2, 1, 2): False, (): True, tuple(range(200, 0, -1)): True}  # fmt: skip
+    for keys, unique in cases.items():
+        assert unique_keys(pa.array(keys, pa.int64())) is unique, keys
+    assert unique_keys(pa.chunked_array([[1, 2], [3, 4], [2]], pa.int64())) is False

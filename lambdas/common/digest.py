@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import pyarrow as pa
@@ -57,6 +58,7 @@ WHOLE_TABLE_ROWS = 20_000  # a table smaller than this is digested whole every t
 HASH_BITS = 60
 _HALF_BITS = 30  # each half summed in int64: exact for up to 2**33 rows per range
 _HALF_MASK = (1 << _HALF_BITS) - 1
+_FEW_RUNS = 64  # ascending runs of keys checked for overlap before falling back to counting distinct keys
 
 
 POSTGRES_EPOCH_DAYS = 10_957  # 2000-01-01 after 1970-01-01, Arrow's epoch
@@ -168,6 +170,22 @@ def hashes_in_share(
     due = share.due(numbers)
     due = due.combine_chunks() if isinstance(due, pa.ChunkedArray) else due
     return pc.replace_with_mask(pa.nulls(rows.num_rows, pa.int64()), due, row_hashes(rows.filter(due), columns))
+
+
+def unique_keys(keys: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether no key repeats. A table read in key order, or a few such parts laid end to end, is the common case:
+    it splits into a few strictly ascending runs, unique when their key intervals do not overlap, told in one pass
+    without hashing. Anything else is counted."""
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    if len(keys) < 2:
+        return True
+    breaks = pc.indices_nonzero(pc.invert(pc.greater(keys.slice(1), keys.slice(0, len(keys) - 1)))).to_pylist()
+    if len(breaks) <= _FEW_RUNS:
+        starts, ends = [0, *(b + 1 for b in breaks)], [*breaks, len(keys) - 1]
+        runs = sorted((keys[a].as_py(), keys[b].as_py()) for a, b in zip(starts, ends, strict=True))
+        if all(low > previous_high for (_, previous_high), (low, _) in pairwise(runs)):
+            return True
+    return pc.count_distinct(keys).as_py() == len(keys)
 
 
 def range_numbers(keys: pa.Array | pa.ChunkedArray, range_size: int) -> pa.Array | pa.ChunkedArray:

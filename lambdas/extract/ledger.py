@@ -28,6 +28,7 @@ from lambdas.common.digest import (
     hashes_in_share,
     range_numbers,
     stamp_micros,
+    unique_keys,
 )
 from lambdas.extract.source import WATERMARK_COLUMN
 from lambdas.transform.columns import keep_last
@@ -96,15 +97,6 @@ def latest_entries(ledgers: Iterable[pa.Table]) -> pa.Table:
     if not unique_keys(combined["key"]):
         combined = keep_last(combined, "key")
     return combined
-
-
-def unique_keys(keys: pa.ChunkedArray | pa.Array) -> bool:
-    """Whether no key repeats: at once when they are strictly increasing (a table read in key order, the common
-    case), else by counting."""
-    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-    if len(keys) < 2 or pc.all(pc.greater(keys.slice(1), keys.slice(0, len(keys) - 1))).as_py():
-        return True
-    return pc.count_distinct(keys).as_py() == len(keys)
 
 
 def fill(

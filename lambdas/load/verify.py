@@ -59,6 +59,7 @@ from lambdas.common.digest import (
     hashes_in_share,
     range_numbers,
     row_text_sql,
+    unique_keys,
 )
 from lambdas.common.errors import StateError
 from lambdas.common.keys import VERIFY_STAGE, verify_ledger_key
@@ -201,8 +202,8 @@ def _conform(rows: pa.Table, form: Shape) -> pa.Table:
 
 def _first_or_last(rows: pa.Table, identity: list[str], *, last: bool) -> pa.Table:
     """One row per identity, the first or the last in the order the rows were loaded."""
-    if rows.num_rows == 0:
-        return rows
+    if rows.num_rows == 0 or unique_keys(pc.cast(rows[identity[0]], pa.int64())):
+        return rows  # one row per identity already (a dimension's key, a fact's id with one version): the common case
     numbered = rows.append_column("__row", pa.array(range(rows.num_rows), pa.int64()))
     how = "max" if last else "min"
     chosen = numbered.group_by(identity, use_threads=False).aggregate([("__row", how)])[f"__row_{how}"]
