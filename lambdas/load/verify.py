@@ -202,12 +202,19 @@ def _conform(rows: pa.Table, form: Shape) -> pa.Table:
 
 def _first_or_last(rows: pa.Table, identity: list[str], *, last: bool) -> pa.Table:
     """One row per identity, the first or the last in the order the rows were loaded."""
-    if rows.num_rows == 0 or unique_keys(pc.cast(rows[identity[0]], pa.int64())):
+    if rows.num_rows == 0 or unique_keys(_as_integers(rows[identity[0]])):
         return rows  # one row per identity already (a dimension's key, a fact's id with one version): the common case
     numbered = rows.append_column("__row", pa.array(range(rows.num_rows), pa.int64()))
     how = "max" if last else "min"
     chosen = numbered.group_by(identity, use_threads=False).aggregate([("__row", how)])[f"__row_{how}"]
     return rows.take(pc.take(chosen, pc.sort_indices(chosen)))
+
+
+def _as_integers(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """An identity's first column (an integer key, or dim_date's date) as int64, in the same order."""
+    if pa.types.is_date(values.type):
+        values = pc.cast(values, pa.int32())
+    return pc.cast(values, pa.int64())
 
 
 def _ledger_schema(form: Shape) -> pa.Schema:
