@@ -18,17 +18,28 @@ import pyarrow.compute as pc
 import pytest
 
 from lambdas.common.db import connect
-from lambdas.common.digest import RangeDigest, differing_ranges
+from lambdas.common.digest import (
+    DEFAULT_CONTENT_EVERY,
+    WHOLE_TABLE_ROWS,
+    ContentShare,
+    LedgerMismatch,
+    RangeFigures,
+    differing_ranges,
+    unique_keys,
+)
 from lambdas.common.errors import PipelineError
 from lambdas.common.tables import PRIMARY_KEYS, SOURCE_TABLES
+from lambdas.extract.ledger import latest_rows, ledger, ledger_figures
 from lambdas.extract.reconcile import (
     Reconciliation,
     lake_digests,
     range_intervals,
     reconcile,
+    reconcile_ledger,
     source_digests,
 )
 from lambdas.extract.source import Column, arrow_schema, changed_rows, snapshot, table_columns
+from lambdas.extract.source_ranges import source_figures
 from statemachine.local.postgres import READER_ROLE, grant_read_only
 from tests.conftest import Databases
 from tests.sources import T0, insert
@@ -60,9 +71,10 @@ def lake_of(databases: Databases, table: str) -> pa.Table:
             return pa.Table.from_batches(list(batches), schema=arrow_schema(columns))
 
 
-def reconciled(databases: Databases, table: str, lake: pa.Table) -> Reconciliation:
+def reconciled(databases: Databases, table: str, lake: pa.Table, share: ContentShare | None = None) -> Reconciliation:
     with reader(databases) as con:
-        return reconcile(con, table, table_columns(con, table), PRIMARY_KEYS.get(table, "id"), lake, range_size=RANGE)
+        columns = table_columns(con, table)
+        return reconcile(con, table, columns, PRIMARY_KEYS.get(table, "id"), lake, range_size=RANGE, share=share)
 
 
 def digests(databases: Databases, table: str, lake: pa.Table, key: str) -> tuple[dict, dict]:
@@ -82,6 +94,7 @@ def assert_no_drift(outcome: Reconciliation) -> None:
         "rows_missing": 0,
         "rows_deleted": 0,
         "deleted_keys_sample": [],
+        "content_share": {"every": 1, "turn": 0},
     }
     assert outcome.drift.rows.num_rows == 0
 
@@ -360,10 +373,11 @@ def test_range_intervals_cover_exactly_the_keys_that_integer_division_puts_in_th
 
 
 def test_ranges_on_one_side_only_or_with_another_count_or_digest_differ() -> None:
-    same = RangeDigest(3, 99)
-    source = {0: same, 1: RangeDigest(3, 100), 2: RangeDigest(2, 5), 4: same}
-    lake = {0: same, 1: RangeDigest(3, 101), 2: RangeDigest(3, 5), 3: same, 4: same}
-    assert differing_ranges(source, lake) == [1, 2, 3]
+    same = RangeFigures(3, (6, 9), 99)
+    source = {0: same, 1: RangeFigures(3, (6, 9), 100), 2: RangeFigures(2, (6, 9), 5), 4: same, 5: same, 6: same}
+    lake = {0: same, 1: RangeFigures(3, (6, 9), 101), 2: RangeFigures(3, (6, 9), 5), 3: same, 4: same,
+            5: RangeFigures(3, (7, 9), 99), 6: RangeFigures(3, (6, 8), None)}  # fmt: skip
+    assert differing_ranges(source, lake) == [1, 2, 3, 5, 6]
 
 
 def test_a_table_without_an_integer_key_or_with_a_nonsense_range_size_is_refused(databases: Databases) -> None:
@@ -376,3 +390,101 @@ def test_a_table_without_an_integer_key_or_with_a_nonsense_range_size_is_refused
             source_digests(con, "typed", columns, "nope", 10)
     with pytest.raises(ValueError, match="range_size must be a positive number of keys, not 0"):
         lake_digests(pa.table({"id": [1]}), [Column("id", "int4")], "id", 0)
+
+
+# --- the two tiers: the census every time, the content digest for a rotating share ------------------------------
+
+
+def share_leaving_out(*keys: int) -> ContentShare:
+    """A content share of 7 that leaves the ranges of these keys out: only the census looks at them."""
+    taken = {int(k / RANGE) % 7 for k in keys}
+    return ContentShare(7, next(t for t in range(7) if t not in taken))
+
+
+def test_the_census_alone_finds_lost_inserted_and_deleted_rows_and_a_missed_update(awkward: Databases) -> None:
+    lake = lake_of(awkward, "payment").filter(pc.not_equal(pc.field("payment_id"), 1))  # the lake lost key 1
+    awkward.source_sql("UPDATE payment SET payment_amount = 7, last_updated = now() WHERE payment_id = 2")
+    awkward.source_sql("DELETE FROM payment WHERE payment_id = 5")
+    awkward.source_sql(
+        "INSERT INTO payment SELECT 9, created_at, last_updated, transaction_id, counterparty_id, payment_amount, "
+        "currency_id, payment_type_id, paid, payment_date, company_ac_number, counterparty_ac_number "
+        "FROM payment WHERE payment_id = 3"
+    )  # an old last_updated, which no watermark would take
+    share = share_leaving_out(1, 2, 5, 9)
+
+    outcome = reconciled(awkward, "payment", lake, share)
+
+    assert outcome.result.as_dict()["content_share"] == {"every": 7, "turn": share.turn}
+    assert (outcome.result.rows_changed, outcome.result.rows_missing, outcome.result.rows_deleted) == (1, 2, 1)
+    assert outcome.drift.rows["payment_id"].to_pylist() == [1, 2, 9]
+    assert outcome.drift.deleted_keys.to_pylist() == [5]
+
+
+def test_a_quiet_change_is_found_on_the_turn_its_range_is_in_the_share_and_on_no_other(awkward: Databases) -> None:
+    lake = lake_of(awkward, "design")
+    awkward.source_sql("UPDATE design SET file_location = '/moved' WHERE design_id = 6")  # range 1 at 4 keys a range
+
+    found = {turn: reconciled(awkward, "design", lake, ContentShare(7, turn)).result for turn in range(7)}
+
+    assert {turn: r.rows_changed_quietly for turn, r in found.items() if r.ranges_differing} == {1: 1}
+    assert all(r.ranges_compared == found[0].ranges_compared for r in found.values())  # the census saw them all
+
+
+def test_both_sides_take_the_same_share_of_negative_and_positive_ranges(databases: Databases) -> None:
+    typed_source(databases)
+    lake = lake_of(databases, "typed")
+    with reader(databases) as con:
+        columns = table_columns(con, "typed")
+        entries = ledger(latest_rows(lake, columns, "id"), columns, "id", seq=1)
+        for turn in range(3):
+            share = ContentShare(3, turn)
+            source = source_figures(con, "typed", columns, "id", RANGE, share)
+            assert source == ledger_figures(entries, RANGE, share), turn
+            assert sorted(r for r, f in source.items() if f.digest is not None) == [
+                r for r in (-2, 0, 1) if r % 3 == turn
+            ], turn
+
+
+def test_a_small_table_is_digested_whole_every_time_and_a_large_one_in_turns() -> None:
+    assert ContentShare.rotating(WHOLE_TABLE_ROWS - 1, 12) == ContentShare()
+    assert [ContentShare.rotating(WHOLE_TABLE_ROWS, n).turn for n in range(9)] == [0, 1, 2, 3, 4, 5, 6, 0, 1]
+    assert ContentShare.rotating(10**6, 3).every == DEFAULT_CONTENT_EVERY == 7
+    with pytest.raises(ValueError, match="a content share needs"):
+        ContentShare(7, 7)
+
+
+def test_a_ledger_from_the_base_hashes_only_the_ranges_it_compares_and_reads_them_from_the_batch_it_names(
+    awkward: Databases,
+) -> None:
+    lake = lake_of(awkward, "payment")
+    awkward.source_sql("DELETE FROM payment WHERE payment_id = 5")  # a census difference outside the share
+    read: list[int] = []
+
+    def batch_rows(seq: int) -> pa.Table:
+        read.append(seq)
+        return lake
+
+    share = share_leaving_out(5)
+    with reader(awkward) as con:
+        columns = table_columns(con, "payment")
+        entries = ledger(lake, columns, "payment_id", seq=3, share=None)
+        outcome = reconcile_ledger(con, "payment", columns, "payment_id", entries, range_size=RANGE, share=share,
+                                   batch_rows=batch_rows)  # fmt: skip
+
+    assert read == [3]  # one read of the batch the entries name
+    numbers = [int(k / RANGE) for k in outcome.entries["key"].to_pylist()]
+    hashed = {n for n, h in zip(numbers, outcome.entries["hash"].to_pylist(), strict=True) if h is not None}
+    assert hashed == {n for n in numbers if n % 7 == share.turn} | {int(5 / RANGE)}
+    assert outcome.drift.deleted_keys.to_pylist() == [5]
+    assert outcome.result.ranges_differing == 1
+    with pytest.raises(LedgerMismatch, match="not in the batches their ledger names"), reader(awkward) as con:
+        reconcile_ledger(con, "payment", columns, "payment_id", entries, range_size=RANGE, share=share,
+                         batch_rows=lambda seq: lake.slice(0, 2))  # fmt: skip
+
+
+def test_keys_are_unique_when_their_ascending_runs_do_not_overlap_and_otherwise_counted() -> None:
+    cases = {(1, 2, 3): True, (3, 2, 1): True, (1, 2, 2): False, (5, 6, 1, 2, 7): True, (5, 6, 1, 5, 7): False,
+             (1, 3, 2, 4): True, (2, 1, 2): False, (): True, tuple(range(200, 0, -1)): True}  # fmt: skip
+    for keys, unique in cases.items():
+        assert unique_keys(pa.array(keys, pa.int64())) is unique, keys
+    assert unique_keys(pa.chunked_array([[1, 2], [3, 4], [2]], pa.int64())) is False

@@ -4,6 +4,7 @@ an old last_updated, rows deleted upstream (issue 10)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import datetime
@@ -11,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from lambdas.common import digest
 from lambdas.extract.handler import drift_metrics
 from statemachine.local import runner
+from statemachine.local.deployment import INGESTION_BUCKET, PROCESSED_BUCKET
 from tests.conftest import Databases
 from tests.test_incremental_safety import ROOT
 
@@ -108,3 +111,46 @@ def test_drift_is_published_in_total_for_the_alarm_only_when_there_is_some(monke
     assert total["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
     assert (total["table"], total["drift_rows"]) == ("design", 49), "properties (Logs Insights), not a series per table"
     assert drift_metrics("design", {"rows_changed": 0, "rows_missing": 0, "rows_deleted": 0}) == []
+
+
+def test_with_content_digested_in_turns_the_census_finds_lost_and_deleted_rows_at_once_and_a_quiet_edit_waits_its_turn(
+    small: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(digest, "WHOLE_TABLE_ROWS", 1)  # every table digested in turns, as a large one is
+    first = small.run(reconcile=True)
+    assert first.succeeded and all(not r["ranges_differing"] for r in reconciled(first).values())
+    assert {r["content_share"]["turn"] for r in reconciled(first).values()} == {0}
+    small.source_sql("UPDATE design SET file_location = '/archive' WHERE design_id <= 20")  # range 0, quietly
+    small.source_sql(
+        "INSERT INTO sales_order (created_at, last_updated, design_id, staff_id, counterparty_id, units_sold, "
+        "unit_price, currency_id, agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id) "
+        "SELECT :old, :old, design_id, staff_id, counterparty_id, 9, 2.5, currency_id, agreed_delivery_date, "
+        "agreed_payment_date, agreed_delivery_location_id FROM sales_order ORDER BY sales_order_id LIMIT 1",
+        old=datetime(2020, 1, 2, 3, 4, 5),
+    )
+    small.warehouse_sql("UPDATE dim_staff SET first_name = 'Edited' WHERE staff_id = 1")  # in place: content only
+    small.warehouse_sql("DELETE FROM fact_payment WHERE payment_id = 1")  # a row gone: the census
+
+    second = small.run(reconcile=True)  # turn 1 of 7: range 0's content is not compared
+
+    found, checked = reconciled(second), verified(second)
+    assert {r["content_share"]["turn"] for r in found.values()} == {1}
+    assert (found["sales_order"]["rows_missing"], found["design"]["ranges_differing"]) == (1, 0)
+    assert (checked["fact_payment"]["rows_missing"], checked["dim_staff"]["ranges_differing"]) == (1, 0)
+    assert set(small.differences()) == {"dim_design", "dim_staff"}
+
+    for state in (small.lake / INGESTION_BUCKET / "_state" / "reconcile" / "design.json",
+                  small.lake / PROCESSED_BUCKET / "_state" / "verify" / "dim_staff.json"):  # fmt: skip
+        saved = json.loads(state.read_text())
+        assert saved["reconciliations" if "reconcile" in str(state) else "verifications"] == 2
+        saved["reconciliations" if "reconcile" in str(state) else "verifications"] = 7  # a week of nights later
+        state.write_text(json.dumps(saved))
+    third = small.run(reconcile=True)  # turn 0 again for these two
+
+    assert reconciled(third)["design"]["rows_changed_quietly"] == 20
+    assert verified(third)["dim_staff"]["rows_changed"] == 1
+    assert small.differences() == {}
+
+
+def verified(outcome: runner.RunOutcome) -> dict[str, dict[str, Any]]:
+    return {i.table: i.result["verified"] for i in outcome.invocations if i.stage == "load" and i.ok}

@@ -22,12 +22,14 @@ import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
 from lambdas.common.db import database_identity, describe_identity
+from lambdas.common.digest import DEFAULT_RANGE_SIZE, ContentShare, LedgerMismatch
 from lambdas.common.errors import PipelineError, StateError
 from lambdas.common.events import SUCCEEDED, WATERMARK
 from lambdas.common.keys import RECONCILE_STAGE, reconcile_snapshot_key
 from lambdas.common.lake import BatchLog, Head, ReaderState, Reading, concat
 from lambdas.common.tables import PRIMARY_KEYS, require_source_table
-from lambdas.extract.reconcile import DEFAULT_RANGE_SIZE, latest_entries, ledger, reconcile_ledger
+from lambdas.extract.ledger import LEDGER_SCHEMA, latest_entries, ledger
+from lambdas.extract.reconcile import reconcile_ledger
 from lambdas.extract.signal import DEFAULT_MAX_AGE_SECONDS, SIGNAL, Token, read_token, unchanged
 from lambdas.extract.source import (
     Column,
@@ -273,15 +275,18 @@ def _unchanged(log: BatchLog, head: Head, previous: Watermark, token: Token) -> 
     return ExtractResult(log.table, 0, None, head.state.get("watermark"), scanned=False)
 
 
-def _checkpoint(log: BatchLog, signature: list[list[str]]) -> tuple[ReaderState, Reading, pa.Table | None]:
-    """The ledger of the last reconciliation of this table (key, row hash and last_updated of the latest version
-    of each key, deletions left out) and the batches since. It only saves hashing the whole log: a checkpoint that
-    is missing, unreadable, from an older epoch or from other source columns is ignored, and the log itself,
-    checked from its base, is read instead."""
+def _checkpoint(log: BatchLog, signature: list[list[str]]) -> tuple[ReaderState, Reading, pa.Table | None, int]:
+    """The ledger of the last reconciliation of this table (key, row hash, last_updated and batch of the latest
+    version of each key, deletions left out), the batches since, and how many reconciliations it has seen (which
+    content share is next). It only saves hashing the whole log: a checkpoint that is missing, unreadable, from an
+    older epoch, from other source columns or of another ledger format is ignored, and the log itself, checked from
+    its base, is read instead."""
     state = ReaderState(log.bucket, RECONCILE_STAGE, log.table)
     saved = state.read() or {}
     if saved.get("columns") != signature:
         saved = {}
+    done = saved.get("reconciliations")
+    done = done if isinstance(done, int) and done >= 0 else 0
     try:
         reading = log.follow(saved.get("cursor"))
     except StateError:
@@ -290,11 +295,14 @@ def _checkpoint(log: BatchLog, signature: list[list[str]]) -> tuple[ReaderState,
         saved, reading = {}, log.follow(None)
     ledger_key = saved.get("ledger")
     if reading.restarted or not isinstance(ledger_key, str):
-        return state, (log.follow(None) if reading.restarted else reading), None
+        return state, (log.follow(None) if reading.restarted else reading), None, done
     try:
-        return state, reading, log.bucket.get_parquet(ledger_key)
+        taken = log.bucket.get_parquet(ledger_key)
     except (ClientError, pa.ArrowException, OSError):
-        return state, log.follow(None), None
+        return state, log.follow(None), None, done
+    if taken.schema != LEDGER_SCHEMA:
+        return state, log.follow(None), None, done
+    return state, reading, taken, done
 
 
 def reconcile_table(
@@ -309,7 +317,8 @@ def reconcile_table(
     The differing rows (changed without `last_updated` moving, missing, from lost state) are written with the
     window's rows as one new batch, so they go through transform and load like any other version. Keys deleted
     upstream are reported, and left out of the checkpoint so each is reported once. Memory stays small: the lake
-    side is a ledger of 24 bytes a key, and rows are hashed part by part.
+    side is a ledger of 32 bytes a key. Each reconciliation digests the next content share of the ranges
+    (digest.ContentShare.rotating); the lake's rows are hashed when first needed, and the ledger keeps the hashes.
     """
     table = require_source_table(log.table)
     primary_key = PRIMARY_KEYS[table]
@@ -317,21 +326,36 @@ def reconcile_table(
     head, previous = checked_head(log, identity)
     log.check_not_behind(head)
     since = previous.window_start(lookback)
+
+    def batch_rows(seq: int) -> pa.Table:
+        return pa.concat_tables(list(log.read(log.manifest(seq, head.log))), promote_options="permissive")
+
     with snapshot(con):
         clock = source_clock(con)
         check_watermark(log, previous, clock)
         columns = table_columns(con, table)
         signature = [[c.name, c.pg_type] for c in columns]
-        checkpoint, reading, taken = _checkpoint(log, signature)
+        checkpoint, reading, taken, done = _checkpoint(log, signature)
         entries = [taken] if taken is not None else []
-        entries += [ledger(part, columns, primary_key) for b in reading.batches for part in log.read(b)]
+        # The share is chosen by the table's size in the lake (its ledger and the rows since, an upper bound).
+        size = sum(t.num_rows for t in entries) + sum(b.rows for b in reading.batches)
+        share = ContentShare.rotating(size, done)
+        # Since a checkpoint, the few new rows are hashed now; from the log's base, those in the share (the rest
+        # when their range is first needed).
+        first = ContentShare() if taken is not None else share
+        entries += [ledger(part, columns, primary_key, seq=b.seq, share=first, range_size=range_size)
+                    for b in reading.batches for part in log.read(b)]  # fmt: skip
         with changed_rows(con, table, columns, since) as batches:
             window = pa.Table.from_batches(list(batches), schema=arrow_schema(columns))
         newest = pc.max(window["last_updated"]).as_py() if window.num_rows else None
         check_window(log, previous, newest, lambda found: count_keys(con, table, primary_key, found))
         new = drop_seen(window, primary_key, previous.seen)
-        taken_now = latest_entries([*entries, ledger(new, columns, primary_key)])
-        found = reconcile_ledger(con, table, columns, primary_key, taken_now, range_size=range_size)
+        taken_now = latest_entries([*entries, ledger(new, columns, primary_key, seq=head.seq + 1)])
+        try:
+            found = reconcile_ledger(con, table, columns, primary_key, taken_now, range_size=range_size,
+                                     share=share, batch_rows=batch_rows)  # fmt: skip
+        except LedgerMismatch as error:
+            raise log.fail(f"the reconciliation's ledger of {table} cannot be believed: {error}") from error
     rows = concat([new, found.drift.rows])
     meta = {"since": since.isoformat() if since else None, RECONCILE_STAGE: found.result.as_dict()}
     batch = log.write(head, [rows] if rows is not None else [], meta)
@@ -339,10 +363,10 @@ def reconcile_table(
     if batch is not None:
         head = log.commit(head, batch, {"source": identity, **watermark.to_state(),
                                         "lookback_seconds": lookback.total_seconds()})  # fmt: skip
-    latest = latest_entries([taken_now, ledger(found.drift.rows, columns, primary_key)])
+    latest = latest_entries([found.entries, ledger(found.drift.rows, columns, primary_key, seq=head.seq)])
     latest = latest.filter(pc.invert(pc.is_in(latest["key"], value_set=found.drift.deleted_keys)))
     key = reconcile_snapshot_key(table, head.seq)
     log.bucket.put_parquet(key, latest)
-    checkpoint.commit({"cursor": head.cursor(), "ledger": key, "columns": signature})
+    checkpoint.commit({"cursor": head.cursor(), "ledger": key, "columns": signature, "reconciliations": done + 1})
     return ExtractResult(table, batch.rows if batch else 0, batch.seq if batch else None,
                          watermark.to_state()["watermark"], reconciled=found.result.as_dict())  # fmt: skip
