@@ -81,6 +81,11 @@ def dsn(credentials: dict[str, Any], database: str, *, password: str | None = No
 
 # --- 1. a bad DSN fails before the state machine starts, in seconds, with one line -----------------------------
 
+# "In seconds": the preflight gives each database 2.5 s, against the 840 s statement timeout and TCP's two-minute
+# connect timeout it must not wait for. The bound leaves room for a Python start-up on a loaded 2-core machine
+# (these three took 5 to 7 s while seven test suites shared one); the figures themselves are not a benchmark.
+IN_SECONDS = 15
+
 
 def test_a_refused_port_fails_in_seconds_with_one_line_naming_the_database_and_the_port(tmp_path: Path) -> None:
     port = free_port()
@@ -88,7 +93,7 @@ def test_a_refused_port_fails_in_seconds_with_one_line_naming_the_database_and_t
     result = cli("run", "--source-dsn", f"postgresql://etl@127.0.0.1:{port}/totesys",
                  "--warehouse-dsn", f"postgresql://etl@127.0.0.1:{port}/warehouse",
                  "--lake-dir", str(tmp_path))  # fmt: skip
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < IN_SECONDS
     assert result.returncode == 69
     line = one_line_error(result)
     assert f"source database: cannot connect to 127.0.0.1:{port}, database 'totesys'" in line
@@ -100,7 +105,7 @@ def test_an_unknown_host_fails_in_seconds_with_one_line(tmp_path: Path) -> None:
     result = cli("run", "--source-dsn", "postgresql://etl@no-such-host.invalid:5432/totesys",
                  "--warehouse-dsn", "postgresql://etl@no-such-host.invalid:5432/warehouse",
                  "--lake-dir", str(tmp_path))  # fmt: skip
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < IN_SECONDS
     assert result.returncode == 69
     assert "no-such-host.invalid:5432" in one_line_error(result)
     assert "unknown host" in result.stderr
@@ -116,7 +121,7 @@ def test_a_host_that_accepts_tcp_and_never_answers_costs_seconds_not_the_stateme
                      "--warehouse-dsn", f"postgresql://etl@127.0.0.1:{port}/warehouse",
                      "--lake-dir", str(tmp_path))  # fmt: skip
         elapsed = time.monotonic() - started
-    assert elapsed < 5, elapsed
+    assert elapsed < IN_SECONDS, elapsed
     assert result.returncode == 69
     assert "no answer within 2.5 s" in one_line_error(result)
 
