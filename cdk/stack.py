@@ -29,6 +29,7 @@ from lambdas.common.tables import FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_PACKAGE_DIR = REPO_ROOT / "lambdas"
 DEFINITION_FILE = REPO_ROOT / "statemachine" / "pipeline.asl.json"
+STAGES_DEFINITION_FILE = REPO_ROOT / "statemachine" / "stages.asl.json"
 
 R = logs.RetentionDays
 RETENTION_BY_DAYS = {
@@ -156,6 +157,7 @@ class PipelineStack(Stack):
             self,
             "Workflow",
             definition_file=DEFINITION_FILE,
+            stages_definition_file=STAGES_DEFINITION_FILE,
             state_machine_name=self.state_machine_name,
             substitutions={
                 substitution_name(stage): function.function_arn for stage, function in self.functions.by_stage.items()
@@ -361,14 +363,8 @@ class PipelineStack(Stack):
             "tell whether the run holding the lease is still running.",
         )
 
-        # The workflow invokes the functions by their unqualified ARNs only (see pipeline.asl.json), so no
-        # version/alias wildcard (":*") is granted.
-        self.workflow.state_machine.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["lambda:InvokeFunction"],
-                resources=[function.function_arn for function in functions.all],
-            )
-        )
+        # Each state machine may invoke the functions its definition names (cdk/workflow.py), by their unqualified
+        # ARNs only, so no version/alias wildcard (":*") is granted.
 
         # Operators (attach the managed policy to their role or permission set): run, stop, inspect, redrive.
         state_machine = self.workflow.state_machine
@@ -443,7 +439,7 @@ class PipelineStack(Stack):
 
     def _check_source_connections(self) -> None:
         """Warn when the extract Map runs more tables at once than extract may run: the rest wait on throttles."""
-        definition = json.loads(DEFINITION_FILE.read_text(encoding="utf-8"))
+        definition = json.loads(STAGES_DEFINITION_FILE.read_text(encoding="utf-8"))
         placeholder = "${" + substitution_name("extract") + "}"
         for name, state in definition.get("States", {}).items():
             if state.get("Type") == "Map" and placeholder in json.dumps(state.get("ItemProcessor", {})):

@@ -35,11 +35,12 @@ from lambdas.common.db import forget_secrets
 from lambdas.common.lake import s3_client
 from lambdas.extract.run_plan import ACTION_PLAN
 from statemachine import definition
-from statemachine.history import history
-from statemachine.local import sandbox
+from statemachine.history import with_children
+from statemachine.local import moto_sfn, sandbox
 from statemachine.local.deployment import (
     ACCOUNT,
     ALERT_TOPIC,
+    CHILD_PLACEHOLDERS,
     INGESTION_BUCKET,
     LOCAL_FUNCTION_NAMES,
     PROCESSED_BUCKET,
@@ -156,10 +157,10 @@ class Dispatcher:
 
     def _invoke(self, function: Any, payload: dict[str, Any]) -> tuple[bool, dict[str, Any], dict[str, int]]:
         name = function.function_name
-        if not sandbox.allows(self.deployment.state_machine_statements, "lambda:InvokeFunction", function.function_arn):
-            message = sandbox.denial(f"state machine {self.deployment.state_machine_name}", "lambda:InvokeFunction",
-                                     function.function_arn)  # fmt: skip
-            return False, {"errorType": "AccessDeniedException", "errorMessage": message}, {}
+        for machine, statements in self._invokers(name, payload):
+            if not sandbox.allows(statements, "lambda:InvokeFunction", function.function_arn):
+                message = sandbox.denial(f"state machine {machine}", "lambda:InvokeFunction", function.function_arn)
+                return False, {"errorType": "AccessDeniedException", "errorMessage": message}, {}
         try:
             with sandbox.invocation(self.deployment.by_name(name), self.process) as running:
                 try:
@@ -174,6 +175,21 @@ class Dispatcher:
         finally:
             self.mirror.flush()
         return ok, body, dict(running.calls)
+
+    def _invokers(self, name: str, payload: dict[str, Any]) -> list[tuple[str, tuple[dict[str, Any], ...]]]:
+        """The state machines that invoke this function with this event: the parent plans, takes and releases the
+        lease and reports; a table's work is either child's, which are deployed from one definition."""
+        deployment = self.deployment
+        if STAGE_OF.get(name) in ("lease", "report") or payload.get("action") == ACTION_PLAN:
+            return [(deployment.state_machine_name, deployment.state_machine_statements)]
+        return [(deployment.children[w][0], deployment.children_statements[w]) for w in deployment.children]
+
+    def may_start(self, state_machine_arn: str) -> str | None:
+        """Why the parent may not start this child (the AccessDenied AWS would give), or None."""
+        if sandbox.allows(self.deployment.state_machine_statements, "states:StartExecution", state_machine_arn):
+            return None
+        return sandbox.denial(f"state machine {self.deployment.state_machine_name}", "states:StartExecution",
+                              state_machine_arn)  # fmt: skip
 
 
 @contextmanager
@@ -247,7 +263,7 @@ class LocalPipeline:
         invocations = [i for i in self.dispatcher.invocations if i.execution_id == execution_arn]
         alerts = [(subject, body) for subject, body in _alerts() if execution_arn in body]
         return RunOutcome(described["status"], execution_arn, output, described.get("error"), described.get("cause"),
-                          history(self.sfn, execution_arn), invocations, alerts)  # fmt: skip
+                          with_children(self.sfn, execution_arn), invocations, alerts)  # fmt: skip
 
 
 @contextmanager
@@ -268,7 +284,8 @@ def local_pipeline(
     from moto.awslambda.models import LambdaFunction
 
     deployment = deployment or synthesized_deployment()
-    for statements in (deployment.state_machine_statements, *(f.statements for f in deployment.functions.values())):
+    for statements in (deployment.state_machine_statements, *deployment.children_statements.values(),
+                       *(f.statements for f in deployment.functions.values())):  # fmt: skip
         sandbox.check_statements(statements)
     forget_secrets()  # every local deployment is fresh, possibly with other databases
     s3_client.cache_clear()
@@ -290,6 +307,7 @@ def local_pipeline(
         loaded = _load_handlers(stack, log_stream, deployment, process)
         dispatcher = Dispatcher({**loaded, **(handlers or {})}, mirror, deployment, process, on_invocation)
         stack.enter_context(mock.patch.object(LambdaFunction, "_invoke_lambda", _bind(dispatcher)))
+        stack.enter_context(moto_sfn.sync_children(dispatcher.may_start))
         yield LocalPipeline(dispatcher, mirror, _deploy(mirror, source, warehouse, deployment), log_path)
 
 
@@ -366,8 +384,13 @@ def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any
             Code={"ZipFile": archive.getvalue()},
         )
         arns[placeholder] = created["FunctionArn"]
-    used = {name: arn for name, arn in arns.items() if name in definition.placeholders()}
     sfn = boto3.client("stepfunctions", region_name=REGION)
+    stages = {name: arn for name, arn in arns.items() if name in definition.placeholders(definition.STAGES)}
+    for workflow, (name, machine_type) in deployment.children.items():  # the children first: the parent names them
+        arns[CHILD_PLACEHOLDERS[workflow]] = sfn.create_state_machine(
+            name=name, type=machine_type, definition=definition.render(stages, definition.STAGES), roleArn=role
+        )["stateMachineArn"]
+    used = {name: arn for name, arn in arns.items() if name in definition.placeholders(definition.PIPELINE)}
     created = sfn.create_state_machine(name=deployment.state_machine_name, definition=definition.render(used),
                                        roleArn=role)  # fmt: skip
     return created["stateMachineArn"]
