@@ -82,8 +82,9 @@ def test_a_table_that_keeps_failing_transiently_is_caught_after_its_retries_and_
     outcome = run_with(small, failing_first([TransientError("totesys: connection lost")] * 10))
 
     assert outcome.status == "FAILED" and outcome.error == "TablesFailed", outcome
-    retry = next(r for r in definition.load(name=definition.STAGES)["States"]["Extract source tables"]["ItemProcessor"]["States"]
-                 ["Extract table"]["Retry"] if "TransientError" in r["ErrorEquals"])  # fmt: skip
+    extract = definition.load(name=definition.STAGES)["States"]["Extract source tables"]
+    retry = next(r for r in extract["ItemProcessor"]["States"]["Extract table"]["Retry"]
+                 if "TransientError" in r["ErrorEquals"])  # fmt: skip
     assert failed_attempts(outcome) == ["TransientError"] * (1 + retry["MaxAttempts"])
     failed = json.loads(outcome.cause)["failed_tables"]
     assert ("extract", TABLE) in [(f["stage"], f["table"]) for f in failed]
