@@ -7,6 +7,7 @@ schedules), and checked against the warehouse: skipping work must never skip a c
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from lambdas.extract.run_plan import plan_run
 from lambdas.load.handler import handler as load
 from statemachine.local import runner
 from statemachine.local.counts import run_counts
+from statemachine.local.deployment import synthesized_deployment
 from statemachine.local.report import progress_line
 from tests.conftest import Databases, as_admin
 from tests.test_change_signal import counted
@@ -184,3 +186,22 @@ def test_a_re_run_asks_for_the_standard_workflow_and_gets_it() -> None:
                         signal_max_age=timedelta(hours=1))  # fmt: skip
 
     assert plan.as_dict()["workflow"] == "standard" and "re-run" in plan.as_dict()["why_standard"]
+
+
+def test_a_child_workflow_that_cannot_run_fails_the_run_with_its_error_and_releases_the_lease(
+    reader: Databases,
+) -> None:
+    """Without states:StartExecution on the children (as IAM would refuse it in AWS) no table runs: the parent
+    catches the child's failure, the report fails the run naming it, and the lease is released for the next run."""
+    deployment = reader.deployment or synthesized_deployment()
+    kept = tuple(s for s in deployment.state_machine_statements if "states:StartExecution" not in s["Action"])
+    refused = replace(deployment, state_machine_statements=kept)
+
+    first_load = runner.run(source=reader.source, warehouse=reader.warehouse, lake_dir=reader.lake,
+                            execution_input={}, deployment=refused)  # fmt: skip
+
+    assert first_load.status == "FAILED" and first_load.error == "TablesFailed", first_load
+    assert "StepFunctions.AccessDeniedException" in first_load.cause and "states:StartExecution" in first_load.cause
+    assert worked_on(first_load) == {"extract": set(), "transform": set(), "load": set()}
+    assert run_counts(first_load.history).child_states == {}
+    assert reader.run().succeeded  # the lease was given back: the next run does the first load
