@@ -225,18 +225,9 @@ def _run_child(workflow: str, *, comment: str, catch: list[State]) -> State:
         },
         "ResultSelector": {f"{key}.$": f"$.Output.{key}" for key in STAGE_RESULTS},
         "ResultPath": "$.stages",
-        # Starting a child is a call to Step Functions: retried on its throttling and service errors alone.
-        "Retry": [
-            _backoff(
-                [
-                    "StepFunctions.ExecutionLimitExceededException",
-                    "StepFunctions.SdkClientException",
-                    "StepFunctions.AWSStepFunctionsException",
-                ],
-                2,
-                5,
-            )
-        ],
+        # Retried only when Step Functions refused to start it: a start whose answer was lost may have started a
+        # child, and a second one would overlap it (an Express execution's name does not make a start idempotent).
+        "Retry": [_backoff(["StepFunctions.ExecutionLimitExceededException"], 2, 5)],
         "Catch": catch,
         "Next": REPORT,
     }
