@@ -22,7 +22,13 @@ from cdk.monitoring import AlertTopic, Monitoring
 from cdk.nag import acknowledge, acknowledge_warning, as_nag_prints
 from cdk.quicksight import WarehouseDashboard
 from cdk.storage import Storage
-from cdk.workflow import MAX_EXECUTION_SECONDS, Workflow, asl_timeout_seconds, pipeline_state_machine_name
+from cdk.workflow import (
+    MAX_EXECUTION_SECONDS,
+    Workflow,
+    asl_timeout_seconds,
+    child_state_machine_name,
+    pipeline_state_machine_name,
+)
 from lambdas.common import keys
 from lambdas.common.tables import FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
 
@@ -386,6 +392,29 @@ class PipelineStack(Stack):
             policy,
             f"AwsSolutions-IAM5[Resource::{as_nag_prints(self, self.execution_arns)}]",
             reason=EXECUTIONS_REASON,
+        )
+        # ... and look into, stop and redrive the Standard child that runs the tables' work of heavy runs and re-runs
+        # (the Express child keeps no executions to look into: its log group has them).
+        standard_child = self.workflow.children["standard"]
+        standard_child.grant(policy, "states:DescribeStateMachine", "states:ListExecutions")
+        child_executions = self.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{child_state_machine_name(self.state_machine_name, 'standard')}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        policy.add_statements(
+            iam.PolicyStatement(
+                actions=["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution",
+                         "states:RedriveExecution"],
+                resources=[child_executions],
+            )
+        )  # fmt: skip
+        acknowledge(
+            policy,
+            f"AwsSolutions-IAM5[Resource::{as_nag_prints(self, child_executions)}]",
+            reason="Execution ARNs are created per run (a UUID each); the wildcard covers the executions of this "
+            "stack's Standard child state machine only.",
         )
 
     def _allow_objects(

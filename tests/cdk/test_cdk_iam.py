@@ -262,18 +262,29 @@ def test_each_state_machine_may_invoke_exactly_the_functions_its_definition_name
         ), workflow
 
 
-def test_operators_policy_runs_stops_inspects_and_redrives_this_state_machine_only(synthesized: Synthesized) -> None:
+def test_operators_policy_runs_stops_inspects_and_redrives_this_state_machine_and_its_standard_child_only(
+    synthesized: Synthesized,
+) -> None:
     logical, _ = synthesized.state_machine()
     ((policy_id, policy),) = synthesized.resources("AWS::IAM::ManagedPolicy").items()
     granted: dict[str, set[str]] = {}
     for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
         assert statement["Effect"] == "Allow"
         for action in as_list(statement["Action"]):
-            granted.setdefault(rendered(statement["Resource"]), set()).add(action)
+            for resource in as_list(statement["Resource"]):
+                granted.setdefault(rendered(resource), set()).add(action)
 
     assert granted == {
         f"<ref:{logical}>": {"states:StartExecution", "states:DescribeStateMachine", "states:ListExecutions"},
         EXECUTIONS: {
+            "states:DescribeExecution",
+            "states:GetExecutionHistory",
+            "states:StopExecution",
+            "states:RedriveExecution",
+        },
+        # the Standard child that runs the work of heavy runs and re-runs: its graph, stop and redrive
+        f"<ref:{synthesized.state_machine('standard')[0]}>": {"states:DescribeStateMachine", "states:ListExecutions"},
+        EXECUTIONS.replace("-pipeline", "-standard"): {
             "states:DescribeExecution",
             "states:GetExecutionHistory",
             "states:StopExecution",
