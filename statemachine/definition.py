@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from lambdas.common.tables import DIMENSIONS, FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
+from lambdas.extract.run_plan import EXPRESS, STANDARD
+from lambdas.report.summary import STAGE_RESULTS  # what the report reads of the stages: the child's results
 
 HERE = Path(__file__).resolve().parent
 PIPELINE, STAGES = "pipeline", "stages"
@@ -40,8 +42,7 @@ EXECUTION_TIMEOUT_SECONDS = 3600
 # Lambda ends every invocation by 15 minutes at the latest, whatever the function's own timeout: an Express child
 # that did not finish may have left invocations running that long, and the next run must not overlap them.
 STRAY_INVOCATION_SECONDS = 900
-# The plan's word for the child that runs the tables' work (lambdas/extract/run_plan.py: RunPlan.workflow).
-EXPRESS, STANDARD = "express", "standard"
+# The plan names the child that runs the tables' work (lambdas/extract/run_plan.py: RunPlan.workflow).
 CHILD_ARN = {EXPRESS: "${StagesExpressArn}", STANDARD: "${StagesStandardArn}"}
 
 # --- the retry policy, written once -----------------------------------------------------------------------------
@@ -189,7 +190,6 @@ def table_map(
 
 
 # --- the parent: lease, plan, the child, report ------------------------------------------------------------------
-STAGE_RESULTS = ("extracted", "transformed", "loaded_dimensions", "loaded_facts")
 NO_STAGE_RESULTS: dict[str, list[Any]] = {key: [] for key in STAGE_RESULTS}
 RUN_DEFAULTS = {
     "tables": list(SOURCE_TABLES),
