@@ -83,8 +83,8 @@ def plan(sfn: Any, execution_arn: str) -> dict[str, Any]:
                          "redrive it or start a full run")  # fmt: skip
     execution_input = rerun_input(found, json.loads(described.get("input") or "{}"))
     if not execution_input["tables"]:  # e.g. the child workflow failed as a whole: no table of its own failed
-        raise SystemExit(f"{execution_arn} failed, but no table a re-run could name "
-                         f"({', '.join(sorted({f.table for f in found}))}); redrive it or start a full run")  # fmt: skip
+        named = ", ".join(sorted({f.table for f in found}))
+        raise SystemExit(f"{execution_arn} failed, but in no table a re-run could name ({named}); start a full run")
     # the re-run's work in the Standard child (lambdas/extract/run_plan.py): its graph in the console, and redrive
     return {**execution_input, STANDARD_WORKFLOW: True}
 
