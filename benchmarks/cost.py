@@ -4,7 +4,8 @@
     python -m benchmarks.cost --write    # regenerate docs/cost.md
 
 The counts per kind of run (RUN_KINDS) are what tests/test_cost_counts.py measures from local executions'
-histories (states entered, Lambda tasks scheduled) and their AWS requests; the resources (metric series, alarms,
+histories (states entered by the Standard parent and by its child, Express executions and their duration, Lambda
+tasks scheduled) and their AWS requests; the resources (metric series, alarms,
 dashboards, secrets, memory sizes) are counted from the synthesized template and the code that publishes the
 metrics. That test fails when a figure here no longer matches the code, and when docs/cost.md no longer matches
 what this module renders, so the page cannot drift from the code.
@@ -13,6 +14,7 @@ what this module renders, so the page cannot drift from the code.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,9 @@ PRICES_DATE, REGION = "2026-12-01", "eu-west-2 (Europe, London)"
 RUNS_PER_MONTH = 12 * 24 * 30  # the schedule's rate(5 minutes), a 30-day month
 RECONCILIATIONS_PER_MONTH = 30  # cron(30 2 * * ? *)
 GB = 1e9
+# An Express execution is billed in 64 MB steps of the memory its definition, Map states and payloads take; the
+# child's definition is 20 kB and its payloads (table names, counts, keys) a few kB: one step.
+EXPRESS_MEMORY_GB = 64 / 1024
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,18 @@ class Price:
 
 CHECKED = f"aws.amazon.com pricing page, checked {PRICES_DATE}"
 LISTED = f"AWS list price for {REGION.split(' ')[0]}, as published; not re-checked on {PRICES_DATE}"
+EXPRESS = (
+    f"aws.amazon.com pricing page and AWS's Step Functions workshop (64 MB for 100 ms: $0.0000001042), read "
+    f"{PRICES_DATE}; the London row of the duration table could not be read here: the US East price"
+)
 PRICES: dict[str, Price] = {
     "transition": Price(0.025 / 1000, "state transition (Standard)", f"Step Functions, Europe (London): {CHECKED}"),
+    "express_request": Price(1.00 / 1e6, "Express execution (request)", f"Step Functions Express: {EXPRESS}"),
+    "express_gb_s": Price(
+        0.00001667,
+        "Express GB-second (first 1,000 GB-hours a month; 64 MB steps, 100 ms steps)",
+        f"Step Functions Express: {EXPRESS}",
+    ),
     "lambda_request": Price(0.20 / 1e6, "Lambda request", f"Lambda: {LISTED}"),
     "lambda_gb_s": Price(0.0000166667, "GB-second (x86_64)", f"Lambda: {LISTED}"),
     "s3_put": Price(0.0053 / 1000, "S3 PUT/LIST/DELETE request", f"S3 Standard: {LISTED}"),
@@ -56,49 +71,54 @@ class RunKind:
     """What one execution of this kind does, as measured by tests/test_cost_counts.py on a local run."""
 
     title: str
-    states: int  # states entered: each one a billed transition
+    states: int  # states the Standard parent entered: each one a billed transition
     invocations: dict[str, int]  # Lambda tasks scheduled, per function
     s3_get: int  # s3:GetObject requests
     s3_put: int  # s3:PutObject and s3:DeleteObject requests (priced alike)
-    log_bytes: int  # the Lambdas' log lines (Powertools JSON, EMF metrics included) plus the execution's history
+    log_bytes: int  # the Lambdas' log lines (Powertools JSON, EMF metrics included) plus the logged history
     gb_seconds: float  # Σ memory × local wall seconds of the invocations (cold starts: COLD_SHARE, INIT_SECONDS)
+    child: str = ""  # the child that ran the tables' work: "EXPRESS", "STANDARD" or "" (none)
+    child_states: int = 0  # states the child entered: billed transitions when it is a Standard one
+    express_seconds: float = 0.0  # the Express child's duration (local wall time), billed in 100 ms steps
 
     @property
     def calls(self) -> int:
         return sum(self.invocations.values())
 
+    @property
+    def transitions(self) -> int:
+        """What Standard bills: the parent's states, and the child's when the child is a Standard one."""
+        return self.states + (self.child_states if self.child == "STANDARD" else 0)
+
+    @property
+    def express_gb_seconds(self) -> float:
+        """The Express child's billed duration: rounded up to 100 ms, times its 64 MB (EXPRESS_MEMORY_GB)."""
+        return math.ceil(self.express_seconds * 10) / 10 * EXPRESS_MEMORY_GB if self.child == "EXPRESS" else 0.0
+
 
 # Measured on 2026-12-01 with tests/test_cost_counts.py (scale 0.05 sample data, this repository's stack).
+_PARENT = {"totesys-extract": 1, "totesys-lease": 1, "totesys-report": 1}
+_EVERY_TABLE = {"totesys-extract": 12, "totesys-lease": 1, "totesys-load": 11, "totesys-report": 1,
+                "totesys-transform": 11}  # fmt: skip
 RUN_KINDS: dict[str, RunKind] = {
-    "quiet": RunKind(
-        "nothing changed", 8, {"totesys-extract": 1, "totesys-lease": 1, "totesys-report": 1}, 85, 2, 38993, 0.2
-    ),
+    "quiet": RunKind("nothing changed", 7, _PARENT, 85, 2, 37116, 1.1),
     "seed": RunKind(
         "the 4 transaction tables changed",
-        33,
+        8,
         {"totesys-extract": 5, "totesys-lease": 1, "totesys-load": 5, "totesys-report": 1, "totesys-transform": 5},
-        121,
+        125,
         34,
-        171717,
-        2.2,
+        104860,
+        5.4,
+        "EXPRESS",
+        26,
+        1.6,
     ),
     "busy": RunKind(
-        "every table changed, or its forced scan is due",
-        66,
-        {"totesys-extract": 12, "totesys-lease": 1, "totesys-load": 11, "totesys-report": 1, "totesys-transform": 11},
-        172,
-        80,
-        373826,
-        6.5,
+        "every table changed, or its forced scan is due", 8, _EVERY_TABLE, 183, 80, 172728, 18.1, "EXPRESS", 59, 5.7
     ),
     "reconcile": RunKind(
-        "nightly reconciliation, nothing drifted",
-        66,
-        {"totesys-extract": 12, "totesys-lease": 1, "totesys-load": 11, "totesys-report": 1, "totesys-transform": 11},
-        241,
-        46,
-        462739,
-        4.8,
+        "nightly reconciliation, nothing drifted", 8, _EVERY_TABLE, 241, 46, 561720, 22.9, "STANDARD", 59
     ),
 }
 # Each function's memory in GB, as the synthesized template sets it (the test checks it).
@@ -158,7 +178,9 @@ def bill(volume: Volume, *, free_tier: bool = False) -> dict[str, float]:
     else)."""
     runs = [(RUN_KINDS[kind], n) for kind, n in volume.runs.items()]
     usage = {
-        "transition": sum(k.states * n for k, n in runs),
+        "transition": sum(k.transitions * n for k, n in runs),
+        "express_request": sum((k.child == "EXPRESS") * n for k, n in runs),
+        "express_gb_s": sum(k.express_gb_seconds * n for k, n in runs),
         "lambda_request": sum(k.calls * n for k, n in runs),
         "lambda_gb_s": sum(k.gb_seconds * n for k, n in runs),
         "lambda_init": sum(cold_gb_seconds(k) * n for k, n in runs),
@@ -188,7 +210,9 @@ def cold_gb_seconds(kind: RunKind) -> float:
 
 
 LINE_NAMES = {
-    "transition": "Step Functions transitions",
+    "transition": "Step Functions transitions (Standard: the parent, and the child of heavy runs)",
+    "express_request": "Step Functions Express requests (the child of incremental runs)",
+    "express_gb_s": "Step Functions Express duration (64 MB × measured seconds)",
     "lambda_request": "Lambda requests",
     "lambda_gb_s": "Lambda duration (GB-s, measured)",
     "lambda_init": f"Lambda cold starts ({COLD_SHARE:.0%} of invocations, {INIT_SECONDS:g} s each)",
@@ -207,22 +231,21 @@ TARGET_USD = 10.0
 WHAT_WOULD_CHANGE_IT = """\
 Where it goes and what would change it:
 
-- **Transitions** ({transitions}): a run enters {quiet_states} states when nothing changed and {seed_states} when the
-  four transaction tables did (each table with work adds its extract, transform and load iterations: 3, 1 and 1
-  states, plus the dimensions and dates built from it). The bill follows the runs with work, not the schedule. What
-  would cut it: running the per-table work as an Express child workflow (billed per request, $1 a million, and
-  per GB-second of its memory, not per transition), at the price of Express's 5-minute limit (a full load or a
-  partitioned read needs a Standard run), of execution graphs kept only in CloudWatch Logs, and of no redrive for
-  the child; or a schedule every 15 minutes (a third of every per-run line); or an extract iteration of one state
-  for an incremental read (the partitioned path as a Map of its own), about 7 states less per run at production
-  volume.
+- **Step Functions** ({transitions} in transitions, {express} in Express): a run enters {quiet_states} states of the
+  Standard parent when nothing changed and {seed_states} when tables did, however many: the per-table Maps run in a
+  child workflow (docs/state-machine.md), an Express one for incremental runs (billed per request, $1 a million,
+  and per GB-second, not per state: {seed_child} states of a run at production volume cost nothing each) and a
+  Standard one for heavy runs (reconciliation, a first load, a full refresh or repair, a re-run). The parent's
+  states are now most of the line: a schedule every 15 minutes would cut it by two thirds, and so would the lease
+  and the plan as one invocation (two states less per run). An Express run that fails as a whole costs one Wait
+  (15 minutes, one state) and the Standard child's transitions.
 - **Fixed lines** ({fixed}: metric series, alarms, the dashboard, the two secrets) are paid whatever the runs do.
   Metric series are billed by the hour they are published: the freshness series every hour (every run's report
   publishes them, the alarm's evidence), the others only in hours with a fact load; rows loaded and held per
   table are Logs Insights queries over the load's log lines rather than series. The dashboard is free
   as one of an account's first three; ten alarms are free.
 - **S3 PUTs** follow the batches: per table with work, the Parquet part, its manifest and the head of each stage.
-- **Lambda** is small: the work of a run at this volume is under two GB-seconds; the always-free 400,000 GB-seconds
+- **Lambda** is small: the work of a run at this volume is a few GB-seconds; the always-free 400,000 GB-seconds
   and million requests cover it whole."""
 
 ASSUMPTIONS = """\
@@ -258,18 +281,23 @@ def render() -> str:
         "",
         "## Per run, measured",
         "",
-        "| kind of run | states (transitions) | Lambda invocations | S3 GET | S3 PUT | log bytes | GB-s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| kind of run | parent states (Standard transitions) | the tables' work: child, its states | "
+        "Lambda invocations | S3 GET | S3 PUT | log bytes | GB-s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for kind in RUN_KINDS.values():
         calls = ", ".join(f"{n} {name.removeprefix('totesys-')}" for name, n in kind.invocations.items())
-        lines.append(f"| {kind.title} | {kind.states} | {kind.calls} ({calls}) | {kind.s3_get} | {kind.s3_put} | "
-                     f"{kind.log_bytes:,} | {kind.gb_seconds:.1f} |")  # fmt: skip
+        child = {"": "none", "EXPRESS": f"Express, {kind.child_states} states in {kind.express_seconds:.1f} s",
+                 "STANDARD": f"Standard, {kind.child_states} states (transitions)"}[kind.child]  # fmt: skip
+        lines.append(f"| {kind.title} | {kind.states} | {child} | {kind.calls} ({calls}) | {kind.s3_get} | "
+                     f"{kind.s3_put} | {kind.log_bytes:,} | {kind.gb_seconds:.1f} |")  # fmt: skip
     lines += [
         "",
         "GB-s: each invocation's local wall time (in-process, this machine) times its function's memory in the "
         "synthesized template; cold starts are priced on a line of their own. Log bytes: the Lambdas' log lines of "
-        "the run plus its execution history (the execution log records every event with its data, `LogLevel.ALL`).",
+        "the run plus what the execution logs record: every event of the parent and of a Standard child with its "
+        "data (`LogLevel.ALL`), an Express child's errors only (`LogLevel.ERROR`). An Express child's seconds are "
+        "its local wall time (in-process, this machine), billed in 100 ms steps of 64 MB.",
         "",
         "## Fixed, counted from the template and the code",
         "",
@@ -304,7 +332,9 @@ def render() -> str:
         + WHAT_WOULD_CHANGE_IT.format(
             seed_states=RUN_KINDS["seed"].states,
             quiet_states=RUN_KINDS["quiet"].states,
+            seed_child=RUN_KINDS["seed"].child_states,
             transitions=_money(seed["transition"]),
+            express=_money(seed["express_request"] + seed["express_gb_s"]),
             fixed=_money(sum(seed[k] for k in ("metric", "alarm", "dashboard", "secret"))),
         ),
         "",

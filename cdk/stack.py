@@ -22,13 +22,20 @@ from cdk.monitoring import AlertTopic, Monitoring
 from cdk.nag import acknowledge, acknowledge_warning, as_nag_prints
 from cdk.quicksight import WarehouseDashboard
 from cdk.storage import Storage
-from cdk.workflow import MAX_EXECUTION_SECONDS, Workflow, asl_timeout_seconds, pipeline_state_machine_name
+from cdk.workflow import (
+    MAX_EXECUTION_SECONDS,
+    Workflow,
+    asl_timeout_seconds,
+    child_state_machine_name,
+    pipeline_state_machine_name,
+)
 from lambdas.common import keys
 from lambdas.common.tables import FACTS, SOURCE_TABLES, WAREHOUSE_TABLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_PACKAGE_DIR = REPO_ROOT / "lambdas"
 DEFINITION_FILE = REPO_ROOT / "statemachine" / "pipeline.asl.json"
+STAGES_DEFINITION_FILE = REPO_ROOT / "statemachine" / "stages.asl.json"
 
 R = logs.RetentionDays
 RETENTION_BY_DAYS = {
@@ -156,6 +163,7 @@ class PipelineStack(Stack):
             self,
             "Workflow",
             definition_file=DEFINITION_FILE,
+            stages_definition_file=STAGES_DEFINITION_FILE,
             state_machine_name=self.state_machine_name,
             substitutions={
                 substitution_name(stage): function.function_arn for stage, function in self.functions.by_stage.items()
@@ -362,14 +370,8 @@ class PipelineStack(Stack):
             "tell whether the run holding the lease is still running.",
         )
 
-        # The workflow invokes the functions by their unqualified ARNs only (see pipeline.asl.json), so no
-        # version/alias wildcard (":*") is granted.
-        self.workflow.state_machine.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["lambda:InvokeFunction"],
-                resources=[function.function_arn for function in functions.all],
-            )
-        )
+        # Each state machine may invoke the functions its definition names (cdk/workflow.py), by their unqualified
+        # ARNs only, so no version/alias wildcard (":*") is granted.
 
         # Operators (attach the managed policy to their role or permission set): run, stop, inspect, redrive.
         state_machine = self.workflow.state_machine
@@ -391,6 +393,29 @@ class PipelineStack(Stack):
             policy,
             f"AwsSolutions-IAM5[Resource::{as_nag_prints(self, self.execution_arns)}]",
             reason=EXECUTIONS_REASON,
+        )
+        # ... and look into, stop and redrive the Standard child that runs the tables' work of heavy runs and re-runs
+        # (the Express child keeps no executions to look into: its log group has them).
+        standard_child = self.workflow.children["standard"]
+        standard_child.grant(policy, "states:DescribeStateMachine", "states:ListExecutions")
+        child_executions = self.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{child_state_machine_name(self.state_machine_name, 'standard')}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        policy.add_statements(
+            iam.PolicyStatement(
+                actions=["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution",
+                         "states:RedriveExecution"],
+                resources=[child_executions],
+            )
+        )  # fmt: skip
+        acknowledge(
+            policy,
+            f"AwsSolutions-IAM5[Resource::{as_nag_prints(self, child_executions)}]",
+            reason="Execution ARNs are created per run (a UUID each); the wildcard covers the executions of this "
+            "stack's Standard child state machine only.",
         )
 
     def _allow_objects(
@@ -444,7 +469,7 @@ class PipelineStack(Stack):
 
     def _check_source_connections(self) -> None:
         """Warn when the extract Map runs more tables at once than extract may run: the rest wait on throttles."""
-        definition = json.loads(DEFINITION_FILE.read_text(encoding="utf-8"))
+        definition = json.loads(STAGES_DEFINITION_FILE.read_text(encoding="utf-8"))
         placeholder = "${" + substitution_name("extract") + "}"
         for name, state in definition.get("States", {}).items():
             if state.get("Type") == "Map" and placeholder in json.dumps(state.get("ItemProcessor", {})):

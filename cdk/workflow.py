@@ -1,4 +1,10 @@
-"""The pipeline state machine, deployed from the one ASL file, and the schedule that starts it."""
+"""The pipeline state machines, deployed from the ASL files statemachine/definition.py writes, and the schedules.
+
+Three state machines from two definitions: the Standard parent (``pipeline.asl.json``) that the schedules start,
+and the child that runs the per-table Maps (``stages.asl.json``), deployed twice: as an Express state machine for
+incremental runs and as a Standard one for heavy runs and re-runs (docs/state-machine.md). The parent starts one of
+them with ``states:startExecution.sync:2`` and gets its per-table results back.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +14,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Annotations, Duration
+from aws_cdk import Annotations, ArnFormat, Duration, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from cdk.nag import acknowledge
+from cdk.nag import acknowledge, as_nag_prints
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 
 # Step Functions names: 1 to 80 characters; with CloudWatch Logs logging, only letters, digits, '-' and '_'.
 STATE_MACHINE_NAME_MAX_LENGTH = 80
 STATE_MACHINE_NAME_SUFFIX = "-pipeline"
+# The children's names replace the parent's suffix with one of the same length, so they fit wherever it does.
+CHILD_SUFFIXES = {"express": "-express", "standard": "-standard"}
+# The placeholders of the parent's definition that name the children (statemachine/definition.py: CHILD_ARN).
+CHILD_PLACEHOLDERS = {"express": "StagesExpressArn", "standard": "StagesStandardArn"}
+# The rule Step Functions manages to learn that a child started with .sync ended (AWS documents its name).
+SYNC_EVENTS_RULE = "StepFunctionsGetEventsForStepFunctionsExecutionRule"
 _STATE_MACHINE_NAME = re.compile(rf"^[A-Za-z0-9_-]{{1,{STATE_MACHINE_NAME_MAX_LENGTH}}}$")
 # The longest a STANDARD execution may run, whatever its definition says (one year).
 MAX_EXECUTION_SECONDS = 365 * 24 * 3600
@@ -41,6 +54,11 @@ def asl_timeout_seconds(definition_file: Path) -> int | None:
     return json.loads(definition_file.read_text(encoding="utf-8")).get("TimeoutSeconds")
 
 
+def child_state_machine_name(state_machine_name: str, workflow: str) -> str:
+    """The name of the ``workflow`` ('express' or 'standard') child of the parent named ``state_machine_name``."""
+    return state_machine_name.removesuffix(STATE_MACHINE_NAME_SUFFIX) + CHILD_SUFFIXES[workflow]
+
+
 def pipeline_state_machine_name(stack_name: str) -> str:
     """The state machine's fixed name, '<stack_name>-pipeline', known before the state machine exists.
 
@@ -51,13 +69,15 @@ def pipeline_state_machine_name(stack_name: str) -> str:
 
 
 class Workflow(Construct):
-    """A STANDARD state machine named ``state_machine_name``, with full logging (and X-Ray tracing), started by
-    an EventBridge Scheduler schedule with ``schedule_input`` as the execution input.
+    """The STANDARD parent named ``state_machine_name``, with full logging (and X-Ray tracing), started by an
+    EventBridge Scheduler schedule with ``schedule_input`` as the execution input; and its two children from
+    ``stages_definition_file`` (an EXPRESS and a STANDARD one), which it starts and waits for.
 
-    ``substitutions`` must supply exactly the placeholders the ASL file uses, so that a renamed placeholder
-    fails the synth rather than deploying a definition with a literal ``${...}`` in it.
+    ``substitutions`` must supply exactly the function placeholders the two ASL files use (the children's ARNs
+    are substituted here), so that a renamed placeholder fails the synth rather than deploying a definition with
+    a literal ``${...}`` in it. Each state machine may invoke the functions its own definition names.
 
-    The execution timeout is the ASL file's own top-level ``TimeoutSeconds``: CDK's ``timeout`` property only
+    The execution timeout is the parent ASL file's own top-level ``TimeoutSeconds``: CDK's ``timeout`` property only
     applies to definitions built in CDK and is silently dropped for a file, so it is not offered here. A file
     without one gets a synth warning (Step Functions' own limit is a year).
     """
@@ -68,6 +88,7 @@ class Workflow(Construct):
         construct_id: str,
         *,
         definition_file: Path,
+        stages_definition_file: Path,
         state_machine_name: str,
         substitutions: Mapping[str, str],
         schedule_expression: str,
@@ -83,10 +104,12 @@ class Workflow(Construct):
                 f"state machine name {state_machine_name!r} must be 1 to {STATE_MACHINE_NAME_MAX_LENGTH} letters, "
                 "digits, '-' or '_'"
             )
-        expected = asl_placeholders(definition_file)
-        if expected != set(substitutions):
+        parent_needs = asl_placeholders(definition_file) - set(CHILD_PLACEHOLDERS.values())
+        child_needs = asl_placeholders(stages_definition_file)
+        if parent_needs | child_needs != set(substitutions):
             raise ValueError(
-                f"{definition_file.name} expects substitutions {sorted(expected)}, got {sorted(substitutions)}"
+                f"{definition_file.name} and {stages_definition_file.name} expect substitutions "
+                f"{sorted(parent_needs | child_needs)}, got {sorted(substitutions)}"
             )
         self.timeout_seconds: int | None = asl_timeout_seconds(definition_file)
         if self.timeout_seconds is None:
@@ -96,6 +119,29 @@ class Workflow(Construct):
                 "stopped by Step Functions' one-year limit; add one to the ASL file.",
             )
 
+        # The children first: the parent's definition names them.
+        self.children: dict[str, sfn.StateMachine] = {}
+        self.child_log_groups: dict[str, logs.LogGroup] = {}
+        for workflow, child_type in (("express", sfn.StateMachineType.EXPRESS),
+                                     ("standard", sfn.StateMachineType.STANDARD)):  # fmt: skip
+            name = child_state_machine_name(state_machine_name, workflow)
+            self.child_log_groups[workflow] = logs.LogGroup(
+                self, f"{workflow.capitalize()}ExecutionLogs",
+                log_group_name=f"/aws/vendedlogs/states/{name}", retention=log_retention,
+            )  # fmt: skip
+            self.children[workflow] = self._state_machine(
+                f"Stages{workflow.capitalize()}",
+                name=name,
+                machine_type=child_type,
+                definition_file=stages_definition_file,
+                substitutions={n: substitutions[n] for n in child_needs},
+                # An Express execution's graph lives only in its log: every event of the Standard child and the
+                # parent is logged; of the Express child, its errors with their data (a failed table, a timeout),
+                # since its per-table results also reach the parent's history, which logs everything.
+                level=sfn.LogLevel.ERROR if workflow == "express" else sfn.LogLevel.ALL,
+                log_group=self.child_log_groups[workflow],
+                tracing=tracing,
+            )
         self.log_group = logs.LogGroup(
             self,
             "ExecutionLogs",
@@ -103,31 +149,25 @@ class Workflow(Construct):
             log_group_name=f"/aws/vendedlogs/states/{state_machine_name}",
             retention=log_retention,
         )
-        self.state_machine = sfn.StateMachine(
-            self,
+        children = {CHILD_PLACEHOLDERS[w]: child.state_machine_arn for w, child in self.children.items()}
+        self.state_machine = self._state_machine(
             "StateMachine",
-            state_machine_name=state_machine_name,
-            state_machine_type=sfn.StateMachineType.STANDARD,
-            definition_body=sfn.DefinitionBody.from_file(str(definition_file)),
-            definition_substitutions=dict(substitutions),
-            tracing_enabled=tracing,
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            name=state_machine_name,
+            machine_type=sfn.StateMachineType.STANDARD,
+            definition_file=definition_file,
+            substitutions={**{n: substitutions[n] for n in parent_needs}, **children},
+            level=sfn.LogLevel.ALL,
+            log_group=self.log_group,
+            tracing=tracing,
         )
+        self._allow_sync_children(state_machine_name)
         acknowledge(
-            self.state_machine.role,
-            "AwsSolutions-IAM5[Resource::*]",
-            reason="Execution logging (logs:CreateLogDelivery, logs:*LogDelivery*, logs:PutResourcePolicy, "
-            "logs:DescribeResourcePolicies, logs:DescribeLogGroups)"
-            + (" and X-Ray tracing (xray:PutTraceSegments, xray:GetSampling*)" if tracing else "")
-            + " support no resource-level permissions.",
+            self.children["express"],
+            "AwsSolutions-SF1",
+            reason="The Express child logs its errors with their execution data (a failed table, a timeout), "
+            "not every state: its per-table results reach the parent's execution history, which logs ALL, and "
+            "logging every state of every run would cost more than the run (docs/cost.md).",
         )
-        if not tracing:
-            reason = (
-                "X-Ray tracing is switched off for this deployment with the CDK context tracing=false "
-                "(docs/deploy.md); it is on by default."
-            )
-            acknowledge(self.state_machine, "AwsSolutions-SF2", reason=reason)
-            acknowledge(self.state_machine, "Serverless-StepFunctionStateMachineXray", reason=reason)
 
         self.schedule = self._schedule(
             "Schedule", "Starts the totesys ETL pipeline", schedule_expression, schedule_input
@@ -139,6 +179,77 @@ class Workflow(Construct):
             "Reconciles every source table of the totesys ETL pipeline with the lake",
             reconcile_schedule_expression,
             reconcile_input,
+        )
+
+    @property
+    def state_machines(self) -> list[sfn.StateMachine]:
+        """The parent and its children: each invokes the functions its definition names."""
+        return [self.state_machine, *self.children.values()]
+
+    def _state_machine(self, construct_id: str, *, name: str, machine_type: sfn.StateMachineType,
+                       definition_file: Path, substitutions: Mapping[str, str], level: sfn.LogLevel,
+                       log_group: logs.LogGroup, tracing: bool) -> sfn.StateMachine:  # fmt: skip
+        machine = sfn.StateMachine(
+            self,
+            construct_id,
+            state_machine_name=name,
+            state_machine_type=machine_type,
+            definition_body=sfn.DefinitionBody.from_file(str(definition_file)),
+            definition_substitutions=dict(substitutions),
+            tracing_enabled=tracing,
+            logs=sfn.LogOptions(destination=log_group, level=level, include_execution_data=True),
+        )
+        machine.add_to_role_policy(
+            iam.PolicyStatement(actions=["lambda:InvokeFunction"],
+                                resources=sorted({v for k, v in substitutions.items() if k.endswith("FunctionArn")}))
+        )  # fmt: skip
+        acknowledge(
+            machine.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            reason="Execution logging (logs:CreateLogDelivery, logs:*LogDelivery*, logs:PutResourcePolicy, "
+            "logs:DescribeResourcePolicies, logs:DescribeLogGroups)"
+            + (" and X-Ray tracing (xray:PutTraceSegments, xray:GetSampling*)" if tracing else "")
+            + " support no resource-level permissions.",
+        )
+        if not tracing:
+            reason = (
+                "X-Ray tracing is switched off for this deployment with the CDK context tracing=false "
+                "(docs/deploy.md); it is on by default."
+            )
+            acknowledge(machine, "AwsSolutions-SF2", reason=reason)
+            acknowledge(machine, "Serverless-StepFunctionStateMachineXray", reason=reason)
+        return machine
+
+    def _allow_sync_children(self, state_machine_name: str) -> None:
+        """What ``states:startExecution.sync:2`` needs of the parent's role: start either child, describe and stop
+        its executions, and the managed EventBridge rule through which Step Functions learns that one ended."""
+        stack = Stack.of(self)
+        role = self.state_machine.role
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(actions=["states:StartExecution"],
+                                resources=[child.state_machine_arn for child in self.children.values()])
+        )  # fmt: skip
+        names = {w: child_state_machine_name(state_machine_name, w) for w in self.children}
+        # an Express execution's ARN says 'express' where a Standard one's says 'execution'
+        executions = [
+            stack.format_arn(service="states", resource=kind, resource_name=f"{names[w]}:*",
+                             arn_format=ArnFormat.COLON_RESOURCE_NAME)
+            for w in self.children
+            for kind in (("express", "execution") if w == "express" else ("execution",))
+        ]  # fmt: skip
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(actions=["states:DescribeExecution", "states:StopExecution"], resources=executions)
+        )
+        rule = stack.format_arn(service="events", resource="rule", resource_name=SYNC_EVENTS_RULE)
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                                resources=[rule])
+        )  # fmt: skip
+        acknowledge(
+            role,
+            *(f"AwsSolutions-IAM5[Resource::{as_nag_prints(stack, arn)}]" for arn in executions),
+            reason="The executions of the two child state machines: their names are made at run time (a UUID "
+            "each), so only the state machine's own executions, by its fixed name, can be named.",
         )
 
     def _schedule(

@@ -1,4 +1,5 @@
-"""A Mermaid diagram of `pipeline.asl.json`, so the docs show the workflow that is deployed.
+"""Mermaid diagrams of the parent (`pipeline.asl.json`) and its child (`stages.asl.json`), so the docs show the
+workflow that is deployed.
 
 `python -m statemachine.diagram --write` regenerates docs/state-machine.md; a test fails when the file
 no longer matches the definition.
@@ -11,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from statemachine.definition import load
+from statemachine.definition import STAGES, load
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "state-machine.md"
 
@@ -30,6 +31,8 @@ def _node(node_id: str, name: str, state: dict[str, Any]) -> str:
         return f'{node_id}{{"{_label(name)}"}}'
     if kind in ("Succeed", "Fail"):
         return f'{node_id}(["{_label(name)}"])'
+    if kind == "Wait":
+        return f'{node_id}[/"{_label(name)}"/]'
     return f'{node_id}["{_label(name)}"]'
 
 
@@ -70,27 +73,64 @@ def mermaid(definition: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
-def markdown(definition: dict[str, Any] | None = None) -> str:
+def markdown(definition: dict[str, Any] | None = None, stages: dict[str, Any] | None = None) -> str:
     definition = definition or load()
-    retries = sorted({e for s in _tasks(definition) for r in s.get("Retry", []) for e in r["ErrorEquals"]})
+    stages = stages or load(name=STAGES)
+    retries = sorted({e for d in (definition, stages) for s in _tasks(d) for r in s.get("Retry", [])
+                      for e in r["ErrorEquals"] if not e.startswith("StepFunctions.")})  # fmt: skip
     return "\n".join(
         [
             "# The state machine",
             "",
-            "Generated from `statemachine/pipeline.asl.json` by `python -m statemachine.diagram --write`;",
-            "a test fails when this page no longer matches the definition. Do not edit by hand.",
+            "Generated from `statemachine/pipeline.asl.json` and `statemachine/stages.asl.json` (which",
+            "`python -m statemachine.definition --write` builds) by `python -m statemachine.diagram --write`;",
+            "a test fails when this page no longer matches the definitions. Do not edit by hand.",
+            "",
+            "## The run (Standard): lease, plan, the tables' work, report",
+            "",
+            "The schedule starts it every 5 minutes; its execution graph, history and redrive are in the console.",
             "",
             "```mermaid",
             mermaid(definition),
             "```",
             "",
-            f"Execution timeout: {definition.get('TimeoutSeconds', 'none')} s. Every task retries with exponential "
-            f"backoff and full jitter on: {', '.join(retries)}. Any other error is caught per table: the table "
+            "## The tables' work: the child workflow, deployed as Express and as Standard",
+            "",
+            "The parent starts one of the two with `states:startExecution.sync:2` and receives its per-table results",
+            "(`extracted`, `transformed`, `loaded_dimensions`, `loaded_facts`), which the report and",
+            "`python -m statemachine.rerun` read from the parent's history. The plan chooses: Express for an",
+            "incremental run (billed per request and GB-second, not per state; its graph is in the log group",
+            "`/aws/vendedlogs/states/<stack>-express`, which keeps every error with its data), Standard for a first",
+            "load, a full refresh, a repair or reconciliation, a re-run, a plan that failed, or an Express run",
+            "that did not finish (its console graph and redrive as the parent's).",
+            "",
+            "What people still get, with the tables' work in a child:",
+            "",
+            "- **the console's graph**: the parent's, for every run (lease, plan, which child, report); the Standard",
+            "  child's, linked from the parent's task, with every table's extract, transform and load; an Express",
+            "  child's is the events its log group keeps (`LogLevel.ERROR`: each failed table, a timeout, with data),",
+            "  and every table's result is in the parent's history, as the output of the child's task;",
+            "- **re-runs**: `python -m statemachine.rerun EXECUTION_ARN` reads the failed tables from the parent's",
+            "  history (it needs no child's) and starts a run of only those, in the Standard child;",
+            "- **redrive**: of the parent, for a run that failed before its report (the child's task retries nothing",
+            "  that may have started a child); of a Standard child, as of any Standard execution. An Express child",
+            "  cannot be redriven: the parent itself does its work again in the Standard child when it fails or",
+            "  passes its five minutes, after a 15-minute wait that keeps the lease until the invocations the",
+            "  Express child started have ended (Lambda's own limit), so no run overlaps them.",
+            "",
+            "```mermaid",
+            mermaid(stages),
+            "```",
+            "",
+            f"Execution timeout: {definition.get('TimeoutSeconds', 'none')} s for the whole run. Every Lambda task "
+            f"retries with exponential backoff and full jitter on: {', '.join(retries)} (one policy, "
+            "`statemachine/definition.py`: `retry_policy`). Any other error is caught per table: the table "
             "is reported as failed, tables that depend on it are skipped, and the run ends FAILED after the report.",
             "",
             "What the states do (their `Comment`s):",
             "",
             *_comments(definition["States"], ""),
+            *_comments(stages["States"], ""),
             "",
         ]
     )

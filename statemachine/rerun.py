@@ -5,7 +5,9 @@
 
 Reads the failed execution's history, works out which source tables must be extracted again (those that
 failed, and the sources of every warehouse table that failed or was skipped), and starts a new execution
-of the same state machine with just those tables; a local execution interrupted by Ctrl-C is started again
+of the same state machine with just those tables, its work in the Standard child (``standard_workflow``: its graph
+in the console, and redrive); the per-table results are read from the parent's own history, where the child's
+output arrives (an Express child keeps no history to read); a local execution interrupted by Ctrl-C is started again
 with its own input (the watermarks moved only for what was durable, so it resumes). `--dry-run` prints the
 input instead. A local execution
 (`local-…`, as `python -m statemachine.local run` names them) is read from the lake directory that ran it,
@@ -27,22 +29,37 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.common.errors import truncated
-from lambdas.report.summary import Failure, rerun_input, state_machine_arn
+from lambdas.extract.run_plan import STANDARD_WORKFLOW
+from lambdas.report.summary import STAGE_RESULTS, Failure, rerun_input, state_machine_arn
 from statemachine.history import history
 
 
+def _results(output: Any) -> list[Any]:
+    """A state's output and, where it holds them, the per-table results of the stages: a Lambda task's Payload, a
+    Map iteration's result, or the child workflow's results as the parent's task received them (``Output``, as
+    .sync:2 returns them) and kept them (``stages``)."""
+    if isinstance(output, dict) and "Payload" in output:
+        output = output["Payload"]
+    found = [output]
+    for holder in (output.get("Output"), output.get("stages")) if isinstance(output, dict) else ():
+        if isinstance(holder, dict):
+            found += [r for key in STAGE_RESULTS if isinstance(holder.get(key), list) for r in holder[key]]
+    return found
+
+
 def failures_in(events: list[dict[str, Any]]) -> list[Failure]:
-    """The per-table failures and skips the Map iterations recorded in the execution history."""
+    """The per-table failures and skips recorded in the execution history: by the Map iterations, or in the child's
+    results the parent received."""
     found = []
     for event in events:
         details = event.get("stateExitedEventDetails") or event.get("taskSucceededEventDetails") or {}
         try:
-            output = json.loads(details.get("output") or "null")
+            parsed = json.loads(details.get("output") or "null")
         except ValueError:
             continue
-        if isinstance(output, dict) and "Payload" in output:
-            output = output["Payload"]
-        if isinstance(output, dict) and output.get("status") in ("failed", "skipped") and "table" in output:
+        for output in _results(parsed):
+            if not (isinstance(output, dict) and output.get("status") in ("failed", "skipped") and "table" in output):
+                continue
             failure = Failure(
                 stage=str(output.get("stage")),
                 table=str(output["table"]),
@@ -64,7 +81,12 @@ def plan(sfn: Any, execution_arn: str) -> dict[str, Any]:
     if not found:
         raise SystemExit(f"{execution_arn} failed before any table did ({described.get('error')}); "
                          "redrive it or start a full run")  # fmt: skip
-    return rerun_input(found, json.loads(described.get("input") or "{}"))
+    execution_input = rerun_input(found, json.loads(described.get("input") or "{}"))
+    if not execution_input["tables"]:  # e.g. the child workflow failed as a whole: no table of its own failed
+        named = ", ".join(sorted({f.table for f in found}))
+        raise SystemExit(f"{execution_arn} failed, but in no table a re-run could name ({named}); start a full run")
+    # the re-run's work in the Standard child (lambdas/extract/run_plan.py): its graph in the console, and redrive
+    return {**execution_input, STANDARD_WORKFLOW: True}
 
 
 EXIT_USAGE, EXIT_UNAVAILABLE = 2, 69

@@ -1,7 +1,8 @@
 """docs/cost.md prices what the code does: the counts it uses are measured here again (issue 21).
 
-Per kind of run, from a local execution: the states it entered and the Lambda tasks it scheduled (what Step
-Functions and Lambda bill, counted from the history Step Functions records), its S3 requests, log bytes and
+Per kind of run, from a local execution: the states the Standard parent entered, the states of the child that ran
+the tables' work and whether it was the Express or the Standard one, and the Lambda tasks scheduled (what Step
+Functions and Lambda bill, counted from the histories Step Functions records), its S3 requests, log bytes and
 GB-seconds. Per month, from the synthesized template and the code that publishes metrics: the metric series,
 alarms, dashboards and secrets. States and invocations must match exactly; the other per-run figures, which
 move with timing and data, within a quarter.
@@ -23,6 +24,7 @@ from lambdas.load.handler import metrics_for
 from lambdas.load.loader import LoadResult
 from lambdas.load.verify import VerifyResult
 from lambdas.report.freshness import freshness_metrics
+from statemachine.history import CHILD_TYPE
 from statemachine.local import runner
 from statemachine.local.counts import run_counts
 from statemachine.local.deployment import LOCAL_FUNCTION_NAMES, synthesized_template
@@ -47,6 +49,12 @@ def memory_gb() -> dict[str, float]:
     return found
 
 
+def logged(event: dict[str, Any]) -> bool:
+    """Whether the execution logs record the event: every event of the parent and of a Standard child (LogLevel
+    ALL), an Express child's errors only (LogLevel ERROR, cdk/workflow.py)."""
+    return event.get(CHILD_TYPE) != "EXPRESS" or event["type"].endswith(("Failed", "TimedOut", "Aborted"))
+
+
 def measured(db: Databases, outcome: runner.RunOutcome, title: str) -> cost.RunKind:
     assert outcome.succeeded, outcome
     counts = run_counts(outcome.history)
@@ -54,14 +62,19 @@ def measured(db: Databases, outcome: runner.RunOutcome, title: str) -> cost.RunK
     function = {stage: name for stage, name in LOCAL_FUNCTION_NAMES.items()} | {"plan": "totesys-extract"}
     calls = [i.calls for i in outcome.invocations]
     logs = db.lake / "logs" / f"{outcome.execution_arn.rsplit(':', 1)[-1]}.jsonl"
+    assert len(counts.child_states) <= 1 and counts.express_requests <= 1, counts  # one child, not a fallback
+    child = next(iter(counts.child_states), "")
     return cost.RunKind(
         title,
         counts.states,
         counts.invocations_by_function,
         sum(c.get("s3:GetObject", 0) for c in calls),
         sum(c.get("s3:PutObject", 0) + c.get("s3:DeleteObject", 0) for c in calls),
-        logs.stat().st_size + len(json.dumps(outcome.history, default=str)),
+        logs.stat().st_size + len(json.dumps([e for e in outcome.history if logged(e)], default=str)),
         round(sum(memory[function[i.stage]] * i.seconds for i in outcome.invocations), 1),
+        child,
+        counts.child_states.get(child, 0),
+        round(counts.express_seconds, 1),
     )
 
 
@@ -88,9 +101,13 @@ def test_each_kind_of_run_does_what_docs_cost_md_prices(reader: Databases) -> No
     for name, kind in found.items():
         documented = cost.RUN_KINDS[name]
         assert (kind.states, kind.invocations) == (documented.states, documented.invocations), name
+        assert (kind.child, kind.child_states) == (documented.child, documented.child_states), name
         for figure in ("s3_get", "s3_put", "log_bytes"):
             assert within_a_quarter(getattr(kind, figure), getattr(documented, figure)), (name, figure)
     assert found["quiet"].states <= 12 and found["quiet"].calls <= 3
+    # a run with work is a few parent states whatever the number of tables; incremental work runs in Express
+    assert found["seed"].states == found["busy"].states <= found["quiet"].states + 1
+    assert (found["seed"].child, found["busy"].child, found["reconcile"].child) == ("EXPRESS", "EXPRESS", "STANDARD")
 
 
 def published_series() -> tuple[set[tuple[str, ...]], set[tuple[str, ...]], set[tuple[str, ...]]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,14 @@ def test_the_tokens_of_the_synthesized_stack_map_onto_the_local_resources(stack:
         "totesys/source",
         "totesys/warehouse",
     )  # from cdk.json's context, as deployed
-    invoke = [s for s in stack.state_machine_statements if s["Action"] == "lambda:InvokeFunction"]
-    assert {r for s in invoke for r in s["Resource"]} == {deployed.function_arn(s) for s in stack.functions}
+
+    def invoked(statements: tuple[dict[str, Any], ...]) -> set[str]:
+        return {r for s in statements if s["Action"] == "lambda:InvokeFunction" for r in s["Resource"]}
+
+    # the run invokes the lease, the plan and the report; its children the tables' work
+    assert invoked(stack.state_machine_statements) == {deployed.function_arn(s) for s in ("lease", "extract", "report")}
+    for child in stack.children_statements.values():
+        assert invoked(child) == {deployed.function_arn(s) for s in ("extract", "transform", "load")}
     granted = {r for s in stack.functions["transform"].statements for r in s["Resource"]}
     assert f"arn:aws:s3:::{runner.INGESTION_BUCKET}/{head_key('extract', 'staff')}" in granted
     assert "arn:aws:secretsmanager:eu-west-2:123456789012:secret:totesys/source-??????" in {
@@ -154,15 +161,16 @@ def test_a_state_machine_that_may_not_invoke_a_function_fails_the_run_naming_it(
     databases.seed(scale=0.05)
     load = deployed.function_arn("load")
     statements = tuple(
-        {**s, "Resource": [r for r in s["Resource"] if r != load]} for s in stack.state_machine_statements
+        {**s, "Resource": [r for r in s["Resource"] if r != load]} for s in stack.children_statements["standard"]
     )
-    databases.deployment = Deployment(stack.functions, stack.state_machine_name, statements)
+    # the Standard child runs a first load (lambdas/extract/run_plan.py)
+    databases.deployment = replace(stack, children_statements={**stack.children_statements, "standard": statements})
 
     outcome = databases.run(**TABLES)
 
     assert outcome.status == "FAILED"
     assert (
-        f"state machine TotesysEtl-pipeline is not authorized to perform: lambda:InvokeFunction on resource: {load}"
+        f"state machine TotesysEtl-standard is not authorized to perform: lambda:InvokeFunction on resource: {load}"
         in failure_text(outcome)
     )
     assert {i.stage for i in outcome.invocations if i.ok} >= {"extract", "transform"}

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from statemachine.local.counts import run_counts
 from tests.conftest import Databases, as_admin
 from tests.expected import SOURCE, WAREHOUSE
 
@@ -92,7 +93,8 @@ def test_the_rerun_command_reads_a_failed_execution_and_starts_one_for_only_its_
         capsys.readouterr()
 
         assert rerun.main([failed.execution_arn, "--dry-run"], client=pipeline.sfn) == 0
-        assert json.loads(capsys.readouterr().out) == {"tables": ["payment_type"]}
+        # read from the parent's own history (an Express child keeps none in AWS); the re-run in the Standard child
+        assert json.loads(capsys.readouterr().out) == {"tables": ["payment_type"], "standard_workflow": True}
 
         as_admin(reader, f"GRANT SELECT ON payment_type TO {role}")
         assert rerun.main([failed.execution_arn], client=pipeline.sfn) == 0
@@ -101,5 +103,6 @@ def test_the_rerun_command_reads_a_failed_execution_and_starts_one_for_only_its_
 
     assert second.succeeded, second.cause
     assert {i.table for i in second.invocations if i.stage == "extract"} == {"payment_type"}
+    assert run_counts(second.history).child_states.keys() == {"STANDARD"}
     for table in SOURCE:
         assert matches_source(reader, table), table

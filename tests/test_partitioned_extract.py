@@ -230,7 +230,9 @@ def test_a_range_that_keeps_failing_leaves_the_head_and_warehouse_as_they_were(s
                       full_refresh=True)  # fmt: skip
 
     assert failed.status == "FAILED" and failed.error == "TablesFailed", failed
-    ranges = definition.load()["States"]["Extract source tables"]["ItemProcessor"]["States"]["Extract key ranges"]
+    ranges = definition.load(name=definition.STAGES)["States"]["Extract source tables"]["ItemProcessor"]["States"][
+        "Extract key ranges"
+    ]
     retry = next(r for r in ranges["ItemProcessor"]["States"]["Extract key range"]["Retry"]
                  if "TransientError" in r["ErrorEquals"])  # fmt: skip
     attempts = [i for i in calls(failed) if i.step == "range 0"]

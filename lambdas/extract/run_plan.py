@@ -14,6 +14,13 @@ The plan names, per stage, the tables that have work, and why:
   (lambdas/load/held.py): held rows are tried again in every run until they load, so they load in the run in
   which their dimension row arrives, and the stuck-rows alarm keeps its evidence.
 
+The plan also says which child workflow runs the tables' work (docs/state-machine.md): ``express`` for an
+incremental run, whose reads are bounded by the changes since each table's watermark, and ``standard`` for a run
+it cannot bound within Express's five minutes: a run mode (full refresh, repair, reconciliation: whole tables,
+possibly in key ranges), a table never extracted (its first load), a table whose state it could not read or
+believe, or a run asked to (``standard_workflow``, as a re-run of failed tables is). An Express child that does not
+finish anyway is done again by the Standard child within the same run (statemachine/definition.py).
+
 "Nothing to do" is never the answer to "I could not tell": a table whose state cannot be read or believed is
 planned, and its stage says what is wrong. What the plan does not see is what the stages themselves would not
 act on either (a warehouse swapped under an unchanged lake is found by the next load that has work).
@@ -35,6 +42,10 @@ from lambdas.common.tables import DIMENSIONS, FACTS, SOURCE_TABLES, TRANSFORM_IN
 from lambdas.extract.extractor import skips_on_signal
 
 ACTION_PLAN = "plan"
+# Which child workflow runs the tables' work (statemachine/definition.py names them alike).
+EXPRESS, STANDARD = "express", "standard"
+# A run option: run the tables' work in the Standard child whatever the plan finds (a re-run of failed tables).
+STANDARD_WORKFLOW = "standard_workflow"
 EXTRACT_STAGE, TRANSFORM_STAGE, LOAD_STAGE = "extract", "transform", "load"
 
 
@@ -53,15 +64,21 @@ class RunPlan:
     # Source tables left out because their change signal proves them unchanged: a change committed in the last
     # seconds may not be counted yet (signal.py), which whoever just changed a row needs to be told.
     unchanged: list[str] = field(default_factory=list)
+    # The child that runs the work, and why when it is the Standard one (None: an incremental run).
+    heavy: str | None = None
 
     @property
     def work(self) -> bool:
         return bool(self.extract or self.transform or self.dimensions or self.facts)
 
+    @property
+    def workflow(self) -> str:
+        return STANDARD if self.heavy else EXPRESS
+
     def as_dict(self) -> dict[str, object]:
         return {"extract": self.extract, "transform": self.transform, "dimensions": self.dimensions,
-                "facts": self.facts, "work": self.work, "reasons": self.reasons, "state": self.state,
-                "unchanged": self.unchanged}  # fmt: skip
+                "facts": self.facts, "work": self.work, "workflow": self.workflow, "why_standard": self.heavy,
+                "reasons": self.reasons, "state": self.state, "unchanged": self.unchanged}  # fmt: skip
 
 
 def _listed(options: dict[str, Any], key: str, allowed: Sequence[str]) -> list[str]:
@@ -171,7 +188,7 @@ def plan_run(
     reasons: dict[str, str] = {}
     if mode is not None:  # a full refresh, repair or reconciliation does every table it names, as asked
         reasons = {f"{EXTRACT_STAGE} {t}": f"the run is a {mode.replace('_', ' ')}" for t in tables}
-        return RunPlan(tables, warehouse, dimensions, facts, reasons)
+        return RunPlan(tables, warehouse, dimensions, facts, reasons, heavy=f"the run is a {mode.replace('_', ' ')}")
 
     if options.get("ignore_change_signal") is True:  # read the named tables without trusting their counters
         reasons = {f"{EXTRACT_STAGE} {t}": "the run ignores the change signal" for t in tables}
@@ -224,4 +241,21 @@ def plan_run(
 
     unchanged = [t for t in tables if t not in extract]
     return RunPlan(extract, transform, loads(dimensions), loads(facts), reasons, known_state(ingestion, processed),
-                   unchanged)  # fmt: skip
+                   unchanged, heavy=_heavy(options, extract, reasons, ingestion))  # fmt: skip
+
+
+def _heavy(options: dict[str, Any], extract: list[str], reasons: dict[str, str], ingestion: Bucket) -> str | None:
+    """Why this incremental run's work goes to the Standard child, or None (Express): what the plan cannot bound."""
+    if options.get(STANDARD_WORKFLOW) is True:
+        return "the run asks for the Standard workflow (a re-run)"
+    doubted = sorted(key for key, why in reasons.items() if why.startswith("its state could not be read"))
+    if doubted:
+        return f"the plan could not tell about {doubted[0]}"
+    for table in extract:
+        try:
+            first = not _head(ingestion, EXTRACT_STAGE, table).stored
+        except Exception:  # not believed: its extract says what is wrong, in the Standard child
+            first = True
+        if first:
+            return f"{table} was never extracted: its first load reads the whole table"
+    return None

@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ STACK_SOURCES = (
     "lambdas",
     "analytics",
     "statemachine/pipeline.asl.json",
+    "statemachine/stages.asl.json",
     "statemachine/local/deployment.py",
 )
 STACK_PACKAGES = ("aws-cdk-lib", "cdk-nag", "constructs")
@@ -137,6 +138,9 @@ BUCKET_CONSTRUCTS = {"Storage/IngestionBucket/Resource": INGESTION_BUCKET,
                      "Storage/ProcessedBucket/Resource": PROCESSED_BUCKET}  # fmt: skip
 TOPIC_CONSTRUCT = "Alerts/Topic/Resource"
 STATE_MACHINE_CONSTRUCT = "Workflow/StateMachine/Resource"
+# The parent's two children, by the plan's word for them (statemachine/definition.py: CHILD_ARN).
+CHILD_CONSTRUCTS = {"express": "Workflow/StagesExpress/Resource", "standard": "Workflow/StagesStandard/Resource"}
+CHILD_PLACEHOLDERS = {"express": "StagesExpressArn", "standard": "StagesStandardArn"}
 
 
 def function_arn(stage: str) -> str:
@@ -176,10 +180,11 @@ def local_values(template: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     for stage, path in FUNCTION_CONSTRUCTS.items():
         values[(by_path[path], "Ref")] = LOCAL_FUNCTION_NAMES[stage]
         values[(by_path[path], "Arn")] = function_arn(stage)
-    if STATE_MACHINE_CONSTRUCT in by_path:
-        logical = by_path[STATE_MACHINE_CONSTRUCT]
-        arn = state_machine_arn(template["Resources"][logical]["Properties"]["StateMachineName"])
-        values[(logical, "Ref")] = values[(logical, "Arn")] = arn
+    for path in (STATE_MACHINE_CONSTRUCT, *CHILD_CONSTRUCTS.values()):
+        if path in by_path:
+            logical = by_path[path]
+            arn = state_machine_arn(template["Resources"][logical]["Properties"]["StateMachineName"])
+            values[(logical, "Ref")] = values[(logical, "Arn")] = arn
     values.update({(name, "Ref"): value for name, value in PSEUDO_PARAMETERS.items()})
     return values
 
@@ -222,6 +227,9 @@ class Deployment:
     functions: dict[str, FunctionSpec]  # by stage
     state_machine_name: str  # as the stack names it: the lease's DescribeExecution grant is built from it
     state_machine_statements: tuple[dict[str, Any], ...]
+    # the children that run the tables' work, by the plan's word for them ('express', 'standard'): (name, type)
+    children: dict[str, tuple[str, str]] = field(default_factory=dict)
+    children_statements: dict[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
 
     def by_name(self, name: str) -> FunctionSpec:
         (spec,) = [f for f in self.functions.values() if f.name == name]
@@ -278,10 +286,18 @@ def deployment(template: Mapping[str, Any]) -> Deployment:
             raise SynthError(f"the {stage} function's environment: {error}") from error
         functions[stage] = FunctionSpec(stage, LOCAL_FUNCTION_NAMES[stage], properties["Handler"], environment,
                                         _role_statements(template, properties["Role"], values))  # fmt: skip
-    (machine,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
-    machine_properties = machine["Properties"]
+    by_path = {path: logical for logical, path in paths.items()}
+    machine_properties = template["Resources"][by_path[STATE_MACHINE_CONSTRUCT]]["Properties"]
+    children, children_statements = {}, {}
+    for workflow, path in CHILD_CONSTRUCTS.items():
+        if path not in by_path:
+            raise SynthError(f"the synthesized stack has no construct {path!r}: update the local mapping")
+        properties = template["Resources"][by_path[path]]["Properties"]
+        children[workflow] = (properties["StateMachineName"], properties.get("StateMachineType", "STANDARD"))
+        children_statements[workflow] = _role_statements(template, properties["RoleArn"], values)
     return Deployment(functions, machine_properties["StateMachineName"],
-                      _role_statements(template, machine_properties["RoleArn"], values))  # fmt: skip
+                      _role_statements(template, machine_properties["RoleArn"], values), children,
+                      children_statements)  # fmt: skip
 
 
 def synthesized_deployment(context: Mapping[str, Any] | None = None) -> Deployment:

@@ -126,10 +126,10 @@ class Dispatcher:
 
     def _invoke(self, function: Any, payload: dict[str, Any]) -> tuple[bool, dict[str, Any], dict[str, int]]:
         name = function.function_name
-        if not iam.allows(self.deployment.state_machine_statements, "lambda:InvokeFunction", function.function_arn):
-            message = iam.denial(f"state machine {self.deployment.state_machine_name}", "lambda:InvokeFunction",
-                                     function.function_arn)  # fmt: skip
-            return False, {"errorType": "AccessDeniedException", "errorMessage": message}, {}
+        for machine, statements in self._invokers(name, payload):
+            if not iam.allows(statements, "lambda:InvokeFunction", function.function_arn):
+                message = iam.denial(f"state machine {machine}", "lambda:InvokeFunction", function.function_arn)
+                return False, {"errorType": "AccessDeniedException", "errorMessage": message}, {}
         try:
             with sandbox.invocation(self.deployment.by_name(name), self.process) as running:
                 try:
@@ -141,6 +141,21 @@ class Dispatcher:
         finally:
             self.mirror.flush()
         return ok, body, dict(running.calls)
+
+    def _invokers(self, name: str, payload: dict[str, Any]) -> list[tuple[str, tuple[dict[str, Any], ...]]]:
+        """The state machines that invoke this function with this event: the parent plans, takes and releases the
+        lease and reports; a table's work is either child's, which are deployed from one definition."""
+        deployment = self.deployment
+        if STAGE_OF.get(name) in ("lease", "report") or payload.get("action") == ACTION_PLAN:
+            return [(deployment.state_machine_name, deployment.state_machine_statements)]
+        return [(deployment.children[w][0], deployment.children_statements[w]) for w in deployment.children]
+
+    def may_start(self, state_machine_arn: str) -> str | None:
+        """Why the parent may not start this child (the AccessDenied AWS would give), or None."""
+        if iam.allows(self.deployment.state_machine_statements, "states:StartExecution", state_machine_arn):
+            return None
+        return iam.denial(f"state machine {self.deployment.state_machine_name}", "states:StartExecution",
+                          state_machine_arn)  # fmt: skip
 
 
 def load_handlers(stack: ExitStack, log_stream: io.TextIOBase, deployment: Deployment,

@@ -36,10 +36,11 @@ import boto3
 from lambdas.common.db import forget_secrets
 from lambdas.common.lake import s3_client
 from statemachine import definition
-from statemachine.history import history
-from statemachine.local import internals, sandbox
+from statemachine.history import with_children
+from statemachine.local import internals, moto_sfn, sandbox
 from statemachine.local.deployment import (
     ALERT_TOPIC,
+    CHILD_PLACEHOLDERS,
     INGESTION_BUCKET,
     LOCAL_FUNCTION_NAMES,
     PROCESSED_BUCKET,
@@ -131,7 +132,7 @@ class LocalPipeline:
             (subject, body) for subject, body in internals.sent_notifications(topic_arn()) if execution_arn in body
         ]
         return RunOutcome(described["status"], execution_arn, output, described.get("error"), described.get("cause"),
-                          history(self.sfn, execution_arn), invocations, alerts)  # fmt: skip
+                          with_children(self.sfn, execution_arn), invocations, alerts)  # fmt: skip
 
 
 @contextmanager
@@ -151,7 +152,8 @@ def local_pipeline(
     from moto import mock_aws
 
     deployment = deployment or synthesized_deployment()
-    for statements in (deployment.state_machine_statements, *(f.statements for f in deployment.functions.values())):
+    for statements in (deployment.state_machine_statements, *deployment.children_statements.values(),
+                       *(f.statements for f in deployment.functions.values())):  # fmt: skip
         sandbox.check_statements(statements)
     forget_secrets()  # every local deployment is fresh, possibly with other databases
     s3_client.cache_clear()
@@ -173,6 +175,7 @@ def local_pipeline(
         loaded = load_handlers(stack, log_stream, deployment, process)
         dispatcher = Dispatcher({**loaded, **(handlers or {})}, mirror, deployment, process, on_invocation)
         stack.enter_context(internals.invoking_lambdas_with(dispatcher))
+        stack.enter_context(moto_sfn.sync_children(dispatcher.may_start))
         yield LocalPipeline(dispatcher, mirror, _deploy(mirror, source, warehouse, deployment), log_path)
 
 
@@ -242,8 +245,13 @@ def _deploy(mirror: LakeMirror, source: dict[str, Any], warehouse: dict[str, Any
             Code={"ZipFile": archive.getvalue()},
         )
         arns[placeholder] = created["FunctionArn"]
-    used = {name: arn for name, arn in arns.items() if name in definition.placeholders()}
     sfn = boto3.client("stepfunctions", region_name=REGION)
+    stages = {name: arn for name, arn in arns.items() if name in definition.placeholders(definition.STAGES)}
+    for workflow, (name, machine_type) in deployment.children.items():  # the children first: the parent names them
+        arns[CHILD_PLACEHOLDERS[workflow]] = sfn.create_state_machine(
+            name=name, type=machine_type, definition=definition.render(stages, definition.STAGES), roleArn=role
+        )["stateMachineArn"]
+    used = {name: arn for name, arn in arns.items() if name in definition.placeholders(definition.PIPELINE)}
     created = sfn.create_state_machine(name=deployment.state_machine_name, definition=definition.render(used),
                                        roleArn=role)  # fmt: skip
     return created["stateMachineArn"]

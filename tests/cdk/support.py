@@ -126,8 +126,14 @@ class Synthesized:
         (topic,) = self.resources("AWS::SNS::Topic")
         return topic
 
-    def state_machine(self) -> tuple[str, dict[str, Any]]:
-        ((logical, resource),) = self.resources("AWS::StepFunctions::StateMachine").items()
+    def state_machine(self, workflow: str | None = None) -> tuple[str, dict[str, Any]]:
+        """The parent state machine, or its ``workflow`` ('express', 'standard') child."""
+        suffix = "-pipeline" if workflow is None else f"-{workflow}"
+        ((logical, resource),) = [
+            (logical, resource)
+            for logical, resource in self.resources("AWS::StepFunctions::StateMachine").items()
+            if resource["Properties"]["StateMachineName"].endswith(suffix)
+        ]
         return logical, resource["Properties"]
 
     def role_statements(self, role_id: str) -> list[dict[str, Any]]:
@@ -143,18 +149,18 @@ class Synthesized:
         assert "ManagedPolicyArns" not in self.properties(role_id), "no managed policies: all access is explicit"
         return self.role_statements(role_id)
 
-    def deployed_definition(self) -> dict[str, Any]:
+    def deployed_definition(self, workflow: str | None = None) -> dict[str, Any]:
         """The definition as Step Functions will see it: the asset file with DefinitionSubstitutions applied.
 
         Each substitution is a CloudFormation expression; it is rendered as ``<ref:LogicalId.Arn>`` so that the
         result can be compared as parsed JSON.
         """
-        _, properties = self.state_machine()
+        _, properties = self.state_machine(workflow)
         key = properties["DefinitionS3Location"]["Key"]
         text = (self.outdir / f"asset.{key}").read_text(encoding="utf-8")
         for name, value in properties["DefinitionSubstitutions"].items():
-            target, attribute = value["Fn::GetAtt"]
-            text = text.replace("${" + name + "}", f"<ref:{target}.{attribute}>")
+            rendered = f"<ref:{value['Ref']}>" if "Ref" in value else "<ref:{}.{}>".format(*value["Fn::GetAtt"])
+            text = text.replace("${" + name + "}", rendered)
         return json.loads(text)
 
 

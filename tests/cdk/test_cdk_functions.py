@@ -176,7 +176,7 @@ def test_function_log_groups_keep_logs_for_the_configured_retention(
 ) -> None:
     for stack, days in ((synthesized, 30), (variant, 90)):
         log_groups = stack.resources("AWS::Logs::LogGroup")
-        assert len(log_groups) == 6, "one per function and the state machine's"
+        assert len(log_groups) == 8, "one per function and one per state machine (the parent and its two children)"
         for log_group in log_groups.values():
             assert log_group["Properties"]["RetentionInDays"] == days
 

@@ -243,33 +243,48 @@ def test_every_function_statement_is_accounted_for(synthesized: Synthesized) -> 
         assert services == expected, stage
 
 
-def test_state_machine_may_invoke_exactly_the_five_functions(synthesized: Synthesized) -> None:
-    _, properties = synthesized.state_machine()
-    role_id = properties["RoleArn"]["Fn::GetAtt"][0]
-    invoke = [
-        statement
-        for statement in synthesized.role_statements(role_id)
-        if "lambda:InvokeFunction" in as_list(statement["Action"])
-    ]
+def test_each_state_machine_may_invoke_exactly_the_functions_its_definition_names(synthesized: Synthesized) -> None:
+    ids = synthesized.function_ids()
+    names = {None: ("extract", "lease", "report"), "express": ("extract", "load", "transform"),
+             "standard": ("extract", "load", "transform")}  # fmt: skip
+    for workflow, stages in names.items():
+        _, properties = synthesized.state_machine(workflow)
+        role_id = properties["RoleArn"]["Fn::GetAtt"][0]
+        invoke = [
+            statement
+            for statement in synthesized.role_statements(role_id)
+            if "lambda:InvokeFunction" in as_list(statement["Action"])
+        ]
 
-    assert len(invoke) == 1
-    assert sorted(json.dumps(r) for r in invoke[0]["Resource"]) == sorted(
-        json.dumps({"Fn::GetAtt": [i, "Arn"]}) for i in synthesized.function_ids().values()
-    )
+        assert len(invoke) == 1, workflow
+        assert sorted(json.dumps(r) for r in invoke[0]["Resource"]) == sorted(
+            json.dumps({"Fn::GetAtt": [ids[stage], "Arn"]}) for stage in stages
+        ), workflow
 
 
-def test_operators_policy_runs_stops_inspects_and_redrives_this_state_machine_only(synthesized: Synthesized) -> None:
+def test_operators_policy_runs_stops_inspects_and_redrives_this_state_machine_and_its_standard_child_only(
+    synthesized: Synthesized,
+) -> None:
     logical, _ = synthesized.state_machine()
     ((policy_id, policy),) = synthesized.resources("AWS::IAM::ManagedPolicy").items()
     granted: dict[str, set[str]] = {}
     for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
         assert statement["Effect"] == "Allow"
         for action in as_list(statement["Action"]):
-            granted.setdefault(rendered(statement["Resource"]), set()).add(action)
+            for resource in as_list(statement["Resource"]):
+                granted.setdefault(rendered(resource), set()).add(action)
 
     assert granted == {
         f"<ref:{logical}>": {"states:StartExecution", "states:DescribeStateMachine", "states:ListExecutions"},
         EXECUTIONS: {
+            "states:DescribeExecution",
+            "states:GetExecutionHistory",
+            "states:StopExecution",
+            "states:RedriveExecution",
+        },
+        # the Standard child that runs the work of heavy runs and re-runs: its graph, stop and redrive
+        f"<ref:{synthesized.state_machine('standard')[0]}>": {"states:DescribeStateMachine", "states:ListExecutions"},
+        EXECUTIONS.replace("-pipeline", "-standard"): {
             "states:DescribeExecution",
             "states:GetExecutionHistory",
             "states:StopExecution",

@@ -1,4 +1,5 @@
-"""The state machine is the ASL file with the five function ARNs substituted, and the schedule that starts it."""
+"""The state machines are the ASL files with the function ARNs substituted (the parent's also with its two
+children's), and the schedules that start the parent."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from cdk.functions import STAGES
 from cdk.stack import DEFINITION_FILE, substitution_name
 from cdk.workflow import STATE_MACHINE_NAME_MAX_LENGTH, pipeline_state_machine_name
 from statemachine import definition
+from statemachine.local.deployment import CHILD_PLACEHOLDERS
 from tests.cdk.support import Synthesized, as_list
 
 
-def substituted_file(synthesized: Synthesized) -> dict[str, Any]:
-    """pipeline.asl.json with each placeholder replaced as ``deployed_definition`` renders the ARNs."""
+def substituted_file(synthesized: Synthesized, name: str = definition.PIPELINE) -> dict[str, Any]:
+    """An ASL file with each placeholder replaced as ``deployed_definition`` renders the ARNs."""
     ids = synthesized.function_ids()
     by_placeholder = {substitution_name(stage): f"<ref:{logical}.Arn>" for stage, logical in ids.items()}
-    return json.loads(definition.render({name: by_placeholder[name] for name in definition.placeholders()}))
+    by_placeholder |= {CHILD_PLACEHOLDERS[w]: f"<ref:{synthesized.state_machine(w)[0]}>" for w in CHILD_PLACEHOLDERS}
+    return json.loads(definition.render({p: by_placeholder[p] for p in definition.placeholders(name)}, name))
 
 
 def task_function_names(states: dict[str, Any]) -> dict[str, str]:
@@ -32,8 +35,9 @@ def task_function_names(states: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def test_the_asl_file_expects_the_function_arn_of_every_stage() -> None:
-    assert {substitution_name(stage) for stage in STAGES} == definition.placeholders()
+def test_the_asl_files_expect_the_function_arn_of_every_stage_and_the_children() -> None:
+    assert {substitution_name(stage) for stage in STAGES} | set(CHILD_PLACEHOLDERS.values()) == \
+        definition.placeholders()  # fmt: skip
     assert substitution_name("lease") == "LeaseFunctionArn"
 
 
@@ -44,15 +48,23 @@ def test_state_machine_deploys_the_asl_file_with_the_function_arns(synthesized: 
     assert properties["DefinitionS3Location"]["Key"].endswith(".json")
 
     assert synthesized.deployed_definition() == substituted_file(synthesized)
+    parent_stages = ("lease", "extract", "report")
     assert properties["DefinitionSubstitutions"] == {
-        substitution_name(stage): {"Fn::GetAtt": [logical, "Arn"]} for stage, logical in ids.items()
+        **{substitution_name(stage): {"Fn::GetAtt": [ids[stage], "Arn"]} for stage in parent_stages},
+        **{CHILD_PLACEHOLDERS[w]: {"Ref": synthesized.state_machine(w)[0]} for w in CHILD_PLACEHOLDERS},
     }
     assert "${" not in json.dumps(synthesized.deployed_definition())
+    for workflow in CHILD_PLACEHOLDERS:  # both children are the one stages definition
+        assert synthesized.deployed_definition(workflow) == substituted_file(synthesized, definition.STAGES)
+        _, child = synthesized.state_machine(workflow)
+        assert set(child["DefinitionSubstitutions"]) == {"ExtractFunctionArn", "TransformFunctionArn",
+                                                         "LoadFunctionArn"}  # fmt: skip
 
 
 def test_each_task_invokes_a_pipeline_function_and_every_function_is_used(synthesized: Synthesized) -> None:
     ids = synthesized.function_ids()
     tasks = task_function_names(synthesized.deployed_definition()["States"])
+    tasks |= task_function_names(synthesized.deployed_definition("express")["States"])
 
     assert set(tasks.values()) == {f"<ref:{logical}.Arn>" for logical in ids.values()}
     for name, function in tasks.items():
@@ -102,6 +114,41 @@ def test_state_machine_logs_everything_and_traces(synthesized: Synthesized, vari
     _, variant_properties = variant.state_machine()
     assert variant_properties["LoggingConfiguration"]["Level"] == "ALL"
     assert variant_properties.get("TracingConfiguration", {"Enabled": False}) == {"Enabled": False}
+
+
+def test_the_children_are_an_express_and_a_standard_state_machine_each_logging_its_errors_with_data(
+    synthesized: Synthesized,
+) -> None:
+    """An Express execution keeps no history: its log group is where its graph is, errors with their data."""
+    for workflow, kind, level in (("express", "EXPRESS", "ERROR"), ("standard", "STANDARD", "ALL")):
+        _, properties = synthesized.state_machine(workflow)
+        assert properties["StateMachineType"] == kind
+        assert properties["StateMachineName"] == f"TotesysEtl-{workflow}"
+        assert properties["LoggingConfiguration"]["Level"] == level
+        assert properties["LoggingConfiguration"]["IncludeExecutionData"] is True
+        assert properties["TracingConfiguration"] == {"Enabled": True}
+        log_group = properties["LoggingConfiguration"]["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]
+        assert synthesized.properties(log_group["Fn::GetAtt"][0])["LogGroupName"] == \
+            f"/aws/vendedlogs/states/TotesysEtl-{workflow}"  # fmt: skip
+
+
+def test_the_parent_may_start_wait_for_and_stop_its_children_and_nothing_else(synthesized: Synthesized) -> None:
+    """What startExecution.sync:2 needs (AWS's IAM for Step Functions' own integration), on the children only."""
+    _, properties = synthesized.state_machine()
+    statements = synthesized.role_statements(properties["RoleArn"]["Fn::GetAtt"][0])
+    by_action: dict[str, list[Any]] = {}
+    for statement in statements:
+        for action in as_list(statement["Action"]):
+            by_action.setdefault(action, []).extend(as_list(statement["Resource"]))
+    children = [{"Ref": synthesized.state_machine(w)[0]} for w in ("express", "standard")]
+
+    assert sorted(map(json.dumps, by_action["states:StartExecution"])) == sorted(map(json.dumps, children))
+    executions = json.dumps(by_action["states:DescribeExecution"])
+    assert by_action["states:DescribeExecution"] == by_action["states:StopExecution"]
+    assert ":execution:TotesysEtl-express:*" in executions and ":express:TotesysEtl-express:*" in executions
+    assert ":execution:TotesysEtl-standard:*" in executions and "pipeline" not in executions
+    for action in ("events:PutTargets", "events:PutRule", "events:DescribeRule"):
+        assert "rule/StepFunctionsGetEventsForStepFunctionsExecutionRule" in json.dumps(by_action[action])
 
 
 def scheduler_role_statements(synthesized: Synthesized, schedule: dict[str, Any]) -> list[dict[str, Any]]:
