@@ -26,6 +26,7 @@ DEFAULTS = {"tables": ["staff", "department"], "full_refresh": False}
         ({"tables": ["sales_order", "no_such_table"]}, "'tables': unknown table no_such_table"),
         ({"full_refresh": "yes"}, "'full_refresh' must be true or false"),
         ({"ignore_change_signal": 1}, "'ignore_change_signal' must be true or false"),
+        ({"standard_workflow": "yes"}, "'standard_workflow' must be true or false"),
     ],
 )
 def test_a_malformed_execution_input_is_refused_naming_what_is_wrong(given: Any, complaint: str) -> None:

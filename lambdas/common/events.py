@@ -87,6 +87,9 @@ class RunOptions(BaseModel):
     repair: Flag = False
     reconcile: Flag = False
     ignore_change_signal: Flag = False  # FLAGS
+    # The tables' work in the Standard child workflow, whatever the plan would choose (re-runs of failed tables:
+    # their graph in the console, redrive; lambdas/extract/run_plan.py STANDARD_WORKFLOW).
+    standard_workflow: Flag = False
 
     @model_validator(mode="after")
     def _one_mode_at_a_time(self) -> RunOptions:
