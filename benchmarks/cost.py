@@ -19,6 +19,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lambdas.common.credentials import SECRET_MAX_AGE_SECONDS
+
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "cost.md"
 PRICES_DATE, REGION = "2026-12-01", "eu-west-2 (Europe, London)"
 RUNS_PER_MONTH = 12 * 24 * 30  # the schedule's rate(5 minutes), a 30-day month
@@ -128,6 +130,9 @@ MEMORY_GB = {"totesys-extract": 1.0, "totesys-transform": 2.0, "totesys-load": 1
 # INIT takes INIT_SECONDS, and one invocation in 1 / COLD_SHARE is cold (the environments a run uses are
 # reused by the next one, 5 minutes later, most of the time). Every invocation cold adds COLD_SHARE⁻¹ times that.
 INIT_SECONDS, COLD_SHARE = 1.0, 0.1
+# Warm containers that connect to a database (the extract Map's 4 concurrent plus the load Maps' 4), each reading
+# its secret again when its copy is SECRET_MAX_AGE_SECONDS old.
+SECRET_CONTAINERS = 8
 
 
 @dataclass(frozen=True)
@@ -187,10 +192,13 @@ def bill(volume: Volume, *, free_tier: bool = False) -> dict[str, float]:
         "s3_put": sum(k.s3_put * n for k, n in runs),
         "s3_get": sum(k.s3_get * n for k, n in runs),
         "log_gb": sum(k.log_bytes * n for k, n in runs) / GB,
-        # upper bound: one secret read per invocation that connects to a database (a warm container caches it)
+        # a cold container reads its secret once (COLD_SHARE of the invocations that connect to a database); each
+        # warm one again when its copy is SECRET_MAX_AGE_SECONDS old (lambdas/common/credentials.py)
         "secret_call": sum(
-            (k.invocations.get("totesys-extract", 0) + k.invocations.get("totesys-load", 0)) * n for k, n in runs
-        ),
+            (k.invocations.get("totesys-extract", 0) + k.invocations.get("totesys-load", 0)) * COLD_SHARE * n
+            for k, n in runs
+        )
+        + SECRET_CONTAINERS * RUNS_PER_MONTH * 300 / SECRET_MAX_AGE_SECONDS,
         "metric": RESOURCES.run_series
         + RESOURCES.metric_series * volume.hours_with_work
         + RESOURCES.reconcile_series / 24,
@@ -239,11 +247,14 @@ Where it goes and what would change it:
   states are now most of the line: a schedule every 15 minutes would cut it by two thirds, and so would the lease
   and the plan as one invocation (two states less per run). An Express run that fails as a whole costs one Wait
   (15 minutes, one state) and the Standard child's transitions.
-- **Fixed lines** ({fixed}: metric series, alarms, the dashboard, the two secrets) are paid whatever the runs do.
-  Metric series are billed by the hour they are published: the freshness series every hour (every run's report
-  publishes them, the alarm's evidence), the others only in hours with a fact load; rows loaded and held per
-  table are Logs Insights queries over the load's log lines rather than series. The dashboard is free
-  as one of an account's first three; ten alarms are free.
+- **Fixed lines** ({fixed}: one metric series, eight alarms, the two secrets) are paid whatever the runs do. Only
+  the freshness series (the worst fact behind, every run) is published every hour; the stuck-rows and drift series
+  only when they have something to tell; the detail per table is in log records read by saved Logs Insights
+  queries. The CloudWatch dashboard ($3 a month beyond an account's first three) is opt-in (`-c dashboard=true`):
+  the consoles, the alarms and the saved queries show what it shows (docs/operations.md#the-dashboard). Eight
+  alarms are within the ten free.
+- **Logs**: every state machine logs its failures with their data (`LogLevel.ERROR`); a Standard execution keeps
+  its whole history in the console and the API for 90 days. `LogLevel.ALL` was 94 % of a run's log bytes.
 - **S3 PUTs** follow the batches: per table with work, the Parquet part, its manifest and the head of each stage.
 - **Lambda** is small: the work of a run at this volume is a few GB-seconds; the always-free 400,000 GB-seconds
   and million requests cover it whole."""
@@ -295,8 +306,8 @@ def render() -> str:
         "",
         "GB-s: each invocation's local wall time (in-process, this machine) times its function's memory in the "
         "synthesized template; cold starts are priced on a line of their own. Log bytes: the Lambdas' log lines of "
-        "the run plus what the execution logs record: every event of the parent and of a Standard child with its "
-        "data (`LogLevel.ALL`), an Express child's errors only (`LogLevel.ERROR`). An Express child's seconds are "
+        "the run plus what the execution logs record: each state machine's failures with their data "
+        "(`LogLevel.ERROR`). An Express child's seconds are "
         "its local wall time (in-process, this machine), billed in 100 ms steps of 64 MB.",
         "",
         "## Fixed, counted from the template and the code",

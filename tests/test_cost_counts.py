@@ -24,7 +24,6 @@ from lambdas.load.handler import metrics_for
 from lambdas.load.loader import LoadResult
 from lambdas.load.verify import VerifyResult
 from lambdas.report.freshness import freshness_metrics
-from statemachine.history import CHILD_TYPE
 from statemachine.local import runner
 from statemachine.local.counts import run_counts
 from statemachine.local.deployment import LOCAL_FUNCTION_NAMES, synthesized_template
@@ -50,9 +49,9 @@ def memory_gb() -> dict[str, float]:
 
 
 def logged(event: dict[str, Any]) -> bool:
-    """Whether the execution logs record the event: every event of the parent and of a Standard child (LogLevel
-    ALL), an Express child's errors only (LogLevel ERROR, cdk/workflow.py)."""
-    return event.get(CHILD_TYPE) != "EXPRESS" or event["type"].endswith(("Failed", "TimedOut", "Aborted"))
+    """Whether the execution logs record the event: every state machine logs its failures with their data
+    (LogLevel ERROR, cdk/workflow.py); a Standard execution's whole history stays in the console and the API."""
+    return event["type"].endswith(("Failed", "TimedOut", "Aborted"))
 
 
 def measured(db: Databases, outcome: runner.RunOutcome, title: str) -> cost.RunKind:

@@ -99,11 +99,13 @@ def test_execution_timeout_is_the_asl_files_own(synthesized: Synthesized) -> Non
     assert "Annotation::totesys:asl-timeout" not in warnings
 
 
-def test_state_machine_logs_everything_and_traces(synthesized: Synthesized, variant: Synthesized) -> None:
+def test_state_machine_logs_its_failures_with_their_data_and_traces(
+    synthesized: Synthesized, variant: Synthesized
+) -> None:
     _, properties = synthesized.state_machine()
     log_group = properties["LoggingConfiguration"]["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]
 
-    assert properties["LoggingConfiguration"]["Level"] == "ALL"
+    assert properties["LoggingConfiguration"]["Level"] == "ERROR"
     assert properties["LoggingConfiguration"]["IncludeExecutionData"] is True
     assert properties["TracingConfiguration"] == {"Enabled": True}
     assert properties["StateMachineType"] == "STANDARD"
@@ -112,7 +114,7 @@ def test_state_machine_logs_everything_and_traces(synthesized: Synthesized, vari
     assert log_group_properties["RetentionInDays"] == 30
 
     _, variant_properties = variant.state_machine()
-    assert variant_properties["LoggingConfiguration"]["Level"] == "ALL"
+    assert variant_properties["LoggingConfiguration"]["Level"] == "ERROR"
     assert variant_properties.get("TracingConfiguration", {"Enabled": False}) == {"Enabled": False}
 
 
@@ -120,7 +122,7 @@ def test_the_children_are_an_express_and_a_standard_state_machine_each_logging_i
     synthesized: Synthesized,
 ) -> None:
     """An Express execution keeps no history: its log group is where its graph is, errors with their data."""
-    for workflow, kind, level in (("express", "EXPRESS", "ERROR"), ("standard", "STANDARD", "ALL")):
+    for workflow, kind, level in (("express", "EXPRESS", "ERROR"), ("standard", "STANDARD", "ERROR")):
         _, properties = synthesized.state_machine(workflow)
         assert properties["StateMachineType"] == kind
         assert properties["StateMachineName"] == f"TotesysEtl-{workflow}"
