@@ -103,24 +103,24 @@ _PARENT = {"totesys-extract": 1, "totesys-lease": 1, "totesys-report": 1}
 _EVERY_TABLE = {"totesys-extract": 12, "totesys-lease": 1, "totesys-load": 11, "totesys-report": 1,
                 "totesys-transform": 11}  # fmt: skip
 RUN_KINDS: dict[str, RunKind] = {
-    "quiet": RunKind("nothing changed", 7, _PARENT, 85, 2, 37116, 1.1),
+    "quiet": RunKind("nothing changed", 7, _PARENT, 85, 2, 2470, 0.2),
     "seed": RunKind(
         "the 4 transaction tables changed",
         8,
         {"totesys-extract": 5, "totesys-lease": 1, "totesys-load": 5, "totesys-report": 1, "totesys-transform": 5},
         125,
         34,
-        104860,
-        5.4,
+        12378,
+        2.0,
         "EXPRESS",
         26,
-        1.6,
+        0.5,
     ),
     "busy": RunKind(
-        "every table changed, or its forced scan is due", 8, _EVERY_TABLE, 183, 80, 172728, 18.1, "EXPRESS", 59, 5.7
+        "every table changed, or its forced scan is due", 8, _EVERY_TABLE, 183, 80, 25039, 5.0, "EXPRESS", 59, 1.5
     ),
     "reconcile": RunKind(
-        "nightly reconciliation, nothing drifted", 8, _EVERY_TABLE, 241, 46, 561720, 22.9, "STANDARD", 59
+        "nightly reconciliation, nothing drifted", 8, _EVERY_TABLE, 241, 46, 24828, 4.8, "STANDARD", 59
     ),
 }
 # Each function's memory in GB, as the synthesized template sets it (the test checks it).
