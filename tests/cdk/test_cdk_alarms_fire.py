@@ -185,28 +185,39 @@ def test_every_tasks_error_but_the_plans_ends_in_a_failed_execution(synthesized:
     either fails the execution (no Catch) or is caught into the run's results as a failed table, which the report
     reads and the 'Pipeline failed' state ends with; the plan's error alone is caught into a fallback that may
     succeed, which is ExtractErrors's to tell. (tests/test_failures.py runs these paths.)"""
-    top = synthesized.deployed_definition()["States"]
-    every: dict[str, dict[str, Any]] = {}
-    caught: dict[str, str] = {}
 
-    def walk(states: dict[str, Any]) -> None:
+    def caught_in(states: dict[str, Any], every: dict[str, dict[str, Any]]) -> dict[str, str]:
+        caught = {}
         for name, state_ in states.items():
             every[name] = state_
             if state_["Type"] == "Map":
-                walk((state_.get("ItemProcessor") or state_["Iterator"])["States"])
+                caught |= caught_in((state_.get("ItemProcessor") or state_["Iterator"])["States"], every)
             for catch in state_.get("Catch", []):
                 caught[name] = catch["Next"]
+        return caught
 
-    walk(top)
+    top, every = synthesized.deployed_definition()["States"], {}
+    caught = caught_in(top, every)
     assert caught.pop("Plan which tables to extract, transform and load") == "Plan every table named"
-    assert top["Plan every table named"]["Next"] == "Extract source tables", "the run goes on: not a failure"
+    assert top["Plan every table named"]["Next"] == "Run the tables' work (Standard)", "the run goes on"
     assert caught.pop("Take the run lease") == "Report the refused input"
     assert top[top["Report the refused input"]["Next"]]["Type"] == "Fail"
+    # an Express child that fails as a whole: its work is done again by the Standard child, once its Lambdas ended
+    assert caught.pop("Run the tables' work (Express)") == "Let the Express child's invocations end"
+    assert top["Let the Express child's invocations end"]["Next"] == "Run the tables' work (Standard)"
+    # a Standard child that fails as a whole: a failed result the report counts
+    assert caught.pop("Run the tables' work (Standard)") == "The tables' work failed"
+    assert top["The tables' work failed"]["Parameters"]["extracted"][0]["status"] == "failed"
+    assert top["The tables' work failed"]["Next"] == "Report run"
     assert caught.pop("Report run") == "The report failed"
     assert top["The report failed"]["Parameters"]["failed"] is True
     assert top["Did every table succeed?"]["Choices"][0] == {
         "Variable": "$.report.failed", "BooleanEquals": True, "Next": "Pipeline failed"}  # fmt: skip
     assert top["Pipeline failed"]["Type"] == "Fail"
-    assert caught, "a table's extract, transform and load"
-    for task, handler in caught.items():  # a table's failure: a result the report counts as failed
+    assert not caught, caught
+
+    stages, every = synthesized.deployed_definition("express")["States"], {}
+    per_table = caught_in(stages, every)
+    assert per_table, "a table's extract, transform and load"
+    for task, handler in per_table.items():  # a table's failure: a result the report counts as failed
         assert every[handler]["Type"] == "Pass" and every[handler]["Parameters"]["status"] == "failed", task
