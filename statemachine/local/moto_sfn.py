@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from typing import Any
 from unittest import mock
 
+SYNC_POLL_SECONDS = 0.02
+
 
 def _lower_first(name: str) -> str:
     return name[:1].lower() + name[1:]
@@ -76,7 +78,12 @@ def sync_children(may_start: Callable[[str], str | None]) -> Iterator[None]:
                           normalised_parameters=normalised_parameters, state_credentials=state_credentials)  # fmt: skip
         _as_asl(env.stack[-1])
 
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
+
     with (
+        # moto polls a .sync child every 0.5 s; AWS learns of its end from an event. Every run with work would wait
+        # for a poll once locally, up to half a second that is neither the pipeline's nor AWS's.
+        mock.patch.object(state_task_service_callback, "_DELAY_SECONDS_SYNC_CONDITION_CHECK", SYNC_POLL_SECONDS),
         mock.patch.object(StateTaskServiceSfn, "_normalise_parameters", parameters),
         mock.patch.object(StateTaskServiceSfn, "_normalise_response", response),
         mock.patch.object(StateTaskServiceSfn, "_eval_service_task", service_task),
