@@ -52,7 +52,8 @@ def test_a_change_that_did_not_move_last_updated_reaches_the_warehouse_through_r
     assert all(not r["ranges_differing"] for r in again.values())
 
 
-def test_a_row_committed_with_an_old_last_updated_arrives_through_reconciliation(small: Databases) -> None:
+def commit_a_sales_order_dated_2020(small: Databases) -> None:
+    """A new source row whose last_updated is older than every watermark: only reconciliation can find it."""
     small.source_sql(
         "INSERT INTO sales_order (created_at, last_updated, design_id, staff_id, counterparty_id, units_sold, "
         "unit_price, currency_id, agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id) "
@@ -60,6 +61,10 @@ def test_a_row_committed_with_an_old_last_updated_arrives_through_reconciliation
         "agreed_payment_date, agreed_delivery_location_id FROM sales_order ORDER BY sales_order_id LIMIT 1",
         old=datetime(2020, 1, 2, 3, 4, 5),
     )
+
+
+def test_a_row_committed_with_an_old_last_updated_arrives_through_reconciliation(small: Databases) -> None:
+    commit_a_sales_order_dated_2020(small)
     assert small.run().succeeded
     assert "fact_sales_order" in small.differences()
 
@@ -121,13 +126,7 @@ def test_with_content_digested_in_turns_the_census_finds_lost_and_deleted_rows_a
     assert first.succeeded and all(not r["ranges_differing"] for r in reconciled(first).values())
     assert {r["content_share"]["turn"] for r in reconciled(first).values()} == {0}
     small.source_sql("UPDATE design SET file_location = '/archive' WHERE design_id <= 20")  # range 0, quietly
-    small.source_sql(
-        "INSERT INTO sales_order (created_at, last_updated, design_id, staff_id, counterparty_id, units_sold, "
-        "unit_price, currency_id, agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id) "
-        "SELECT :old, :old, design_id, staff_id, counterparty_id, 9, 2.5, currency_id, agreed_delivery_date, "
-        "agreed_payment_date, agreed_delivery_location_id FROM sales_order ORDER BY sales_order_id LIMIT 1",
-        old=datetime(2020, 1, 2, 3, 4, 5),
-    )
+    commit_a_sales_order_dated_2020(small)
     small.warehouse_sql("UPDATE dim_staff SET first_name = 'Edited' WHERE staff_id = 1")  # in place: content only
     small.warehouse_sql("DELETE FROM fact_payment WHERE payment_id = 1")  # a row gone: the census
 
